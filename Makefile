@@ -1,0 +1,36 @@
+# The README's two commands are `make figures` and `make test`; both set up .venv/ on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Notebooks run under `make test` write their (QUICK) figures here, not over the committed ones.
+TEST_FIGURES := build/test-figures
+
+.PHONY: venv test figures lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+test: venv
+	$(BIN)/ruff check .
+	QUICK=1 TQDM_DISABLE=1 MPLBACKEND=Agg ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
+		$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+
+figures: venv
+	MPLBACKEND=Agg $(BIN)/python scripts/run_notebooks.py notebooks
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check analysis_lib tests benchmarks scripts
+
+bench: venv
+	$(BIN)/python benchmarks/bench_optimizers.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,46 @@
+"""Reference optimizers (AdamNX, Ada2MS) and loss-landscape / curvature / sharpness probes.
+
+Submodules are imported on first use (``analysis_lib.optim``, ``analysis_lib.plots``, ...), so
+``import analysis_lib`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+
+import numpy as np
+import torch
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "device", "optim", "plots", "quick_mode", "seed_everything"]
+
+_SUBMODULES = {"optim", "plots"}
+
+
+def device() -> torch.device:
+    """CUDA when it is available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA) with ``seed`` and
+    return a fresh ``torch.Generator`` seeded with it, for code that takes one explicitly."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def quick_mode() -> bool:
+    """True when the environment asks for the small, fast settings (``QUICK=1``)."""
+    return os.environ.get("QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,226 @@
+"""Three ways to execute one update rule.
+
+An update rule (see ``adamnx.py`` and ``ada2ms.py``) is written once, against the handful of
+primitives below. Every primitive takes lists of tensors; a scalar argument is either one value
+for the whole list or a list with one value per tensor. The backends differ only in how a
+primitive is executed:
+
+* :class:`LoopOps` -- eager ``torch.Tensor`` methods, one tensor at a time. The reference path.
+* :class:`ForeachOps` -- ``torch._foreach_*`` multi-tensor kernels.
+* :class:`CompiledOps` -- the same tensor methods as ``LoopOps`` but with scalars that may be
+  0-dim tensors, traced by ``torch.compile`` into fused kernels (the ``fused=True`` path).
+
+The runners at the bottom call a rule through a backend: per tensor, per list, or compiled once.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Scalar = float | Tensor
+ScalarArg = Scalar | Sequence[Scalar]
+
+
+def _at(c: ScalarArg, i: int) -> Scalar:
+    """The value of scalar argument ``c`` for the ``i``-th tensor."""
+    return c[i] if isinstance(c, list | tuple) else c
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Reductions accumulate in at least float32 (bfloat16 sums would lose most of their digits)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _pow_fast(x: Tensor, e: float) -> Tensor:
+    """``x ** e`` for a Python float exponent, with exact shortcuts for the common exponents."""
+    if e == 0.0:
+        return torch.ones_like(x)
+    if e == 0.5:
+        return x.sqrt()
+    if e == 0.25:
+        return x.sqrt().sqrt_()
+    if e == 1.0:
+        return x.clone()
+    return x.pow(e)
+
+
+class LoopOps:
+    """Eager per-tensor primitives (floats or 0-dim tensors as scalars)."""
+
+    @staticmethod
+    def mul_(xs: list[Tensor], c: ScalarArg) -> None:
+        for i, x in enumerate(xs):
+            x.mul_(_at(c, i))
+
+    @staticmethod
+    def add_(xs: list[Tensor], c: ScalarArg) -> None:
+        for i, x in enumerate(xs):
+            x.add_(_at(c, i))
+
+    @staticmethod
+    def ema_(avgs: list[Tensor], xs: list[Tensor], beta: Scalar) -> None:
+        """avg <- beta * avg + (1 - beta) * x."""
+        for a, x in zip(avgs, xs, strict=True):
+            a.lerp_(x, 1 - beta)
+
+    @staticmethod
+    def ema_square_(avgs: list[Tensor], xs: list[Tensor], beta: float) -> None:
+        """avg <- beta * avg + (1 - beta) * x**2."""
+        for a, x in zip(avgs, xs, strict=True):
+            a.mul_(beta).addcmul_(x, x, value=1 - beta)
+
+    @staticmethod
+    def sqrt(xs: list[Tensor]) -> list[Tensor]:
+        return [x.sqrt() for x in xs]
+
+    @staticmethod
+    def pow(xs: list[Tensor], e: Scalar) -> list[Tensor]:
+        if isinstance(e, Tensor):
+            return [x.pow(e) for x in xs]
+        return [_pow_fast(x, e) for x in xs]
+
+    @staticmethod
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: float) -> None:
+        """p <- p + c * n / d."""
+        for p, n, d in zip(ps, ns, ds, strict=True):
+            p.addcdiv_(n, d, value=c)
+
+    @staticmethod
+    def sum(xs: list[Tensor]) -> list[Tensor]:
+        """Sum of each tensor, as 0-dim tensors in the accumulation dtype."""
+        return [x.sum(dtype=accumulation_dtype(x.dtype)) for x in xs]
+
+
+class CompiledOps(LoopOps):
+    """LoopOps whose scalars may all be 0-dim tensors, so that traced code never specialises on
+    a hyperparameter's value (changing lr or a scheduled alpha does not recompile)."""
+
+    @staticmethod
+    def ema_square_(avgs: list[Tensor], xs: list[Tensor], beta: Scalar) -> None:
+        for a, x in zip(avgs, xs, strict=True):
+            a.mul_(beta).add_(x * x * (1 - beta))
+
+    @staticmethod
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: Scalar) -> None:
+        for p, n, d in zip(ps, ns, ds, strict=True):
+            p.add_(n / d * c)
+
+
+class ForeachOps:
+    """Multi-tensor ``torch._foreach_*`` primitives."""
+
+    @staticmethod
+    def mul_(xs: list[Tensor], c: ScalarArg) -> None:
+        if isinstance(c, list | tuple) and c and isinstance(c[0], Tensor):
+            for x, ci in zip(xs, c, strict=True):  # per-tensor 0-dim factors: broadcast one by one
+                x.mul_(ci)
+        else:
+            torch._foreach_mul_(xs, c)
+
+    @staticmethod
+    def add_(xs: list[Tensor], c: ScalarArg) -> None:
+        torch._foreach_add_(xs, c)
+
+    @staticmethod
+    def ema_(avgs: list[Tensor], xs: list[Tensor], beta: float) -> None:
+        torch._foreach_lerp_(avgs, xs, 1 - beta)
+
+    @staticmethod
+    def ema_square_(avgs: list[Tensor], xs: list[Tensor], beta: float) -> None:
+        torch._foreach_mul_(avgs, beta)
+        torch._foreach_addcmul_(avgs, xs, xs, 1 - beta)
+
+    @staticmethod
+    def sqrt(xs: list[Tensor]) -> list[Tensor]:
+        return list(torch._foreach_sqrt(xs))
+
+    @staticmethod
+    def pow(xs: list[Tensor], e: float) -> list[Tensor]:
+        if e == 0.0:
+            return [torch.ones_like(x) for x in xs]
+        if e == 0.5:
+            return list(torch._foreach_sqrt(xs))
+        if e == 0.25:
+            out = list(torch._foreach_sqrt(xs))
+            torch._foreach_sqrt_(out)
+            return out
+        return list(torch._foreach_pow(xs, e))
+
+    @staticmethod
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: float) -> None:
+        torch._foreach_addcdiv_(ps, ns, ds, c)
+
+    @staticmethod
+    def sum(xs: list[Tensor]) -> list[Tensor]:
+        # every tensor summed here is non-negative, so the 1-norm is its sum
+        return list(torch._foreach_norm(xs, 1, dtype=accumulation_dtype(xs[0].dtype)))
+
+
+Rule = Callable[..., Any]
+
+
+class LoopRunner:
+    """Calls a rule once per tensor (single-element lists), like torch's for-loop optimizers."""
+
+    name = "loop"
+
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+        out: list[Tensor] = []
+        for i in range(len(lists[0])):
+            kw = {k: ([v[i]] if isinstance(v, list | tuple) else v) for k, v in scalars.items()}
+            res = rule(LoopOps, *[[lst[i]] for lst in lists], **kw)
+            if res is not None:
+                out.extend(res)
+        return out or None
+
+
+class ForeachRunner:
+    """Calls a rule once on whole lists with the multi-tensor kernels."""
+
+    name = "foreach"
+
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+        return rule(ForeachOps, *lists, **scalars)
+
+
+def _fresh_function(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object: torch.compile keeps its cache (and its
+    recompilation limit) per code object, so each optimizer gets a cache of its own."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__)
+
+
+def _compiled_entry(rule, lists, scalars):
+    return rule(CompiledOps, *lists, **scalars)
+
+
+class CompiledRunner:
+    """Calls a rule through ``torch.compile``: the element-wise work of a whole list is fused.
+
+    Hyperparameters enter as 0-dim tensors on the parameters' device, so the compiled graph does
+    not depend on their values; one graph per (rule, device, dtype, list of shapes) is compiled the
+    first time it is needed and reused from then on.
+    """
+
+    name = "fused"
+
+    def __init__(self) -> None:
+        self._entry = torch.compile(_fresh_function(_compiled_entry), fullgraph=True, dynamic=False)
+
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+        ref = lists[0][0]
+        sdtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+        floats = {k: float(v) for k, v in scalars.items() if isinstance(v, int | float)}
+        as_tensors = dict(
+            zip(
+                floats,
+                torch.tensor(list(floats.values()), dtype=sdtype).to(ref.device).unbind(),
+                strict=True,
+            )
+        )
+        rest = {k: v for k, v in scalars.items() if k not in floats}
+        return self._entry(rule, [list(lst) for lst in lists], {**as_tensors, **rest})

@@ -1,0 +1,166 @@
+"""What AdamNX and Ada2MS share: the torch.optim contract, validation, state, path selection."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._backends import CompiledRunner, ForeachRunner, LoopRunner
+
+_LOOP = LoopRunner()
+_FOREACH = ForeachRunner()
+
+
+def _is_real_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def check_nonnegative(name: str, value: Any, where: str = "") -> None:
+    if not _is_real_number(value) or not value >= 0 or math.isinf(value):
+        raise ValueError(f"Invalid {name}{where}: {value!r} (expected a finite number >= 0)")
+
+
+def check_betas(betas: Any, where: str = "") -> None:
+    ok = isinstance(betas, tuple | list) and len(betas) == 2
+    if not ok or not all(_is_real_number(b) and 0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"Invalid betas{where}: {betas!r} (expected two numbers in [0, 1))")
+
+
+def check_unit_interval(name: str, value: Any, where: str = "") -> None:
+    if not _is_real_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Invalid {name}{where}: {value!r} (expected a number in [0, 1])")
+
+
+@dataclass
+class Bucket:
+    """Parameters of one group that share step count, device and dtype: one batched update."""
+
+    step: int
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    exp_avgs: list[Tensor] = field(default_factory=list)
+    exp_avg_sqs: list[Tensor] = field(default_factory=list)
+
+
+class AdamFamily(Optimizer):
+    """Base of the Adam-family optimizers here: per-parameter ``exp_avg``, ``exp_avg_sq`` and
+    ``step`` state (named as in torch.optim.AdamW), decoupled weight decay, and three execution
+    paths chosen per group by ``foreach`` / ``fused``.
+
+    Subclasses provide ``_check_group`` (hyperparameter validation), ``_check_step`` (validation
+    that depends on the step about to be taken) and ``_update(group, buckets, runner)``.
+    """
+
+    def __init__(self, params: Iterable, defaults: dict[str, Any], *, foreach, fused) -> None:
+        if foreach and fused:
+            raise ValueError("foreach and fused cannot both be True")
+        for name, flag in (("foreach", foreach), ("fused", fused)):
+            if flag not in (None, True, False):
+                raise ValueError(f"Invalid {name}: {flag!r} (expected None, True or False)")
+        self._check_group(defaults, "")
+        self._runners: dict[str, Any] = {}
+        super().__init__(params, {**defaults, "foreach": foreach, "fused": fused})
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_group(self, group: dict[str, Any], where: str) -> None:
+        check_nonnegative("lr", group["lr"], where)
+        check_nonnegative("eps", group["eps"], where)
+        check_nonnegative("weight_decay", group["weight_decay"], where)
+        check_betas(group["betas"], where)
+
+    def _check_step(self, group: dict[str, Any], step: int, where: str) -> None:
+        """Checks that depend on the step about to be taken (e.g. a scheduled hyperparameter)."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif not isinstance(params, set):  # torch.optim rejects sets (unordered) itself
+            params = list(params)
+        where = f" in param group {len(self.param_groups)}"
+        for p in params:
+            if isinstance(p, Tensor) and (p.is_complex() or not p.is_floating_point()):
+                raise ValueError(
+                    f"{type(self).__name__} supports real floating-point parameters only; "
+                    f"got a parameter of dtype {p.dtype}{where}"
+                )
+        merged = {**self.defaults, **param_group}
+        self._check_group(merged, where)
+        if merged.get("foreach") and merged.get("fused"):
+            raise ValueError(f"foreach and fused cannot both be True{where}")
+        super().add_param_group({**param_group, "params": params})
+
+    # -- the step ---------------------------------------------------------------------------
+    def _runner(self, group: dict[str, Any], params: list[Tensor]):
+        if group["fused"]:
+            if "fused" not in self._runners:
+                self._runners["fused"] = CompiledRunner()
+            return self._runners["fused"]
+        foreach = group["foreach"]
+        if foreach is None:  # torch's default: multi-tensor kernels on CUDA, a loop elsewhere
+            foreach = all(p.is_cuda for p in params)
+        return _FOREACH if foreach else _LOOP
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        # 1. Validate everything before any state changes.
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            where = f" in param group {gi}"
+            self._check_group(group, where)
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            for t in {self._next_step(p) for p in params}:
+                self._check_step(group, t, where)
+            work.append((group, params))
+
+        # 2. Update.
+        for group, params in work:
+            if params:
+                self._update(group, self._buckets(params), self._runner(group, params))
+        return loss
+
+    def _next_step(self, p: Tensor) -> int:
+        state = self.state.get(p)
+        return int(state["step"]) + 1 if state else 1
+
+    def _buckets(self, params: list[Tensor]) -> list[Bucket]:
+        """Initialise state where needed, advance the step counters and group the parameters by
+        (step, device, dtype) so that each bucket is updated with one set of scalars."""
+        buckets: dict[tuple, Bucket] = {}
+        for p in params:
+            state = self.state[p]
+            if not state:
+                # as torch.optim.AdamW: a float step counter on the CPU, moments in p's dtype
+                state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            t = int(state["step"])
+            b = buckets.setdefault((t, p.device, p.dtype), Bucket(t))
+            b.params.append(p)
+            b.grads.append(p.grad)
+            b.exp_avgs.append(state["exp_avg"])
+            b.exp_avg_sqs.append(state["exp_avg_sq"])
+        return list(buckets.values())
+
+    def _update(self, group: dict[str, Any], buckets: list[Bucket], runner) -> None:
+        raise NotImplementedError
+
+
+def _scalar_dtype() -> torch.dtype:
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32

@@ -1,0 +1,113 @@
+"""AdamNX: Adam whose second-moment decay rises towards 1, so that it fades into momentum SGD."""
+
+from __future__ import annotations
+
+import math
+
+
+
+from ._base import AdamFamily, Bucket
+
+
+def adamnx_betas(beta1: float, beta2: float, step: int) -> tuple[float, float]:
+    """The step-dependent decays (beta1_hat_t, beta2_hat_t) of AdamNX at step ``step`` >= 1.
+
+    beta1_hat_t = (beta1 - beta1^t) / (1 - beta1^t)
+    beta2_hat_t = (1 - a^(t-1)) / (1 - a^t),  a = beta2^(1 - beta2)
+
+    beta1_hat_1 = beta2_hat_1 = 0, and beta2_hat_t rises to 1: after about 1 / (1 - a) steps the
+    second moment is effectively frozen.
+    """
+    if step < 1:
+        raise ValueError(f"Invalid step: {step!r} (steps count from 1)")
+    b1t = beta1**step
+    beta1_hat = (beta1 - b1t) / (1.0 - b1t)
+    if beta2 == 0.0:  # a = 0: v keeps the first squared gradient for ever
+        return beta1_hat, (0.0 if step == 1 else 1.0)
+    log_a = (1.0 - beta2) * math.log(beta2)
+    # 1 - a^k computed as -expm1(k log a): accurate when a is close to 1
+    beta2_hat = math.expm1((step - 1) * log_a) / math.expm1(step * log_a)
+    return beta1_hat, beta2_hat
+
+
+def adamnx_update(
+    ops, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay
+) -> None:
+    """One AdamNX step on lists of tensors, with ``beta1``/``beta2`` the decays of this step."""
+    ops.mul_(params, 1 - lr * weight_decay)
+    ops.ema_(exp_avgs, grads, beta1)
+    ops.ema_square_(exp_avg_sqs, grads, beta2)
+    denom = ops.sqrt(exp_avg_sqs)
+    ops.add_(denom, eps)
+    ops.addcdiv_(params, exp_avgs, denom, -lr)
+
+
+class AdamNX(AdamFamily):
+    r"""AdamNX (Zhu, Xiao and Min, arXiv 2511.13465): Adam whose second-moment decay rises
+    towards 1, so that the per-coordinate correction fades and the method becomes momentum SGD
+    with a fixed diagonal preconditioner in the stable phase of training.
+
+    At step :math:`t = 1, 2, \dots`, with :math:`a = \beta_2^{1-\beta_2}`:
+
+    .. math::
+
+        \hat\beta_{1,t} &= (\beta_1 - \beta_1^t) / (1 - \beta_1^t), \qquad
+        \hat\beta_{2,t} = (1 - a^{t-1}) / (1 - a^t) \\
+        \theta &\leftarrow \theta\,(1 - \eta\lambda) \\
+        m_t &= \hat\beta_{1,t}\, m_{t-1} + (1 - \hat\beta_{1,t})\, g_t \\
+        v_t &= \hat\beta_{2,t}\, v_{t-1} + (1 - \hat\beta_{2,t})\, g_t^2 \\
+        \theta &\leftarrow \theta - \eta\, m_t / (\sqrt{v_t} + \epsilon)
+
+    The bias correction is folded into the decays: :math:`m_t` equals Adam's bias-corrected
+    :math:`\hat m_t`, and :math:`v_t = \sum_{i \le t} a^{i-1} g_i^2 / \sum_{i \le t} a^{i-1}`, an
+    average in which older gradients weigh more. After about :math:`1/(1-a)` steps
+    (:math:`\approx 10^4` for :math:`\beta_2 = 0.99`) :math:`v` is effectively frozen.
+
+    Args:
+        params: parameters or param groups, as for any torch optimizer.
+        lr: learning rate :math:`\eta` (>= 0).
+        betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+        eps: :math:`\epsilon` added to :math:`\sqrt{v_t}` (>= 0).
+        weight_decay: decoupled weight decay :math:`\lambda` (>= 0).
+        foreach: use multi-tensor kernels (default: on CUDA).
+        fused: fuse the element-wise update with ``torch.compile`` (compiled on first use).
+
+    State per parameter, as torch.optim.AdamW names it: ``step``, ``exp_avg`` (:math:`m`),
+    ``exp_avg_sq`` (:math:`v`), kept in the parameter's dtype.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        *,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
+                        eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, foreach=foreach, fused=fused)
+
+    def _update(self, group, buckets: list[Bucket], runner) -> None:
+        beta1, beta2 = group["betas"]
+        for b in buckets:
+            beta1_hat, beta2_hat = adamnx_betas(beta1, beta2, b.step)
+            runner.run(
+                adamnx_update,
+                (b.params, b.grads, b.exp_avgs, b.exp_avg_sqs),
+                dict(lr=group["lr"], beta1=beta1_hat, beta2=beta2_hat, eps=group["eps"],
+                     weight_decay=group["weight_decay"]),
+            )
+
+    def beta2_hat(self, step: int | None = None, group: int = 0) -> float:
+        """The current (or given step's) second-moment decay of a param group."""
+        if step is None:
+            steps = [int(self.state[p]["step"]) for p in self.param_groups[group]["params"]
+                     if p in self.state]
+            step = max(steps, default=0) or 1
+        return adamnx_betas(*self.param_groups[group]["betas"], step)[1]
+
+
