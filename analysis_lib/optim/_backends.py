@@ -58,6 +58,11 @@ class LoopOps:
             x.mul_(_at(c, i))
 
     @staticmethod
+    def div_(xs: list[Tensor], c: ScalarArg) -> None:
+        for i, x in enumerate(xs):
+            x.div_(_at(c, i))
+
+    @staticmethod
     def add_(xs: list[Tensor], c: ScalarArg) -> None:
         for i, x in enumerate(xs):
             x.add_(_at(c, i))
@@ -116,11 +121,15 @@ class ForeachOps:
 
     @staticmethod
     def mul_(xs: list[Tensor], c: ScalarArg) -> None:
+        torch._foreach_mul_(xs, c)
+
+    @staticmethod
+    def div_(xs: list[Tensor], c: ScalarArg) -> None:
         if isinstance(c, list | tuple) and c and isinstance(c[0], Tensor):
-            for x, ci in zip(xs, c, strict=True):  # per-tensor 0-dim factors: broadcast one by one
-                x.mul_(ci)
+            for x, ci in zip(xs, c, strict=True):  # per-tensor 0-dim divisors: one by one
+                x.div_(ci)
         else:
-            torch._foreach_mul_(xs, c)
+            torch._foreach_div_(xs, c)
 
     @staticmethod
     def add_(xs: list[Tensor], c: ScalarArg) -> None:

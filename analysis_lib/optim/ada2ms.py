@@ -54,19 +54,22 @@ def ada2ms_moments_(ops, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2) -> list[
     return ops.sum(exp_avg_sqs)
 
 
-def ada2ms_sqrt_d_scale(mean_v_hat: Tensor, alpha: float, bias_correction2: float) -> Tensor:
-    """The scalar c with sqrt(d) = v^(alpha/2) * c, where d = v_hat^alpha * s^(1-alpha),
-    v_hat = v / bias_correction2 and s = ``mean_v_hat`` (the mean of v_hat over the scope)."""
-    return mean_v_hat.pow((1.0 - alpha) / 2) * bias_correction2 ** (-alpha / 2)
+def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: float) -> Tensor:
+    """The scalar c with sqrt(d) = v^(alpha/2) / c, where d = v_hat^alpha * s^(1-alpha),
+    v_hat = v / bias_correction2 and s = ``mean_v_hat`` (the mean of v_hat over the scope).
+
+    Written as a divisor so that alpha = 1 gives c = sqrt(bias_correction2) and the same
+    floating-point operations as torch's AdamW."""
+    return mean_v_hat.pow((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
 
 
 def ada2ms_apply_(
-    ops, params, exp_avgs, exp_avg_sqs, *, scale, lr, alpha, eps, weight_decay, bias_correction1
+    ops, params, exp_avgs, exp_avg_sqs, *, divisor, lr, alpha, eps, weight_decay, bias_correction1
 ) -> None:
-    """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) * scale."""
+    """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) / divisor."""
     ops.mul_(params, 1 - lr * weight_decay)
     denom = ops.pow(exp_avg_sqs, alpha / 2)
-    ops.mul_(denom, scale)
+    ops.div_(denom, divisor)
     ops.add_(denom, eps)
     ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
 
@@ -161,14 +164,14 @@ class Ada2MS(AdamFamily):
         for b, s, c in zip(buckets, sums, bc2, strict=True):
             alpha = self.alpha_at(b.step, group)
             if group["scope"] == "group":
-                scale = ada2ms_sqrt_d_scale(mean_v_hat, alpha, c)
+                divisor = ada2ms_sqrt_d_divisor(mean_v_hat, alpha, c)
             else:
-                scale = [ada2ms_sqrt_d_scale(si / (c * p.numel()), alpha, c)
+                divisor = [ada2ms_sqrt_d_divisor(si / (c * p.numel()), alpha, c)
                          for si, p in zip(s, b.params, strict=True)]
             runner.run(
                 ada2ms_apply_,
                 (b.params, b.exp_avgs, b.exp_avg_sqs),
-                dict(scale=scale, lr=group["lr"], alpha=alpha, eps=group["eps"],
+                dict(divisor=divisor, lr=group["lr"], alpha=alpha, eps=group["eps"],
                      weight_decay=group["weight_decay"], bias_correction1=1.0 - beta1**b.step),
             )
 

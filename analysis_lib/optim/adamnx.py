@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-
-
 from ._base import AdamFamily, Bucket
 
 

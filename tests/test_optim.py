@@ -1,0 +1,569 @@
+"""AdamNX and Ada2MS against independent references: closed forms, a float64 NumPy transcription
+of the update rules in ALGORITHMS.md, and torch's own AdamW."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from analysis_lib.optim import (
+    OPTIMIZERS,
+    Ada2MS,
+    AdamNX,
+    ExponentialAlpha,
+    adamnx_betas,
+    make_optimizer,
+)
+
+SHAPES = [(4, 3), (3,), (2, 2, 2)]
+PATHS = [dict(foreach=False), dict(foreach=True), dict(fused=True)]
+PATH_IDS = ["loop", "foreach", "fused"]
+
+
+def gradient_sequence(steps, shapes=SHAPES, seed=0, scales=None):
+    """Fixed gradients g_t for each tensor, with a scale that varies over steps and tensors."""
+    rng = np.random.default_rng(seed)
+    if scales is None:
+        scales = np.exp(rng.uniform(-3, 3, size=(steps, len(shapes))))
+    return [[scales[t, k] * rng.standard_normal(s) for k, s in enumerate(shapes)]
+            for t in range(steps)]
+
+
+def make_params(shapes=SHAPES, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def drive(opt, params, grads):
+    """Step ``opt`` with the given gradients; return the parameters after every step."""
+    out = []
+    for gs in grads:
+        for p, gr in zip(params, gs, strict=True):
+            p.grad = torch.as_tensor(gr, dtype=p.dtype)
+        opt.step()
+        out.append([p.detach().clone() for p in params])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent float64 references, transcribed from the equations (no code shared with the library)
+def ref_adamnx(theta, grads, lr, betas, eps, weight_decay):
+    b1, b2 = betas
+    a = b2 ** (1 - b2)
+    theta = [np.array(x, dtype=np.float64) for x in theta]
+    m = [np.zeros_like(x) for x in theta]
+    v = [np.zeros_like(x) for x in theta]
+    for t, gs in enumerate(grads, start=1):
+        b1h = (b1 - b1**t) / (1 - b1**t)
+        b2h = (1 - a ** (t - 1)) / (1 - a**t)
+        for k, g in enumerate(gs):
+            theta[k] = theta[k] * (1 - lr * weight_decay)
+            m[k] = b1h * m[k] + (1 - b1h) * g
+            v[k] = b2h * v[k] + (1 - b2h) * g**2
+            theta[k] = theta[k] - lr * m[k] / (np.sqrt(v[k]) + eps)
+    return theta, m, v
+
+
+def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope):
+    b1, b2 = betas
+    theta = [np.array(x, dtype=np.float64) for x in theta]
+    m = [np.zeros_like(x) for x in theta]
+    v = [np.zeros_like(x) for x in theta]
+    for t, gs in enumerate(grads, start=1):
+        al = alpha(t) if callable(alpha) else alpha
+        for k, g in enumerate(gs):
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g**2
+        mh = [x / (1 - b1**t) for x in m]
+        vh = [x / (1 - b2**t) for x in v]
+        if scope == "group":
+            s = [np.concatenate([x.ravel() for x in vh]).mean()] * len(vh)
+        else:
+            s = [x.mean() for x in vh]
+        for k in range(len(theta)):
+            d = np.exp(al * np.log(vh[k]) + (1 - al) * np.log(s[k]))
+            theta[k] = theta[k] * (1 - lr * weight_decay) - lr * mh[k] / (np.sqrt(d) + eps)
+    return theta, m, v
+
+
+def assert_close_list(actual, expected, rtol, atol=0.0):
+    for a, e in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(torch.as_tensor(a).detach().double().numpy(), e, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# AdamNX
+def test_adamnx_defaults_are_the_papers():
+    sig = inspect.signature(AdamNX)
+    got = {k: sig.parameters[k].default for k in ("lr", "betas", "eps", "weight_decay")}
+    assert got == dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("beta1,beta2", [(0.9, 0.99), (0.5, 0.9), (0.0, 0.5), (0.9, 0.999)])
+def test_adamnx_betas_match_their_definition(beta1, beta2):
+    a = beta2 ** (1 - beta2)
+    for t in [1, 2, 3, 10, 100, 1000]:
+        b1h, b2h = adamnx_betas(beta1, beta2, t)
+        assert b1h == pytest.approx((beta1 - beta1**t) / (1 - beta1**t), rel=1e-12, abs=1e-15)
+        assert b2h == pytest.approx((1 - a ** (t - 1)) / (1 - a**t), rel=1e-9, abs=1e-15)
+    assert adamnx_betas(beta1, beta2, 1) == (0.0, 0.0)
+    b2s = [adamnx_betas(beta1, beta2, t)[1] for t in range(1, 2000)]
+    assert np.all(np.diff(b2s) >= -1e-15) and np.all(np.diff(b2s[:20]) > 0) and b2s[-1] <= 1
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("beta2", [0.99, 0.9, 0.5])
+def test_adamnx_second_moment_equals_closed_form(path, beta2):
+    """v_t = sum_i a^(i-1) g_i^2 / sum_i a^(i-1) over hundreds of steps of wildly varying scale."""
+    steps = 300
+    grads = gradient_sequence(steps)
+    params = make_params()
+    opt = AdamNX(params, lr=1e-3, betas=(0.9, beta2), **path)
+    drive(opt, params, grads)
+    a = beta2 ** (1 - beta2)
+    w = a ** np.arange(steps)
+    for k, p in enumerate(params):
+        g2 = np.stack([gs[k] ** 2 for gs in grads])
+        closed = np.tensordot(w, g2, axes=1) / w.sum()
+        np.testing.assert_allclose(opt.state[p]["exp_avg_sq"].numpy(), closed, rtol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_adamnx_first_moment_equals_adams_bias_corrected_momentum(path):
+    steps, beta1 = 200, 0.9
+    grads = gradient_sequence(steps)
+    params = make_params()
+    opt = AdamNX(params, betas=(beta1, 0.99), **path)
+    drive(opt, params, grads)
+    for k, p in enumerate(params):
+        m = np.zeros(SHAPES[k])
+        for gs in grads:
+            m = beta1 * m + (1 - beta1) * gs[k]
+        m_hat = m / (1 - beta1**steps)
+        np.testing.assert_allclose(opt.state[p]["exp_avg"].numpy(), m_hat, rtol=1e-10)
+
+
+def test_adamnx_first_step_uses_the_raw_gradient():
+    params = make_params()
+    opt = AdamNX(params, weight_decay=0.0)
+    grads = gradient_sequence(1)
+    drive(opt, params, grads)
+    for k, p in enumerate(params):
+        assert torch.equal(opt.state[p]["exp_avg"], torch.as_tensor(grads[0][k]))
+        assert torch.equal(opt.state[p]["exp_avg_sq"], torch.as_tensor(grads[0][k] ** 2))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_adamnx_trajectory_matches_reference(path):
+    grads = gradient_sequence(150)
+    params = make_params()
+    theta0 = [p.detach().numpy().copy() for p in params]
+    hp = dict(lr=3e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
+    drive(AdamNX(params, **hp, **path), params, grads)
+    theta, _, _ = ref_adamnx(theta0, grads, **hp)
+    assert_close_list(params, theta, rtol=1e-10)
+
+
+def test_adamnx_beta2_hat_reports_the_last_step():
+    params = make_params()
+    opt = AdamNX(params)
+    assert opt.beta2_hat() == 0.0
+    drive(opt, params, gradient_sequence(5))
+    assert opt.beta2_hat() == adamnx_betas(0.9, 0.99, 5)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ada2MS
+def test_ada2ms_defaults():
+    sig = inspect.signature(Ada2MS)
+    got = {k: sig.parameters[k].default
+           for k in ("lr", "betas", "eps", "weight_decay", "alpha", "scope")}
+    assert got == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, alpha=0.5,
+                       scope="group")
+    assert "reconstruction" in Ada2MS.__doc__
+
+
+def _mlp_and_data(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 8, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    return model.to(dtype), x, y
+
+
+def _train(make, steps=100, dtype=torch.float32, scale=1.0):
+    model, x, y = _mlp_and_data(dtype)
+    opt = make(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = scale * torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_ada2ms_alpha_one_is_adamw(path):
+    hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05)
+    # 100 steps of real training in float64 ...
+    ours = _train(lambda p: Ada2MS(p, alpha=1.0, **hp, **path), dtype=torch.float64)
+    ref = _train(lambda p: torch.optim.AdamW(p, **hp), dtype=torch.float64)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    assert (ours - _train(lambda p: torch.optim.SGD(p, lr=1e-2), dtype=torch.float64)).abs().max() > 1e-2
+    # ... and 100 steps of a fixed float32 gradient sequence (no feedback that amplifies rounding)
+    grads = gradient_sequence(100)
+    runs = []
+    for make in (lambda p: Ada2MS(p, alpha=1.0, **hp, **path), lambda p: torch.optim.AdamW(p, **hp)):
+        params = make_params(dtype=torch.float32)
+        drive(make(params), params, grads)
+        runs.append(torch.cat([p.detach().flatten() for p in params]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_ada2ms_alpha_one_eager_is_bitwise_adamw(foreach):
+    """The eager paths perform torch's AdamW floating-point operations, so even 100 steps of
+    float32 training with feedback through the loss give identical bits."""
+    hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05, foreach=foreach)
+    ours = _train(lambda p: Ada2MS(p, alpha=1.0, **hp))
+    assert torch.equal(ours, _train(lambda p: torch.optim.AdamW(p, **hp)))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+def test_ada2ms_alpha_zero_is_momentum_sgd_with_one_global_scale(path):
+    params = make_params()
+    grads = gradient_sequence(20)
+    beta1, beta2, lr, eps = 0.9, 0.999, 1e-2, 1e-8
+    opt = Ada2MS(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=0.0, alpha=0.0, **path)
+    drive(opt, params, grads[:-1])
+    before = [p.detach().clone() for p in params]
+    drive(opt, params, grads[-1:])
+    t = len(grads)
+    m_hat = torch.cat([opt.state[p]["exp_avg"].flatten() for p in params]) / (1 - beta1**t)
+    v_hat = torch.cat([opt.state[p]["exp_avg_sq"].flatten() for p in params]) / (1 - beta2**t)
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before, strict=True)])
+    expected_scale = -lr / (v_hat.mean().sqrt() + eps)
+    torch.testing.assert_close(step / m_hat, torch.full_like(step, expected_scale), rtol=1e-10,
+                               atol=0)
+
+
+@pytest.mark.parametrize("scope", ["group", "tensor"])
+@pytest.mark.parametrize("alpha", [1.0, 0.75, 0.5, 0.25, 0.0])
+def test_ada2ms_trajectory_matches_reference(scope, alpha):
+    grads = gradient_sequence(60)
+    params = make_params()
+    theta0 = [p.detach().numpy().copy() for p in params]
+    hp = dict(lr=1e-2, betas=(0.85, 0.97), eps=1e-7, weight_decay=0.05)
+    opt = Ada2MS(params, alpha=alpha, scope=scope, **hp)
+    drive(opt, params, grads)
+    theta, m, v = ref_ada2ms(theta0, grads, alpha=alpha, scope=scope, **hp)
+    assert_close_list(params, theta, rtol=1e-10)
+    assert_close_list([opt.state[p]["exp_avg_sq"] for p in params], v, rtol=1e-12)
+
+
+def test_ada2ms_scopes_differ_as_defined():
+    """With tensors of very different gradient scales the global mean pulls the small ones up
+    (scope="group") while scope="tensor" normalises each tensor by its own mean."""
+    scales = np.tile([1e-3, 1.0, 1e2], (30, 1))
+    grads = gradient_sequence(30, scales=scales)
+    ends = {}
+    for scope in ("group", "tensor"):
+        params = make_params()
+        theta0 = [p.detach().numpy().copy() for p in params]
+        drive(Ada2MS(params, lr=1e-2, alpha=0.0, weight_decay=0.0, scope=scope), params, grads)
+        ends[scope] = [(p.detach().numpy() - t0) for p, t0 in zip(params, theta0, strict=True)]
+    # alpha=0, scope="tensor": every tensor moves about lr per step; scope="group": the tensor
+    # with gradients 1e-3 of the largest barely moves
+    small_group = np.abs(ends["group"][0]).max()
+    small_tensor = np.abs(ends["tensor"][0]).max()
+    assert small_group < 1e-3 * small_tensor
+    assert np.abs(ends["tensor"][2]).max() == pytest.approx(small_tensor, rel=1.0)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+def test_ada2ms_with_zero_eps_is_invariant_to_loss_scale(alpha):
+    def run(scale):
+        return _train(lambda p: Ada2MS(p, lr=1e-2, eps=0.0, alpha=alpha), steps=40,
+                      dtype=torch.float64, scale=scale)
+
+    torch.testing.assert_close(run(1.0), run(1000.0), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(run(1.0), run(1e-3), rtol=1e-9, atol=1e-12)
+
+
+def test_ada2ms_schedule_is_evaluated_at_the_step_being_taken():
+    seen = []
+
+    def alpha(t):
+        seen.append(t)
+        return 1.0 / t
+
+    grads = gradient_sequence(8)
+    params = make_params()
+    theta0 = [p.detach().numpy().copy() for p in params]
+    hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+    drive(Ada2MS(params, alpha=alpha, **hp), params, grads)
+    assert sorted(set(seen)) == list(range(1, 9))
+    theta, _, _ = ref_ada2ms(theta0, grads, alpha=lambda t: 1.0 / t, scope="group", **hp)
+    assert_close_list(params, theta, rtol=1e-10)
+
+
+def test_exponential_alpha_schedule():
+    sched = ExponentialAlpha(final=0.2, tau=10.0)
+    assert sched(1) == 1.0
+    assert sched(11) == pytest.approx(0.2 + 0.8 * math.exp(-1))
+    assert sched(10_000) == pytest.approx(0.2)
+    reach = ExponentialAlpha.reaching(final=0.0, steps=101, within=0.01)
+    assert reach(101) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="final"):
+        ExponentialAlpha(final=1.5)
+    with pytest.raises(ValueError, match="tau"):
+        ExponentialAlpha(tau=0)
+
+
+def test_ada2ms_schedule_out_of_range_raises_before_any_state_changes():
+    params = make_params()
+    opt = Ada2MS(params, alpha=lambda t: 1.0 if t < 3 else 2.0)
+    grads = gradient_sequence(3)
+    drive(opt, params, grads[:2])
+    before = [p.detach().clone() for p in params]
+    state_before = {k: v.clone() for k, v in opt.state[params[0]].items()}
+    with pytest.raises(ValueError, match=r"alpha .*step 3.*2\.0"):
+        drive(opt, params, grads[2:])
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    assert all(torch.equal(opt.state[params[0]][k], v) for k, v in state_before.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution paths, dtypes, and the torch.optim contract
+def _multi_group_setup(cls, dtype, path, **hp):
+    params = make_params(dtype=dtype)
+    frozen = torch.zeros(2, dtype=dtype, requires_grad=True)  # never gets a gradient
+    groups = [{"params": [params[0], frozen]},
+              {"params": params[1:], "lr": 3e-3, "weight_decay": 0.0}]
+    return params, frozen, cls(groups, lr=1e-2, **hp, **path)
+
+
+CASES = [(AdamNX, {}), (Ada2MS, {}), (Ada2MS, dict(scope="tensor", alpha=0.3)),
+         (Ada2MS, dict(alpha=ExponentialAlpha(0.0, 5.0)))]
+CASE_IDS = ["adamnx", "ada2ms", "ada2ms-tensor", "ada2ms-schedule"]
+
+
+@pytest.mark.parametrize("cls,hp", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)],
+                         ids=["float64", "float32"])
+def test_paths_agree(cls, hp, dtype, tol):
+    grads = gradient_sequence(25)
+    results = []
+    for path in PATHS:
+        params, frozen, opt = _multi_group_setup(cls, dtype, path, **hp)
+        drive(opt, params, grads)
+        assert torch.equal(frozen, torch.zeros(2, dtype=dtype)) and frozen not in opt.state
+        results.append(torch.cat([p.detach().flatten() for p in params]))
+    for other in results[1:]:
+        torch.testing.assert_close(other, results[0], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("cls,hp", CASES[:3], ids=CASE_IDS[:3])
+def test_bfloat16_keeps_state_in_param_dtype_and_tracks_float32(cls, hp, path):
+    grads = gradient_sequence(20, scales=np.ones((20, 3)))
+    runs = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        params = make_params(dtype=dtype)
+        opt = cls(params, lr=1e-2, **hp, **path)
+        drive(opt, params, grads)
+        assert all(opt.state[p]["exp_avg"].dtype == dtype for p in params)
+        assert all(opt.state[p]["exp_avg_sq"].dtype == dtype for p in params)
+        runs[dtype] = torch.cat([p.detach().float().flatten() for p in params])
+    assert torch.isfinite(runs[torch.bfloat16]).all()
+    torch.testing.assert_close(runs[torch.bfloat16], runs[torch.float32], rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("cls,hp", CASES, ids=CASE_IDS)
+def test_state_dict_round_trip_resumes_bit_identically(cls, hp, path):
+    grads = gradient_sequence(20)
+    params, _, opt = _multi_group_setup(cls, torch.float32, path, **hp)
+    uninterrupted = drive(opt, params, grads)[-1]
+
+    params, frozen, opt = _multi_group_setup(cls, torch.float32, path, **hp)
+    drive(opt, params, grads[:10])
+    buf = io.BytesIO()
+    torch.save({"params": [p.detach() for p in params], "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+
+    params2, _, opt2 = _multi_group_setup(cls, torch.float32, path, **hp)
+    with torch.no_grad():
+        for p, s in zip(params2, saved["params"], strict=True):
+            p.copy_(s)
+    opt2.load_state_dict(saved["opt"])
+    resumed = drive(opt2, params2, grads[10:])[-1]
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
+
+
+def test_state_dict_with_an_opaque_alpha_callable_needs_it_at_load():
+    params = make_params()
+    opt = Ada2MS(params, alpha=lambda t: 0.5)
+    drive(opt, params, gradient_sequence(2))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["alpha"] == "callable"
+    with pytest.raises(ValueError, match="callable alpha"):
+        Ada2MS(make_params(), alpha=0.5).load_state_dict(sd)
+    fresh = Ada2MS(make_params(), alpha=lambda t: 0.25)
+    fresh.load_state_dict(sd)
+    assert callable(fresh.param_groups[0]["alpha"]) and fresh.param_groups[0]["alpha"](1) == 0.25
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_closure_is_called_and_its_loss_returned(cls):
+    model, x, y = _mlp_and_data()
+    opt = cls(model.parameters(), lr=1e-2)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    first = opt.step(closure)
+    for _ in range(30):
+        last = opt.step(closure)
+    assert len(calls) == 31 and last < first
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_works_with_lr_schedulers(cls):
+    grads = gradient_sequence(6)
+    params = make_params()
+    opt = cls(params, lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 if epoch < 3 else 0.0)
+    history = []
+    for gs in grads:
+        history.append(drive(opt, params, [gs])[-1])
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    assert not torch.equal(history[2][0], history[1][0])
+    assert torch.equal(history[5][0], history[3][0])  # lr = 0 (and so no weight decay): frozen
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_param_group_hyperparameters_are_their_own(cls):
+    params = make_params()
+    opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.0}], lr=1e-2)
+    before = [p.detach().clone() for p in params]
+    drive(opt, params, gradient_sequence(3))
+    assert not torch.equal(params[0], before[0])
+    assert all(torch.equal(p, b) for p, b in zip(params[1:], before[1:], strict=True))
+
+
+def test_fused_does_not_recompile_when_hyperparameters_change():
+    params = make_params(dtype=torch.float32)
+    opt = Ada2MS(params, lr=1e-2, alpha=ExponentialAlpha(0.0, 3.0), fused=True)
+    grads = gradient_sequence(6)
+    drive(opt, params, grads[:1])  # compiles
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for k, gs in enumerate(grads[1:]):
+            opt.param_groups[0]["lr"] = 1e-3 * (k + 1)
+            opt.param_groups[0]["weight_decay"] = 0.01 * k
+            drive(opt, params, [gs])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+BAD = [
+    (dict(lr=-1e-3), "lr", "-0.001"),
+    (dict(lr=float("nan")), "lr", "nan"),
+    (dict(eps=-1.0), "eps", "-1.0"),
+    (dict(weight_decay=-0.1), "weight_decay", "-0.1"),
+    (dict(betas=(1.0, 0.9)), "betas", "1.0"),
+    (dict(betas=(0.9, -0.5)), "betas", "-0.5"),
+    (dict(betas=(0.9,)), "betas", "0.9"),
+]
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+@pytest.mark.parametrize("kwargs,arg,value", BAD)
+def test_bad_hyperparameters_are_named(cls, kwargs, arg, value):
+    with pytest.raises(ValueError, match=rf"Invalid {arg}.*{value}"):
+        cls(make_params(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,arg", [(dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"),
+                                        (dict(scope="layer"), "scope")])
+def test_bad_ada2ms_arguments_are_named(kwargs, arg):
+    with pytest.raises(ValueError, match=rf"Invalid {arg}.*{next(iter(kwargs.values()))}"):
+        Ada2MS(make_params(), **kwargs)
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_bad_values_in_a_param_group_name_the_group(cls):
+    params = make_params()
+    with pytest.raises(ValueError, match=r"Invalid lr in param group 1: -1"):
+        cls([{"params": params[:1]}, {"params": params[1:], "lr": -1}])
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_unsupported_parameters_and_flags(cls):
+    with pytest.raises(ValueError, match="complex"):
+        cls([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+    with pytest.raises(ValueError, match="int64"):
+        cls([torch.zeros(3, dtype=torch.int64)])
+    with pytest.raises(ValueError, match="foreach and fused"):
+        cls(make_params(), foreach=True, fused=True)
+
+
+@pytest.mark.parametrize("cls", [AdamNX, Ada2MS])
+def test_sparse_gradients_raise_before_any_state_changes(cls):
+    params = make_params()
+    opt = cls(params)
+    drive(opt, params, gradient_sequence(1))
+    before = [p.detach().clone() for p in params]
+    state = [opt.state[p]["exp_avg"].clone() for p in params]
+    for p in params[:-1]:
+        p.grad = torch.ones_like(p)
+    params[-1].grad = torch.ones_like(params[-1]).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    assert all(torch.equal(opt.state[p]["exp_avg"], s) for p, s in zip(params, state, strict=True))
+
+
+def test_hyperparameters_edited_after_construction_are_checked_at_step():
+    params = make_params()
+    opt = AdamNX(params)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="Invalid lr in param group 0"):
+        drive(opt, params, gradient_sequence(1))
+    assert not opt.state
+
+
+# ---------------------------------------------------------------------------------------------
+# make_optimizer
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("sgdm", torch.optim.SGD),
+                                      ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                      ("AdamNX", AdamNX), ("ada2ms", Ada2MS)])
+def test_make_optimizer(name, cls):
+    opt = make_optimizer(name, make_params(), lr=0.1)
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.1
+    if name == "sgdm":
+        assert opt.param_groups[0]["momentum"] == 0.9
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0
+
+
+def test_make_optimizer_passes_hyperparameters_and_rejects_unknown_names():
+    opt = make_optimizer("ada2ms", make_params(), alpha=0.25, scope="tensor")
+    assert opt.param_groups[0]["alpha"] == 0.25 and opt.param_groups[0]["scope"] == "tensor"
+    assert make_optimizer("sgdm", make_params(), momentum=0.5).param_groups[0]["momentum"] == 0.5
+    with pytest.raises(ValueError, match="Unknown optimizer name: 'lion'.*adamnx.*ada2ms"):
+        make_optimizer("lion", make_params())
+    assert set(OPTIMIZERS) == {"sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"}
