@@ -262,7 +262,7 @@ def test_ada2ms_trajectory_matches_reference(scope, alpha):
     hp = dict(lr=1e-2, betas=(0.85, 0.97), eps=1e-7, weight_decay=0.05)
     opt = Ada2MS(params, alpha=alpha, scope=scope, **hp)
     drive(opt, params, grads)
-    theta, m, v = ref_ada2ms(theta0, grads, alpha=alpha, scope=scope, **hp)
+    theta, _, v = ref_ada2ms(theta0, grads, alpha=alpha, scope=scope, **hp)
     assert_close_list(params, theta, rtol=1e-10)
     assert_close_list([opt.state[p]["exp_avg_sq"] for p in params], v, rtol=1e-12)
 
@@ -392,7 +392,7 @@ def test_state_dict_round_trip_resumes_bit_identically(cls, hp, path):
     params, _, opt = _multi_group_setup(cls, torch.float32, path, **hp)
     uninterrupted = drive(opt, params, grads)[-1]
 
-    params, frozen, opt = _multi_group_setup(cls, torch.float32, path, **hp)
+    params, _, opt = _multi_group_setup(cls, torch.float32, path, **hp)
     drive(opt, params, grads[:10])
     buf = io.BytesIO()
     torch.save({"params": [p.detach() for p in params], "opt": opt.state_dict()}, buf)
@@ -564,6 +564,6 @@ def test_make_optimizer_passes_hyperparameters_and_rejects_unknown_names():
     opt = make_optimizer("ada2ms", make_params(), alpha=0.25, scope="tensor")
     assert opt.param_groups[0]["alpha"] == 0.25 and opt.param_groups[0]["scope"] == "tensor"
     assert make_optimizer("sgdm", make_params(), momentum=0.5).param_groups[0]["momentum"] == 0.5
-    with pytest.raises(ValueError, match="Unknown optimizer name: 'lion'.*adamnx.*ada2ms"):
+    with pytest.raises(ValueError, match=r"Unknown optimizer name: 'lion'.*adamnx.*ada2ms"):
         make_optimizer("lion", make_params())
     assert set(OPTIMIZERS) == {"sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"}
