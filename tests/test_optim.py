@@ -17,6 +17,7 @@ from analysis_lib.optim import (
     AdamNX,
     ExponentialAlpha,
     adamnx_betas,
+    effective_step_sizes,
     make_optimizer,
 )
 
@@ -567,3 +568,40 @@ def test_make_optimizer_passes_hyperparameters_and_rejects_unknown_names():
     with pytest.raises(ValueError, match=r"Unknown optimizer name: 'lion'.*adamnx.*ada2ms"):
         make_optimizer("lion", make_params())
     assert set(OPTIMIZERS) == {"sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Effective step sizes
+def test_effective_step_sizes_of_adamnx_are_lr_over_sqrt_v_plus_eps():
+    params = make_params()
+    opt = AdamNX(params, lr=0.1, eps=1e-3)
+    drive(opt, params, gradient_sequence(7))
+    sizes = effective_step_sizes(opt)
+    for p in params:
+        expected = 0.1 / (opt.state[p]["exp_avg_sq"].sqrt() + 1e-3)
+        torch.testing.assert_close(sizes[p], expected, rtol=1e-14, atol=0)
+
+
+def test_effective_step_sizes_of_ada2ms_span_adamw_to_a_single_value():
+    grads = gradient_sequence(10)
+    sizes = {}
+    for name, make in [("adamw", lambda p: torch.optim.AdamW(p, lr=0.1)),
+                       ("a1", lambda p: Ada2MS(p, lr=0.1, alpha=1.0)),
+                       ("a0", lambda p: Ada2MS(p, lr=0.1, alpha=0.0)),
+                       ("a0-tensor", lambda p: Ada2MS(p, lr=0.1, alpha=0.0, scope="tensor"))]:
+        params = make_params()
+        opt = make(params)
+        drive(opt, params, grads)
+        sizes[name] = [effective_step_sizes(opt)[p] for p in params]
+        if name == "a0":
+            v_hat = torch.cat([opt.state[p]["exp_avg_sq"].flatten() for p in params])
+            v_hat = v_hat / (1 - 0.999**10)
+            expected = 0.1 / (v_hat.mean().sqrt() + 1e-8)
+    assert_close_list(sizes["a1"], [s.numpy() for s in sizes["adamw"]], rtol=1e-12)
+    for s in sizes["a0"]:
+        torch.testing.assert_close(s, torch.full_like(s, expected.item()), rtol=1e-12, atol=0)
+    for s in sizes["a0-tensor"]:  # one value per tensor, different across tensors
+        assert torch.allclose(s, s.flatten()[0].expand_as(s), rtol=1e-12)
+    assert len({round(float(s.flatten()[0]), 12) for s in sizes["a0-tensor"]}) == 3
+    with pytest.raises(TypeError, match="Adam-family"):
+        effective_step_sizes(torch.optim.SGD(make_params(), lr=0.1))

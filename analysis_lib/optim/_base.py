@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from ._backends import CompiledRunner, ForeachRunner, LoopRunner
 
-_LOOP = LoopRunner()
+LOOP = LoopRunner()
 _FOREACH = ForeachRunner()
 
 
@@ -105,7 +105,7 @@ class AdamFamily(Optimizer):
         foreach = group["foreach"]
         if foreach is None:  # torch's default: multi-tensor kernels on CUDA, a loop elsewhere
             foreach = all(p.is_cuda for p in params)
-        return _FOREACH if foreach else _LOOP
+        return _FOREACH if foreach else LOOP
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -141,7 +141,6 @@ class AdamFamily(Optimizer):
     def _buckets(self, params: list[Tensor]) -> list[Bucket]:
         """Initialise state where needed, advance the step counters and group the parameters by
         (step, device, dtype) so that each bucket is updated with one set of scalars."""
-        buckets: dict[tuple, Bucket] = {}
         for p in params:
             state = self.state[p]
             if not state:
@@ -150,6 +149,12 @@ class AdamFamily(Optimizer):
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] += 1
+        return self._group_state(params)
+
+    def _group_state(self, params: list[Tensor]) -> list[Bucket]:
+        buckets: dict[tuple, Bucket] = {}
+        for p in params:
+            state = self.state[p]
             t = int(state["step"])
             b = buckets.setdefault((t, p.device, p.dtype), Bucket(t))
             b.params.append(p)
@@ -160,6 +165,23 @@ class AdamFamily(Optimizer):
 
     def _update(self, group: dict[str, Any], buckets: list[Bucket], runner) -> None:
         raise NotImplementedError
+
+    def _denominators(self, group: dict[str, Any], bucket: list[Bucket]) -> list[list[Tensor]]:
+        """The denominator of the last step's update (sqrt(v) + eps, or its analogue) for each
+        parameter of each bucket."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def effective_step_sizes(self) -> dict[Tensor, Tensor]:
+        """The per-coordinate effective step size lr / denominator of the last step, for each
+        parameter that has state: the diagonal preconditioner as it acts on the momentum."""
+        out: dict[Tensor, Tensor] = {}
+        for group in self.param_groups:
+            buckets = self._group_state([p for p in group["params"] if self.state.get(p)])
+            for b, denoms in zip(buckets, self._denominators(group, buckets), strict=True):
+                for p, d in zip(b.params, denoms, strict=True):
+                    out[p] = group["lr"] / d
+        return out
 
 
 def _scalar_dtype() -> torch.dtype:

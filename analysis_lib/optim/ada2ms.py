@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import AdamFamily, Bucket, check_unit_interval
+from ._backends import LoopOps
+from ._base import LOOP, AdamFamily, Bucket, check_unit_interval
 
 SCOPES = ("group", "tensor")
 _OPAQUE_SCHEDULE = "callable"  # how a user's own alpha callable appears in a state_dict
@@ -68,10 +69,16 @@ def ada2ms_apply_(
 ) -> None:
     """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) / divisor."""
     ops.mul_(params, 1 - lr * weight_decay)
+    denom = ada2ms_denominator(ops, exp_avg_sqs, divisor=divisor, alpha=alpha, eps=eps)
+    ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
+
+
+def ada2ms_denominator(ops, exp_avg_sqs, *, divisor, alpha, eps) -> list[Tensor]:
+    """sqrt(d) + eps = v^(alpha/2) / divisor + eps."""
     denom = ops.pow(exp_avg_sqs, alpha / 2)
     ops.div_(denom, divisor)
     ops.add_(denom, eps)
-    ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
+    return denom
 
 
 class Ada2MS(AdamFamily):
@@ -154,26 +161,41 @@ class Ada2MS(AdamFamily):
         moments = dict(beta1=beta1, beta2=beta2)
         sums = [runner.run(ada2ms_moments_, (b.grads, b.exp_avgs, b.exp_avg_sqs), moments)
                 for b in buckets]
-        bc2 = [1.0 - beta2**b.step for b in buckets]
+        for b, divisor in zip(buckets, self._divisors(group, buckets, sums), strict=True):
+            runner.run(
+                ada2ms_apply_,
+                (b.params, b.exp_avgs, b.exp_avg_sqs),
+                dict(divisor=divisor, lr=group["lr"], alpha=self.alpha_at(b.step, group),
+                     eps=group["eps"], weight_decay=group["weight_decay"],
+                     bias_correction1=1.0 - beta1**b.step),
+            )
 
+    def _divisors(self, group, buckets: list[Bucket], sums: list[list[Tensor]]) -> list:
+        """For each bucket the divisor c of sqrt(d) = v^(alpha/2) / c: one 0-dim tensor
+        (scope="group") or one per tensor (scope="tensor"). ``sums`` are the sums of v."""
+        beta2 = group["betas"][1]
+        bc2 = [1.0 - beta2**b.step for b in buckets]
         if group["scope"] == "group":
             device = buckets[0].params[0].device
             total = sum(torch.stack(s).sum().to(device) / c for s, c in zip(sums, bc2, strict=True))
             mean_v_hat = total / sum(p.numel() for b in buckets for p in b.params)
-
+        divisors = []
         for b, s, c in zip(buckets, sums, bc2, strict=True):
             alpha = self.alpha_at(b.step, group)
             if group["scope"] == "group":
-                divisor = ada2ms_sqrt_d_divisor(mean_v_hat, alpha, c)
+                divisors.append(ada2ms_sqrt_d_divisor(mean_v_hat, alpha, c))
             else:
-                divisor = [ada2ms_sqrt_d_divisor(si / (c * p.numel()), alpha, c)
-                         for si, p in zip(s, b.params, strict=True)]
-            runner.run(
-                ada2ms_apply_,
-                (b.params, b.exp_avgs, b.exp_avg_sqs),
-                dict(divisor=divisor, lr=group["lr"], alpha=alpha, eps=group["eps"],
-                     weight_decay=group["weight_decay"], bias_correction1=1.0 - beta1**b.step),
-            )
+                divisors.append([ada2ms_sqrt_d_divisor(si / (c * p.numel()), alpha, c)
+                                 for si, p in zip(s, b.params, strict=True)])
+        return divisors
+
+    def _denominators(self, group, buckets: list[Bucket]):
+        sums = [LoopOps.sum(b.exp_avg_sqs) for b in buckets]
+        return [
+            LOOP.run(ada2ms_denominator, (b.exp_avg_sqs,),
+                      dict(divisor=div, alpha=self.alpha_at(b.step, group), eps=group["eps"]))
+            for b, div in zip(buckets, self._divisors(group, buckets, sums), strict=True)
+        ]
 
     # -- a callable alpha in state_dict ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._base import AdamFamily, Bucket
+from ._base import LOOP, AdamFamily, Bucket
 
 
 def adamnx_betas(beta1: float, beta2: float, step: int) -> tuple[float, float]:
@@ -35,9 +35,14 @@ def adamnx_update(
     ops.mul_(params, 1 - lr * weight_decay)
     ops.ema_(exp_avgs, grads, beta1)
     ops.ema_square_(exp_avg_sqs, grads, beta2)
+    ops.addcdiv_(params, exp_avgs, adamnx_denominator(ops, exp_avg_sqs, eps=eps), -lr)
+
+
+def adamnx_denominator(ops, exp_avg_sqs, *, eps):
+    """sqrt(v) + eps."""
     denom = ops.sqrt(exp_avg_sqs)
     ops.add_(denom, eps)
-    ops.addcdiv_(params, exp_avgs, denom, -lr)
+    return denom
 
 
 class AdamNX(AdamFamily):
@@ -99,6 +104,10 @@ class AdamNX(AdamFamily):
                 dict(lr=group["lr"], beta1=beta1_hat, beta2=beta2_hat, eps=group["eps"],
                      weight_decay=group["weight_decay"]),
             )
+
+    def _denominators(self, group, buckets: list[Bucket]):
+        return [LOOP.run(adamnx_denominator, (b.exp_avg_sqs,), dict(eps=group["eps"]))
+                for b in buckets]
 
     def beta2_hat(self, step: int | None = None, group: int = 0) -> float:
         """The current (or given step's) second-moment decay of a param group."""
