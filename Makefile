@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: venv
 	$(BIN)/ruff check .
-	QUICK=1 TQDM_DISABLE=1 MPLBACKEND=Agg ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
+	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
 		$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
 
 figures: venv
-	MPLBACKEND=Agg $(BIN)/python scripts/run_notebooks.py notebooks
+	$(BIN)/python scripts/run_notebooks.py notebooks
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "device", "optim", "plots", "quick_mode", "seed_everything"]
+__all__ = ["__version__", "device", "optim", "plots", "problems", "quick_mode", "seed_everything"]
 
-_SUBMODULES = {"optim", "plots"}
+_SUBMODULES = {"optim", "plots", "problems"}
 
 
 def device() -> torch.device:

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "FIGURES_ENV_VAR",
     "OPTIMIZER_COLORS",
+    "SavedFigures",
     "alpha_colormap",
     "alpha_colors",
     "figures_dir",
@@ -134,6 +135,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+class SavedFigures(list):
+    """The list of paths :func:`save` returns. It is a plain ``list`` of ``Path`` objects, but it
+    shows only the file names, so a notebook cell ending in ``plots.save(...)`` does not put
+    machine-specific absolute paths into the notebook's outputs."""
+
+    def __repr__(self) -> str:
+        """``SavedFigures(['name.png', 'name.pdf'])``."""
+        return f"{type(self).__name__}({[Path(p).name for p in self]!r})"
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's display: the same as ``repr``."""
+        printer.text(repr(self))
+
+
 def _settle_layout(fig: Figure, max_passes: int = _MAX_LAYOUT_PASSES) -> None:
     """Draw ``fig`` without rendering (which runs its layout engine) until no axes moves, at most
     ``max_passes`` times."""
@@ -149,7 +164,8 @@ def _settle_layout(fig: Figure, max_passes: int = _MAX_LAYOUT_PASSES) -> None:
 def save(
     fig: Figure, name: str, *, formats: Sequence[str] = ("png", "pdf"), **savefig_kwargs
 ) -> list[Path]:
-    """Save ``fig`` as ``figures_dir() / f"{name}.{fmt}"`` for each format and return the paths.
+    """Save ``fig`` as ``figures_dir() / f"{name}.{fmt}"`` for each format and return the paths
+    (a :class:`SavedFigures` list, whose repr shows only the file names).
 
     Args:
         fig: the matplotlib figure.
@@ -202,7 +218,7 @@ def save(
             fig.set_layout_engine(engine)
     for path, data in rendered:
         _write_atomically(path, data)
-    return [path for path, _ in rendered]
+    return SavedFigures(path for path, _ in rendered)
 
 
 def alpha_colormap() -> mcolors.Colormap:

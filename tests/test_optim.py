@@ -16,7 +16,9 @@ from analysis_lib.optim import (
     Ada2MS,
     AdamNX,
     ExponentialAlpha,
+    adam_gradient_weights,
     adamnx_betas,
+    adamnx_gradient_weights,
     effective_step_sizes,
     make_optimizer,
 )
@@ -605,3 +607,19 @@ def test_effective_step_sizes_of_ada2ms_span_adamw_to_a_single_value():
     assert len({round(float(s.flatten()[0]), 12) for s in sizes["a0-tensor"]}) == 3
     with pytest.raises(TypeError, match="Adam-family"):
         effective_step_sizes(torch.optim.SGD(make_params(), lr=0.1))
+
+
+def test_gradient_weights_reproduce_the_second_moments():
+    grads = gradient_sequence(50, shapes=[(5,)])
+    g2 = np.stack([g[0] ** 2 for g in grads])
+    params = make_params(shapes=[(5,)])
+    nx = AdamNX(params, betas=(0.9, 0.9))
+    drive(nx, params, grads)
+    w = adamnx_gradient_weights(0.9, 50)
+    np.testing.assert_allclose(nx.state[params[0]]["exp_avg_sq"].numpy(), w @ g2, rtol=1e-12)
+    assert w.sum() == pytest.approx(1.0) and np.all(np.diff(w) < 0)  # older weigh more
+    params = make_params(shapes=[(5,)])
+    adam = torch.optim.Adam(params, betas=(0.9, 0.9))
+    drive(adam, params, grads)
+    v_hat = adam.state[params[0]]["exp_avg_sq"].numpy() / (1 - 0.9**50)
+    np.testing.assert_allclose(v_hat, adam_gradient_weights(0.9, 50) @ g2, rtol=1e-12)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ._base import LOOP, AdamFamily, Bucket
 
 
@@ -26,6 +28,23 @@ def adamnx_betas(beta1: float, beta2: float, step: int) -> tuple[float, float]:
     # 1 - a^k computed as -expm1(k log a): accurate when a is close to 1
     beta2_hat = math.expm1((step - 1) * log_a) / math.expm1(step * log_a)
     return beta1_hat, beta2_hat
+
+
+def adamnx_gradient_weights(beta2: float, step: int) -> np.ndarray:
+    """The weight of g_i^2 in AdamNX's v_t for i = 1..t: a^(i-1) / sum_j a^(j-1), a = beta2^(1-beta2).
+
+    Older gradients weigh more; compare :func:`adam_gradient_weights`.
+    """
+    a = beta2 ** (1.0 - beta2)
+    w = a ** np.arange(step, dtype=np.float64)
+    return w / w.sum()
+
+
+def adam_gradient_weights(beta2: float, step: int) -> np.ndarray:
+    """The weight of g_i^2 in Adam's bias-corrected v_hat_t for i = 1..t:
+    (1 - beta2) beta2^(t-i) / (1 - beta2^t). Recent gradients weigh more."""
+    i = np.arange(1, step + 1, dtype=np.float64)
+    return (1.0 - beta2) * beta2 ** (step - i) / (1.0 - beta2**step)
 
 
 def adamnx_update(

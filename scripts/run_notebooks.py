@@ -1,0 +1,262 @@
+"""Execute the project's notebooks headlessly and save them with their outputs (`make figures`).
+
+Usage::
+
+    python scripts/run_notebooks.py [PATH ...] [--timeout SECONDS] [--quick] [--no-save]
+
+Each PATH is a folder (its ``*.ipynb`` files, sorted) or a notebook; the default is the project's
+``notebooks/`` folder. Every notebook runs in a fresh ``python3`` kernel whose working directory
+is the notebook's folder and whose environment has ``QUICK=0`` (``QUICK=1`` with ``--quick``),
+``TQDM_DISABLE=1`` (and no ``MPLBACKEND``, so figures render inline). A notebook that runs without error is written back in
+place (atomically, without the per-cell execution timestamps); one that fails is left as it
+was and its error (cell index, exception) is reported. ``--quick`` is a smoke run and never
+saves. The exit status is 1 when any notebook failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from tqdm import tqdm
+
+DEFAULT_TIMEOUT = 1800  # seconds per cell
+KERNEL_NAME = "python3"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_ERROR_CHARS = 300
+
+
+@dataclass
+class Result:
+    """The outcome of running one notebook."""
+
+    path: Path
+    ok: bool
+    seconds: float
+    saved: bool = False
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` or ``"FAILED"``."""
+        return "ok" if self.ok else "FAILED"
+
+
+def find_notebooks(paths: list[str | Path]) -> list[Path]:
+    """The notebooks named by ``paths``: a folder stands for its ``*.ipynb`` files (sorted, not
+    recursive), a file for itself. Duplicates are dropped, the order is kept.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a file is not an ``.ipynb`` notebook.
+    """
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for nb in sorted(path.glob("*.ipynb")):
+                found[nb] = None
+        elif path.is_file() and path.suffix == ".ipynb":
+            found[path] = None
+        else:
+            raise FileNotFoundError(f"not a folder or an .ipynb notebook: {raw}")
+    return list(found)
+
+
+def kernel_env(quick: bool) -> dict[str, str]:
+    """The kernel's environment: this process's, with ``QUICK`` set to ``"1"`` or ``"0"``,
+    ``TQDM_DISABLE=1``, without ``MPLBACKEND`` (the kernel's inline backend draws the figures)."""
+    env = dict(os.environ)
+    env.update(QUICK="1" if quick else "0", TQDM_DISABLE="1")
+    # the kernel draws with its own inline backend, so the saved notebooks show their figures
+    env.pop("MPLBACKEND", None)
+    return env
+
+
+def strip_timing(nb: nbformat.NotebookNode) -> None:
+    """Remove the per-cell ``execution`` timestamps (they change on every run); keep
+    ``execution_count``."""
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+
+
+def write_atomically(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Write ``nb`` to ``path`` through a temporary file in the same folder and ``os.replace``,
+    keeping the file's permissions, so a failure never leaves a half-written notebook."""
+    text = nbformat.writes(nb)
+    if not text.endswith("\n"):
+        text += "\n"
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_error(exc: BaseException, cell_index: int | None) -> str:
+    """A short one-line description: the (0-based) cell index, the exception's name and
+    message."""
+    where = f"cell index {cell_index}: " if cell_index is not None else ""
+    if isinstance(exc, CellExecutionError) and getattr(exc, "ename", None):
+        what = f"{exc.ename}: {exc.evalue}"
+    elif isinstance(exc, CellTimeoutError):
+        what = f"CellTimeoutError: {str(exc).splitlines()[0] if str(exc) else 'timed out'}"
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    return _shorten(where + what)
+
+
+def run_notebook(
+    path: Path, *, timeout: int, quick: bool, save: bool, bar: tqdm | None = None
+) -> Result:
+    """Execute the notebook at ``path`` in a fresh kernel (cwd = its folder) and, when it
+    succeeded and ``save`` is true, write it back in place with its outputs."""
+    nb = nbformat.read(path, as_version=4)
+    n_cells = len(nb.cells)
+    current: dict[str, int | None] = {"index": None}
+
+    def on_cell_start(cell, cell_index, **_):
+        current["index"] = cell_index
+        if bar is not None:
+            bar.set_postfix_str(f"{path.name} cell {cell_index + 1}/{n_cells}", refresh=True)
+
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+        on_cell_start=on_cell_start,
+    )
+    start = time.perf_counter()
+    try:
+        client.execute(env=kernel_env(quick))
+    except Exception as exc:  # a cell's error, a timeout, a dead kernel, a failed start, ...
+        return Result(
+            path, False, time.perf_counter() - start, error=_describe_error(exc, current["index"])
+        )
+    seconds = time.perf_counter() - start
+    if save:
+        strip_timing(nb)
+        write_atomically(nb, path)
+    return Result(path, True, seconds, saved=save)
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def format_table(results: list[Result]) -> str:
+    """The summary table: one row per notebook with its status and run time in seconds."""
+    names = [_display(r.path) for r in results]
+    width = max([len("notebook"), *map(len, names)])
+    lines = [
+        f"{'notebook':<{width}}  {'status':<6}  {'seconds':>8}",
+        f"{'-' * width}  {'-' * 6}  {'-' * 8}",
+    ]
+    for name, r in zip(names, results, strict=True):
+        lines.append(f"{name:<{width}}  {r.status:<6}  {r.seconds:>8.1f}")
+    n_failed = sum(not r.ok for r in results)
+    lines.append(f"{len(results)} notebook(s): {len(results) - n_failed} ok, {n_failed} failed")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description="Execute notebooks headlessly and save them in place with their outputs."
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[PROJECT_ROOT / "notebooks"],
+        help="folders (their *.ipynb files, sorted) or notebooks; default: the notebooks/ folder",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT,
+        help=f"per-cell timeout in seconds (default {DEFAULT_TIMEOUT})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run with QUICK=1 (small settings); the notebooks are not saved",
+    )
+    parser.add_argument(
+        "--no-save", action="store_true", help="run the notebooks but do not save them"
+    )
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the notebooks named on the command line; return the exit status (0 ok, 1 failed)."""
+    args = parse_args(argv)
+    try:
+        notebooks = find_notebooks(args.paths)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not notebooks:
+        print("no notebooks found in: " + ", ".join(map(str, args.paths)), file=sys.stderr)
+        return 0
+    save = not (args.quick or args.no_save)
+    mode = "QUICK=1, not saved" if args.quick else ("QUICK=0, not saved" if not save else "QUICK=0")
+    print(
+        f"running {len(notebooks)} notebook(s) ({mode}, timeout {args.timeout} s per cell)",
+        flush=True,
+    )
+
+    results: list[Result] = []
+    with tqdm(notebooks, desc="notebooks", unit="nb", file=sys.stderr, dynamic_ncols=True) as bar:
+        for path in bar:
+            result = run_notebook(path, timeout=args.timeout, quick=args.quick, save=save, bar=bar)
+            results.append(result)
+            line = f"{result.status:<6} {_display(path)} ({result.seconds:.1f} s)"
+            if result.ok and result.saved:
+                line += ", saved"
+            if result.error:
+                line += f" -- {result.error}"
+            tqdm.write(line, file=sys.stdout)
+            sys.stdout.flush()
+
+    print()
+    print(format_table(results))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print("\nfailures (the notebook files were left unchanged):")
+        for r in failed:
+            print(f"  {_display(r.path)}: {r.error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

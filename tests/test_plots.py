@@ -1,0 +1,228 @@
+"""Tests for analysis_lib.plots: figure saving, figures_dir, style and colours."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+
+from analysis_lib import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def fig_dir(tmp_path, monkeypatch):
+    """A fresh figures folder, named by ANALYSIS_LIB_FIGURES."""
+    folder = tmp_path / "figs"
+    monkeypatch.setenv(plots.FIGURES_ENV_VAR, str(folder))
+    return folder
+
+
+def make_figure(image: bool = False):
+    """A figure with lines, text, a legend (so fonts get embedded in the PDF), a suptitle and a
+    colorbar (constrained layout needs a second pass to settle with one). With ``image``, the
+    second panel is an ``imshow`` (an axes with a fixed aspect ratio) instead of a mesh."""
+    figure, (ax, ax_map) = plt.subplots(1, 2)
+    for name, color in plots.OPTIMIZER_COLORS.items():
+        ax.plot([0, 1, 2], [1, len(name), 2], color=color, label=name)
+    ax.set_title("loss")
+    ax.set_xlabel("step")
+    ax.legend()
+    grid = [[0.0, 1.0], [2.0, 3.0]]
+    mappable = ax_map.imshow(grid) if image else ax_map.pcolormesh(grid)
+    figure.colorbar(mappable, ax=ax_map)
+    figure.suptitle("AdamW vs SGD")
+    return figure
+
+
+@pytest.fixture
+def fig():
+    """A fresh figure from :func:`make_figure`, closed afterwards."""
+    figure = make_figure()
+    yield figure
+    plt.close(figure)
+
+
+def test_figures_dir_respects_env_and_is_created(fig_dir):
+    assert not fig_dir.exists()
+    assert plots.figures_dir() == fig_dir
+    assert fig_dir.is_dir()
+
+
+def test_figures_dir_default_is_project_figures(monkeypatch):
+    monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
+    folder = plots.figures_dir()
+    assert folder.name == "figures"
+    assert (folder.parent / "pyproject.toml").is_file()
+    assert (folder.parent / "analysis_lib").is_dir()
+
+
+def test_figures_dir_relative_env_is_below_project_root(tmp_path, monkeypatch):
+    # A relative value is taken from the project root, not from the working directory (a
+    # notebook's kernel runs in notebooks/).
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(plots, "_project_root", lambda: root)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv(plots.FIGURES_ENV_VAR, "build/test-figures")
+    assert plots.figures_dir() == root / "build" / "test-figures"
+    assert (root / "build" / "test-figures").is_dir()
+
+
+def test_figures_dir_without_project_root_uses_cwd(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "_project_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
+    assert plots.figures_dir() == tmp_path / "figures"
+    assert (tmp_path / "figures").is_dir()
+
+
+def test_save_writes_valid_png_and_pdf(fig_dir, fig):
+    paths = plots.save(fig, "loss_curve-1")
+    assert paths == [fig_dir / "loss_curve-1.png", fig_dir / "loss_curve-1.pdf"]
+    png, pdf = (p.read_bytes() for p in paths)
+    assert png.startswith(PNG_MAGIC)
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    # The run-dependent metadata is gone.
+    assert b"CreationDate" not in pdf
+    assert b"ModDate" not in pdf
+    assert matplotlib.__version__.encode() not in pdf
+    assert b"Software" not in png
+    assert matplotlib.__version__.encode() not in png
+
+
+def test_save_is_byte_identical_on_rerun(fig_dir, fig):
+    # The same figure saved twice: PNG and PDF come out byte-identical (no dates, no version
+    # strings, and the layout is settled before rendering). SVG is left out here: its clip-path
+    # ids hash the clip box at full float precision, and another constrained-layout pass can move
+    # it by ~1e-13, which changes the ids (not the drawing). See the rebuilt-figure test for SVG.
+    first = [p.read_bytes() for p in plots.save(fig, "same")]
+    second = [p.read_bytes() for p in plots.save(fig, "same")]
+    assert first == second
+
+
+def test_save_of_a_rebuilt_figure_is_byte_identical(fig_dir):
+    # What re-running a notebook does: build the figure again from scratch and save it.
+    formats = ("png", "pdf", "svg")
+    outputs = []
+    for _ in range(2):
+        figure = make_figure(image=True)
+        outputs.append([p.read_bytes() for p in plots.save(figure, "rebuilt", formats=formats)])
+        plt.close(figure)
+    assert outputs[0] == outputs[1]
+
+
+def test_save_same_image_figure_twice(fig_dir):
+    # With a fixed-aspect axes (imshow) under constrained layout, each layout pass can move
+    # coordinates by ~1e-13. The PDF and SVG print 10 decimals, so the same figure object saved
+    # a second time may differ in the last digit there; the PNG (whole pixels) does not. A
+    # rebuilt figure (the notebook re-run case, test above) is byte-identical in every format.
+    figure = make_figure(image=True)
+    first = plots.save(figure, "image")
+    png, pdf = (p.read_bytes() for p in first)
+    second = plots.save(figure, "image")
+    assert second[0].read_bytes() == png
+    assert second[1].read_bytes().startswith(b"%PDF-")
+    assert len(second[1].read_bytes()) == pytest.approx(len(pdf), abs=64)
+    plt.close(figure)
+
+
+def test_save_leaves_no_temporary_files(fig_dir, fig):
+    plots.save(fig, "a")
+    plots.save(fig, "a")  # overwriting, too
+    assert sorted(p.name for p in fig_dir.iterdir()) == ["a.pdf", "a.png"]
+
+
+def test_failed_render_leaves_old_file_and_no_temporary(fig_dir, fig):
+    (old,) = plots.save(fig, "keep", formats=("png",))
+    before = old.read_bytes()
+    with pytest.raises(ValueError):
+        plots.save(fig, "keep", formats=("png", "nosuchformat"))
+    assert old.read_bytes() == before
+    assert [p.name for p in fig_dir.iterdir()] == ["keep.png"]
+
+
+def test_interrupted_write_leaves_old_file_and_no_temporary(fig_dir, fig, monkeypatch):
+    (old,) = plots.save(fig, "keep", formats=("png",))
+    before = old.read_bytes()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save(fig, "keep", formats=("png",), dpi=50)
+    assert old.read_bytes() == before
+    assert [p.name for p in fig_dir.iterdir()] == ["keep.png"]
+
+
+def test_save_keeps_the_layout_engine(fig_dir, fig):
+    engine = fig.get_layout_engine()
+    plots.save(fig, "engine", formats=("png",))
+    assert fig.get_layout_engine() is engine
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "../up", "x.png", "with space", "tab\t", "dot.", None, 3]
+)
+def test_save_rejects_bad_names(fig_dir, fig, name):
+    with pytest.raises(ValueError, match="name"):
+        plots.save(fig, name)
+    assert not fig_dir.exists() or not any(fig_dir.iterdir())
+
+
+def test_save_rejects_bad_formats(fig_dir, fig):
+    with pytest.raises(ValueError, match="formats"):
+        plots.save(fig, "ok", formats=("png", "../pdf"))
+
+
+def test_set_style_is_idempotent():
+    plots.set_style()
+    first = dict(matplotlib.rcParams)
+    plots.set_style()
+    assert dict(matplotlib.rcParams) == first
+    assert 150 <= matplotlib.rcParams["savefig.dpi"] <= 200
+    assert matplotlib.rcParams["figure.constrained_layout.use"]
+    assert not matplotlib.rcParams["axes.spines.top"]
+    assert not matplotlib.rcParams["axes.spines.right"]
+
+
+def test_optimizer_colors_are_fixed_and_distinct():
+    expected = {"sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"}
+    assert set(plots.OPTIMIZER_COLORS) == expected
+    assert len(set(plots.OPTIMIZER_COLORS.values())) == len(expected)
+    for color in plots.OPTIMIZER_COLORS.values():
+        assert matplotlib.colors.is_color_like(color)
+
+
+def test_alpha_colors_endpoints_and_order():
+    c0, c_mid, c1 = plots.alpha_colors([0.0, 0.5, 1.0])
+    assert c0 == pytest.approx(matplotlib.colors.to_rgba(plots.OPTIMIZER_COLORS["sgdm"]))
+    assert c1 == pytest.approx(matplotlib.colors.to_rgba(plots.OPTIMIZER_COLORS["adamw"]))
+    assert len({c0, c_mid, c1}) == 3
+    assert plots.alpha_colors([1.0, 0.0]) == [c1, c0]
+    assert plots.alpha_colors([]) == []
+
+
+def test_alpha_colors_other_cmap_and_validation():
+    viridis = plots.alpha_colors([0.0, 1.0], cmap="viridis")
+    assert viridis[0] == pytest.approx(matplotlib.colormaps["viridis"](0.0))
+    assert len(plots.alpha_colors([0.25], cmap="crest")) == 1
+    for bad in ([1.5], [-0.1], [float("nan")]):
+        with pytest.raises(ValueError, match="alphas"):
+            plots.alpha_colors(bad)
+
+
+def test_saved_paths_show_no_folders(fig_dir, fig):
+    # A notebook cell ending in plots.save(...) must not put absolute paths into its outputs.
+    paths = plots.save(fig, "shown")
+    assert paths == [fig_dir / "shown.png", fig_dir / "shown.pdf"]
+    assert repr(paths) == "SavedFigures(['shown.png', 'shown.pdf'])"
+    assert str(fig_dir) not in repr(paths)
+    pretty = pytest.importorskip("IPython.lib.pretty")
+    assert pretty.pretty(paths) == repr(paths)

@@ -1,0 +1,146 @@
+"""Tests for scripts/run_notebooks.py (what `make figures` runs). Three kernel runs in all."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_notebooks.py"
+
+# Writes what the kernel saw to a file in its working directory (which must be the notebook's
+# folder), so the test can check it even when the notebook is not saved.
+ENV_CELL = """\
+import os, pathlib
+seen = " ".join([os.environ["QUICK"], os.environ.get("MPLBACKEND", "-"), os.environ["TQDM_DISABLE"]])
+pathlib.Path("seen_env.txt").write_text(seen)
+print(os.environ["QUICK"])"""
+
+
+@pytest.fixture(scope="module")
+def run_notebooks():
+    """The script, imported as a module."""
+    spec = importlib.util.spec_from_file_location("run_notebooks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A notebook at ``path`` with one code cell per source. The first cell carries stale
+    execution timestamps in its metadata, as a notebook run in Jupyter would."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    nb.cells[0].metadata["execution"] = {"iopub.status.busy": "2024-01-01T00:00:00.000000Z"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+    return path
+
+
+def table_row(out: str, name: str) -> list[str]:
+    """The summary table's row (notebook, status, seconds) for the notebook called ``name``."""
+    rows = [line.split() for line in out.splitlines()]
+    matches = [row for row in rows if len(row) == 3 and row[0].endswith(name)]
+    assert len(matches) == 1, out
+    return matches[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files left in ``folder``."""
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_runs_saves_in_place_with_quick_0(run_notebooks, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QUICK", "1")  # must be overridden in the kernel
+    nb_path = write_notebook(tmp_path / "good.ipynb", ENV_CELL, "1 + 1")
+    environ_before = dict(os.environ)
+
+    assert run_notebooks.main([str(tmp_path)]) == 0
+
+    out = capsys.readouterr().out
+    assert (tmp_path / "seen_env.txt").read_text() == "0 - 1"
+    nb = nbformat.read(nb_path, as_version=4)
+    nbformat.validate(nb)
+    first, second = nb.cells
+    assert first.outputs[0]["text"] == "0\n"
+    assert second.outputs[0]["data"]["text/plain"] == "2"
+    assert [c.execution_count for c in nb.cells] == [1, 2]
+    assert all("execution" not in c.metadata for c in nb.cells)  # timestamps stripped
+    # The summary table.
+    assert "notebook" in out and "status" in out and "seconds" in out
+    _, status, seconds = table_row(out, "good.ipynb")
+    assert status == "ok"
+    assert float(seconds) >= 0
+    assert "1 notebook(s): 1 ok, 0 failed" in out
+    assert leftovers(tmp_path) == []
+    assert dict(os.environ) == environ_before  # the kernel's settings did not leak out
+
+
+def test_failing_notebook_is_reported_and_left_unchanged(run_notebooks, tmp_path, capsys):
+    nb_path = write_notebook(tmp_path / "bad.ipynb", "x = 1", "x / 0", "print('never')")
+    before = nb_path.read_bytes()
+
+    assert run_notebooks.main([str(nb_path), "--timeout", "60"]) == 1
+
+    out = capsys.readouterr().out
+    assert nb_path.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    assert table_row(out, "bad.ipynb")[1] == "FAILED"
+    assert "cell index 1: ZeroDivisionError: division by zero" in out
+    assert "1 notebook(s): 0 ok, 1 failed" in out
+
+
+def test_quick_sets_quick_1_and_does_not_save(run_notebooks, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QUICK", raising=False)
+    nb_path = write_notebook(tmp_path / "good.ipynb", ENV_CELL, "1 + 1")
+    before = nb_path.read_bytes()
+
+    assert run_notebooks.main([str(nb_path), "--quick"]) == 0
+
+    assert (tmp_path / "seen_env.txt").read_text() == "1 - 1"
+    assert nb_path.read_bytes() == before
+    assert "1 ok, 0 failed" in capsys.readouterr().out
+
+
+# No kernel below.
+
+
+def test_find_notebooks_sorted_and_deduplicated(run_notebooks, tmp_path):
+    for name in ["b.ipynb", "a.ipynb", "c.txt"]:
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.ipynb").write_text("{}")
+    found = run_notebooks.find_notebooks([tmp_path, tmp_path / "a.ipynb", tmp_path / "sub"])
+    assert found == [tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "sub" / "d.ipynb"]
+
+
+def test_missing_path_is_an_error(run_notebooks, tmp_path, capsys):
+    assert run_notebooks.main([str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_empty_folder_runs_nothing(run_notebooks, tmp_path, capsys):
+    assert run_notebooks.main([str(tmp_path)]) == 0
+    assert "no notebooks" in capsys.readouterr().err
+
+
+def test_kernel_env(run_notebooks, monkeypatch):
+    monkeypatch.setenv("QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "QtAgg")
+    env = run_notebooks.kernel_env(quick=False)
+    assert (env["QUICK"], env["TQDM_DISABLE"]) == ("0", "1")
+    assert "MPLBACKEND" not in env  # the kernel's inline backend, so notebooks show figures
+    assert run_notebooks.kernel_env(quick=True)["QUICK"] == "1"
+    assert os.environ["MPLBACKEND"] == "QtAgg"
