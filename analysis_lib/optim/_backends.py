@@ -178,7 +178,8 @@ class LoopRunner:
 
     name = "loop"
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
+            static: Sequence[str] = ()):
         out: list[Tensor] = []
         for i in range(len(lists[0])):
             kw = {k: ([v[i]] if isinstance(v, list | tuple) else v) for k, v in scalars.items()}
@@ -193,7 +194,8 @@ class ForeachRunner:
 
     name = "foreach"
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
+            static: Sequence[str] = ()):
         return rule(ForeachOps, *lists, **scalars)
 
 
@@ -212,18 +214,25 @@ class CompiledRunner:
 
     Hyperparameters enter as 0-dim tensors on the parameters' device, so the compiled graph does
     not depend on their values; one graph per (rule, device, dtype, list of shapes) is compiled the
-    first time it is needed and reused from then on.
+    first time it is needed and reused from then on. Scalars named in ``static`` are instead
+    compiled in as constants (a constant Ada2MS alpha, so that v^(1/4) becomes two square roots
+    rather than a general power); a new value of one of them compiles a new graph.
     """
 
     name = "fused"
 
     def __init__(self) -> None:
-        self._entry = torch.compile(_fresh_function(_compiled_entry), fullgraph=True, dynamic=False)
+        # Horizontal fusion of many same-shaped tensors into one CPU loop streams dozens of arrays
+        # at once and was measured 1.3-1.6x slower than one loop per tensor (bench_optimizers.py).
+        self._entry = torch.compile(_fresh_function(_compiled_entry), fullgraph=True,
+                                    dynamic=False, options={"cpp.max_horizontal_fusion_size": 1})
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg]):
+    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
+            static: Sequence[str] = ()):
         ref = lists[0][0]
         sdtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
-        floats = {k: float(v) for k, v in scalars.items() if isinstance(v, int | float)}
+        floats = {k: float(v) for k, v in scalars.items()
+                  if isinstance(v, int | float) and k not in static}
         as_tensors = dict(
             zip(
                 floats,

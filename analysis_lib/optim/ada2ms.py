@@ -64,6 +64,31 @@ def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: fl
     return mean_v_hat.pow((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
 
 
+def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list:
+    """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c: one 0-dim tensor
+    (scope="group": s is the mean of v_hat over every bucket) or a list with one per tensor
+    (scope="tensor"). ``sums`` and ``numels`` hold, per bucket, each tensor's sum of v and size."""
+    if scope == "group":
+        device = sums[0][0].device
+        total = sum(torch.stack(s).sum().to(device) / c
+                    for s, c in zip(sums, bias_corrections2, strict=True))
+        mean_v_hat = total / sum(n for ns in numels for n in ns)
+        return [ada2ms_sqrt_d_divisor(mean_v_hat, a, c)
+                for a, c in zip(alphas, bias_corrections2, strict=True)]
+    return [[ada2ms_sqrt_d_divisor(si / (c * n), a, c) for si, n in zip(s, ns, strict=True)]
+            for s, ns, a, c in zip(sums, numels, alphas, bias_corrections2, strict=True)]
+
+
+def ada2ms_step_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, scope, alpha,
+                 bias_correction2, **apply_kw) -> None:
+    """A whole Ada2MS step on one bucket: moments, the mean over the scope, the update. Used by
+    the compiled path, where it becomes one graph."""
+    sums = ada2ms_moments_(ops, grads, exp_avgs, exp_avg_sqs, beta1=beta1, beta2=beta2)
+    [divisor] = ada2ms_divisors([sums], [[p.numel() for p in params]], [bias_correction2],
+                                [alpha], scope)
+    ada2ms_apply_(ops, params, exp_avgs, exp_avg_sqs, divisor=divisor, alpha=alpha, **apply_kw)
+
+
 def ada2ms_apply_(
     ops, params, exp_avgs, exp_avg_sqs, *, divisor, lr, alpha, eps, weight_decay, bias_correction1
 ) -> None:
@@ -158,6 +183,19 @@ class Ada2MS(AdamFamily):
 
     def _update(self, group, buckets: list[Bucket], runner) -> None:
         beta1, beta2 = group["betas"]
+        static = () if callable(group["alpha"]) else ("alpha",)
+        if runner.name == "fused" and len(buckets) == 1:  # the usual case: one compiled graph
+            b = buckets[0]
+            runner.run(
+                ada2ms_step_,
+                (b.params, b.grads, b.exp_avgs, b.exp_avg_sqs),
+                dict(beta1=beta1, beta2=beta2, scope=group["scope"],
+                     alpha=self.alpha_at(b.step, group), bias_correction2=1.0 - beta2**b.step,
+                     lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"],
+                     bias_correction1=1.0 - beta1**b.step),
+                static=static,
+            )
+            return
         moments = dict(beta1=beta1, beta2=beta2)
         sums = [runner.run(ada2ms_moments_, (b.grads, b.exp_avgs, b.exp_avg_sqs), moments)
                 for b in buckets]
@@ -168,26 +206,16 @@ class Ada2MS(AdamFamily):
                 dict(divisor=divisor, lr=group["lr"], alpha=self.alpha_at(b.step, group),
                      eps=group["eps"], weight_decay=group["weight_decay"],
                      bias_correction1=1.0 - beta1**b.step),
+                static=static,
             )
 
     def _divisors(self, group, buckets: list[Bucket], sums: list[list[Tensor]]) -> list:
-        """For each bucket the divisor c of sqrt(d) = v^(alpha/2) / c: one 0-dim tensor
-        (scope="group") or one per tensor (scope="tensor"). ``sums`` are the sums of v."""
         beta2 = group["betas"][1]
-        bc2 = [1.0 - beta2**b.step for b in buckets]
-        if group["scope"] == "group":
-            device = buckets[0].params[0].device
-            total = sum(torch.stack(s).sum().to(device) / c for s, c in zip(sums, bc2, strict=True))
-            mean_v_hat = total / sum(p.numel() for b in buckets for p in b.params)
-        divisors = []
-        for b, s, c in zip(buckets, sums, bc2, strict=True):
-            alpha = self.alpha_at(b.step, group)
-            if group["scope"] == "group":
-                divisors.append(ada2ms_sqrt_d_divisor(mean_v_hat, alpha, c))
-            else:
-                divisors.append([ada2ms_sqrt_d_divisor(si / (c * p.numel()), alpha, c)
-                                 for si, p in zip(s, b.params, strict=True)])
-        return divisors
+        return ada2ms_divisors(
+            sums, [[p.numel() for p in b.params] for b in buckets],
+            [1.0 - beta2**b.step for b in buckets],
+            [self.alpha_at(b.step, group) for b in buckets], group["scope"],
+        )
 
     def _denominators(self, group, buckets: list[Bucket]):
         sums = [LoopOps.sum(b.exp_avg_sqs) for b in buckets]
