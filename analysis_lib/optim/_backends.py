@@ -90,15 +90,17 @@ class LoopOps:
         return [_pow_fast(x, e) for x in xs]
 
     @staticmethod
-    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: float) -> None:
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: ScalarArg) -> None:
         """p <- p + c * n / d."""
-        for p, n, d in zip(ps, ns, ds, strict=True):
-            p.addcdiv_(n, d, value=c)
+        for i, (p, n, d) in enumerate(zip(ps, ns, ds, strict=True)):
+            p.addcdiv_(n, d, value=_at(c, i))
 
     @staticmethod
-    def sum(xs: list[Tensor]) -> list[Tensor]:
-        """Sum of each tensor, as 0-dim tensors in the accumulation dtype."""
-        return [x.sum(dtype=accumulation_dtype(x.dtype)) for x in xs]
+    def sum_squares(xs: list[Tensor]) -> list[Tensor]:
+        """Sum of the squares of each tensor (accumulated in at least float32), as float64 0-dim
+        tensors."""
+        return [torch.linalg.vector_norm(x, dtype=accumulation_dtype(x.dtype)).double().square()
+                for x in xs]
 
 
 class CompiledOps(LoopOps):
@@ -111,9 +113,9 @@ class CompiledOps(LoopOps):
             a.mul_(beta).add_(x * x * (1 - beta))
 
     @staticmethod
-    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: Scalar) -> None:
-        for p, n, d in zip(ps, ns, ds, strict=True):
-            p.add_(n / d * c)
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: ScalarArg) -> None:
+        for i, (p, n, d) in enumerate(zip(ps, ns, ds, strict=True)):
+            p.add_(n / d * _at(c, i))
 
 
 class ForeachOps:
@@ -161,13 +163,13 @@ class ForeachOps:
         return list(torch._foreach_pow(xs, e))
 
     @staticmethod
-    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: float) -> None:
+    def addcdiv_(ps: list[Tensor], ns: list[Tensor], ds: list[Tensor], c: ScalarArg) -> None:
         torch._foreach_addcdiv_(ps, ns, ds, c)
 
     @staticmethod
-    def sum(xs: list[Tensor]) -> list[Tensor]:
-        # every tensor summed here is non-negative, so the 1-norm is its sum
-        return list(torch._foreach_norm(xs, 1, dtype=accumulation_dtype(xs[0].dtype)))
+    def sum_squares(xs: list[Tensor]) -> list[Tensor]:
+        norms = torch._foreach_norm(xs, 2, dtype=accumulation_dtype(xs[0].dtype))
+        return list(torch.stack(norms).double().square().unbind())
 
 
 Rule = Callable[..., Any]
@@ -230,7 +232,8 @@ class CompiledRunner:
     def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
             static: Sequence[str] = ()):
         ref = lists[0][0]
-        sdtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+        wide = any(lst[0].dtype == torch.float64 for lst in lists)  # e.g. float64 running sums
+        sdtype = torch.float64 if wide else torch.float32
         floats = {k: float(v) for k, v in scalars.items()
                   if isinstance(v, int | float) and k not in static}
         as_tensors = dict(

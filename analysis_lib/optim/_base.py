@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from ._backends import CompiledRunner, ForeachRunner, LoopRunner
 
 LOOP = LoopRunner()
-_FOREACH = ForeachRunner()
+FOREACH = ForeachRunner()
 
 
 def _is_real_number(x: Any) -> bool:
@@ -74,7 +74,7 @@ class AdamFamily(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"], where)
         check_betas(group["betas"], where)
 
-    def _check_step(self, group: dict[str, Any], step: int, where: str) -> None:
+    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> None:
         """Checks that depend on the step about to be taken (e.g. a scheduled hyperparameter)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -105,7 +105,7 @@ class AdamFamily(Optimizer):
         foreach = group["foreach"]
         if foreach is None:  # torch's default: multi-tensor kernels on CUDA, a loop elsewhere
             foreach = all(p.is_cuda for p in params)
-        return _FOREACH if foreach else LOOP
+        return FOREACH if foreach else LOOP
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -124,8 +124,7 @@ class AdamFamily(Optimizer):
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            for t in {self._next_step(p) for p in params}:
-                self._check_step(group, t, where)
+            self._check_step(group, params, where)
             work.append((group, params))
 
         # 2. Update.
@@ -134,28 +133,34 @@ class AdamFamily(Optimizer):
                 self._update(group, self._buckets(params), self._runner(group, params))
         return loss
 
-    def _next_step(self, p: Tensor) -> int:
-        state = self.state.get(p)
-        return int(state["step"]) + 1 if state else 1
+    def _steps(self, params: list[Tensor]) -> list[int]:
+        """The step count of each parameter (0 before its first step)."""
+        counters = [self.state[p]["step"] for p in params if self.state.get(p)]
+        counts = iter(torch.stack(counters).tolist() if counters else [])
+        return [int(next(counts)) if self.state.get(p) else 0 for p in params]
 
     def _buckets(self, params: list[Tensor]) -> list[Bucket]:
         """Initialise state where needed, advance the step counters and group the parameters by
         (step, device, dtype) so that each bucket is updated with one set of scalars."""
+        steps = []
         for p in params:
             state = self.state[p]
             if not state:
-                # as torch.optim.AdamW: a float step counter on the CPU, moments in p's dtype
-                state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
+                self._init_state(p, state)
+            steps.append(state["step"])
+        torch._foreach_add_(steps, 1.0)
         return self._group_state(params)
+
+    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        # as torch.optim.AdamW: a float step counter on the CPU, moments in p's dtype
+        state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _group_state(self, params: list[Tensor]) -> list[Bucket]:
         buckets: dict[tuple, Bucket] = {}
-        for p in params:
+        for p, t in zip(params, self._steps(params), strict=True):
             state = self.state[p]
-            t = int(state["step"])
             b = buckets.setdefault((t, p.device, p.dtype), Bucket(t))
             b.params.append(p)
             b.grads.append(p.grad)
@@ -166,7 +171,7 @@ class AdamFamily(Optimizer):
     def _update(self, group: dict[str, Any], buckets: list[Bucket], runner) -> None:
         raise NotImplementedError
 
-    def _denominators(self, group: dict[str, Any], bucket: list[Bucket]) -> list[list[Tensor]]:
+    def _denominators(self, group: dict[str, Any], buckets: list[Bucket]) -> list[list[Tensor]]:
         """The denominator of the last step's update (sqrt(v) + eps, or its analogue) for each
         parameter of each bucket."""
         raise NotImplementedError

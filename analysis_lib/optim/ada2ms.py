@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._backends import LoopOps
-from ._base import LOOP, AdamFamily, Bucket, check_unit_interval
+from ._backends import accumulation_dtype
+from ._base import FOREACH, LOOP, AdamFamily, Bucket, check_unit_interval
 
 SCOPES = ("group", "tensor")
 _OPAQUE_SCHEDULE = "callable"  # how a user's own alpha callable appears in a state_dict
+SUM_KEY = "exp_avg_sq_sum"  # per-parameter state: the sum of exp_avg_sq, kept in float64
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,10 @@ class ExponentialAlpha:
         return cls(final=final, tau=(steps - 1) / math.log(1 / within))
 
 
-def ada2ms_moments_(ops, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2) -> list[Tensor]:
-    """Update the two moment EMAs (as AdamW) and return the sum of each ``exp_avg_sq``."""
-    ops.ema_(exp_avgs, grads, beta1)
-    ops.ema_square_(exp_avg_sqs, grads, beta2)
-    return ops.sum(exp_avg_sqs)
+def ada2ms_square_sums_(ops, grads, sums, *, beta2) -> None:
+    """Phase 1 of a step, which reads the gradients only: each tensor's sum of v, advanced by the
+    linearity of the EMA, sum(v_t) = beta2 sum(v_{t-1}) + (1 - beta2) sum(g_t^2)."""
+    ops.ema_(sums, ops.sum_squares(grads), beta2)
 
 
 def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: float) -> Tensor:
@@ -64,29 +64,26 @@ def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: fl
     return mean_v_hat.pow((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
 
 
-def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list:
-    """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c: one 0-dim tensor
-    (scope="group": s is the mean of v_hat over every bucket) or a list with one per tensor
-    (scope="tensor"). ``sums`` and ``numels`` hold, per bucket, each tensor's sum of v and size."""
+def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list[Tensor]:
+    """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c: a 0-dim tensor
+    (scope="group": s is the mean of v_hat over every bucket) or a 1-D tensor with one divisor per
+    tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor of each tensor's sum of v,
+    ``numels`` the tensors' sizes."""
     if scope == "group":
-        device = sums[0][0].device
-        total = sum(torch.stack(s).sum().to(device) / c
-                    for s, c in zip(sums, bias_corrections2, strict=True))
+        device = sums[0].device
+        total = sum(s.sum().to(device) / c for s, c in zip(sums, bias_corrections2, strict=True))
         mean_v_hat = total / sum(n for ns in numels for n in ns)
         return [ada2ms_sqrt_d_divisor(mean_v_hat, a, c)
                 for a, c in zip(alphas, bias_corrections2, strict=True)]
-    return [[ada2ms_sqrt_d_divisor(si / (c * n), a, c) for si, n in zip(s, ns, strict=True)]
+    return [ada2ms_sqrt_d_divisor(s / (c * torch.tensor(ns, dtype=s.dtype, device=s.device)), a, c)
             for s, ns, a, c in zip(sums, numels, alphas, bias_corrections2, strict=True)]
 
 
-def ada2ms_step_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, scope, alpha,
-                 bias_correction2, **apply_kw) -> None:
-    """A whole Ada2MS step on one bucket: moments, the mean over the scope, the update. Used by
-    the compiled path, where it becomes one graph."""
-    sums = ada2ms_moments_(ops, grads, exp_avgs, exp_avg_sqs, beta1=beta1, beta2=beta2)
-    [divisor] = ada2ms_divisors([sums], [[p.numel() for p in params]], [bias_correction2],
-                                [alpha], scope)
-    ada2ms_apply_(ops, params, exp_avgs, exp_avg_sqs, divisor=divisor, alpha=alpha, **apply_kw)
+def ada2ms_update_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, **apply_kw) -> None:
+    """Phase 2 of a step, one pass over memory: the moment EMAs (as AdamW), then the update."""
+    ops.ema_(exp_avgs, grads, beta1)
+    ops.ema_square_(exp_avg_sqs, grads, beta2)
+    ada2ms_apply_(ops, params, exp_avgs, exp_avg_sqs, **apply_kw)
 
 
 def ada2ms_apply_(
@@ -94,8 +91,29 @@ def ada2ms_apply_(
 ) -> None:
     """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) / divisor."""
     ops.mul_(params, 1 - lr * weight_decay)
-    denom = ada2ms_denominator(ops, exp_avg_sqs, divisor=divisor, alpha=alpha, eps=eps)
-    ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
+    if isinstance(alpha, float) and alpha == 1.0:
+        # AdamW's own floating-point operations: sqrt(v) / sqrt(bias_correction2) + eps
+        denom = ada2ms_denominator(ops, exp_avg_sqs, divisor=divisor, alpha=alpha, eps=eps)
+        ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
+    else:
+        # the same update with the divisor c folded into the scalars, one pass less:
+        # m / (v^(alpha/2) / c + eps) = c m / (v^(alpha/2) + eps c)
+        denom = ops.pow(exp_avg_sqs, alpha / 2)
+        ops.add_(denom, _times(eps, divisor))
+        ops.addcdiv_(params, exp_avgs, denom, _times(-lr / bias_correction1, divisor))
+
+
+def _scalar_arg(divisor: Tensor, runner):
+    """A divisor as the runner takes scalars: Python numbers for the eager kernels (a 0-dim
+    tensor becomes a float, a 1-D one a list), 0-dim tensors for the compiled path."""
+    if runner.name == "fused":
+        return list(divisor.unbind()) if divisor.dim() else divisor
+    return divisor.tolist()
+
+
+def _times(k, c):
+    """k * c for a scalar argument c: one value, or a list of per-tensor values."""
+    return [k * ci for ci in c] if isinstance(c, list) else k * c
 
 
 def ada2ms_denominator(ops, exp_avg_sqs, *, divisor, alpha, eps) -> list[Tensor]:
@@ -171,9 +189,11 @@ class Ada2MS(AdamFamily):
         if group["scope"] not in SCOPES:
             raise ValueError(f"Invalid scope{where}: {group['scope']!r} (expected one of {SCOPES})")
 
-    def _check_step(self, group: dict[str, Any], step: int, where: str) -> None:
-        check_unit_interval(f"alpha (schedule value at step {step})", self.alpha_at(step, group),
-                            where)
+    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> None:
+        if callable(group["alpha"]):  # a constant was checked with the group
+            for step in {t + 1 for t in self._steps(params)}:
+                check_unit_interval(f"alpha (schedule value at step {step})",
+                                    self.alpha_at(step, group), where)
 
     @staticmethod
     def alpha_at(step: int, group: dict[str, Any]) -> float:
@@ -181,48 +201,55 @@ class Ada2MS(AdamFamily):
         alpha = group["alpha"]
         return float(alpha(step)) if callable(alpha) else float(alpha)
 
+    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        super()._init_state(p, state)
+        # shape (1,), not 0-dim: torch.compile (2.13, CPU) drops in-place updates of 0-dim inputs
+        state[SUM_KEY] = torch.zeros(1, dtype=torch.float64, device=p.device)
+
     def _update(self, group, buckets: list[Bucket], runner) -> None:
+        # Phase 1: s needs sum(v) over the scope before any parameter moves. Kept per tensor in
+        # float64 state and advanced by linearity, it costs one read of the gradients instead of
+        # a pass over g and v.
+        # (A reduction has no per-tensor reference to keep: the loop path takes it with the
+        # multi-tensor kernel too, saving a few Python calls per tensor.)
         beta1, beta2 = group["betas"]
-        static = () if callable(group["alpha"]) else ("alpha",)
-        if runner.name == "fused" and len(buckets) == 1:  # the usual case: one compiled graph
-            b = buckets[0]
+        reducer = FOREACH if runner is LOOP else runner
+        for b in buckets:
+            reducer.run(ada2ms_square_sums_, (b.grads, self._square_sums(b)), dict(beta2=beta2))
+        # Phase 2: moments and update in one pass.
+        static = () if callable(group["alpha"]) else ("alpha",)  # a constant alpha compiles in
+        divisors = [_scalar_arg(d, runner) for d in self._divisors(group, buckets)]
+        for b, divisor in zip(buckets, divisors, strict=True):
             runner.run(
-                ada2ms_step_,
+                ada2ms_update_,
                 (b.params, b.grads, b.exp_avgs, b.exp_avg_sqs),
-                dict(beta1=beta1, beta2=beta2, scope=group["scope"],
-                     alpha=self.alpha_at(b.step, group), bias_correction2=1.0 - beta2**b.step,
-                     lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"],
-                     bias_correction1=1.0 - beta1**b.step),
-                static=static,
-            )
-            return
-        moments = dict(beta1=beta1, beta2=beta2)
-        sums = [runner.run(ada2ms_moments_, (b.grads, b.exp_avgs, b.exp_avg_sqs), moments)
-                for b in buckets]
-        for b, divisor in zip(buckets, self._divisors(group, buckets, sums), strict=True):
-            runner.run(
-                ada2ms_apply_,
-                (b.params, b.exp_avgs, b.exp_avg_sqs),
-                dict(divisor=divisor, lr=group["lr"], alpha=self.alpha_at(b.step, group),
-                     eps=group["eps"], weight_decay=group["weight_decay"],
-                     bias_correction1=1.0 - beta1**b.step),
+                dict(beta1=beta1, beta2=beta2, divisor=divisor, lr=group["lr"],
+                     alpha=self.alpha_at(b.step, group), eps=group["eps"],
+                     weight_decay=group["weight_decay"], bias_correction1=1.0 - beta1**b.step),
                 static=static,
             )
 
-    def _divisors(self, group, buckets: list[Bucket], sums: list[list[Tensor]]) -> list:
+    def _square_sums(self, b: Bucket) -> list[Tensor]:
+        return [self.state[p][SUM_KEY] for p in b.params]
+
+    def _divisors(self, group, buckets: list[Bucket]) -> list[Tensor]:
         beta2 = group["betas"][1]
-        return ada2ms_divisors(
-            sums, [[p.numel() for p in b.params] for b in buckets],
+        divisors = ada2ms_divisors(
+            [torch.cat(self._square_sums(b)) for b in buckets],
+            [[p.numel() for p in b.params] for b in buckets],
             [1.0 - beta2**b.step for b in buckets],
             [self.alpha_at(b.step, group) for b in buckets], group["scope"],
         )
+        # computed in float64; used in the parameters' arithmetic precision
+        return [d.to(accumulation_dtype(b.params[0].dtype))
+                for b, d in zip(buckets, divisors, strict=True)]
 
     def _denominators(self, group, buckets: list[Bucket]):
-        sums = [LoopOps.sum(b.exp_avg_sqs) for b in buckets]
         return [
             LOOP.run(ada2ms_denominator, (b.exp_avg_sqs,),
-                      dict(divisor=div, alpha=self.alpha_at(b.step, group), eps=group["eps"]))
-            for b, div in zip(buckets, self._divisors(group, buckets, sums), strict=True)
+                     dict(divisor=_scalar_arg(div, LOOP), alpha=self.alpha_at(b.step, group),
+                          eps=group["eps"]))
+            for b, div in zip(buckets, self._divisors(group, buckets), strict=True)
         ]
 
     # -- a callable alpha in state_dict ------------------------------------------------------
@@ -240,17 +267,30 @@ class Ada2MS(AdamFamily):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        live = [g["alpha"] for g in self.param_groups]
-        saved = [g["alpha"] for g in state_dict["param_groups"]]
+        """As torch's. Also loads the state of torch's AdamW (same moment names): the
+        hyperparameters AdamW lacks (alpha, scope) keep this optimizer's values."""
+        live = [dict(g) for g in self.param_groups]
+        saved = [g.get("alpha") for g in state_dict["param_groups"]]
         for gi, (now, then) in enumerate(zip(live, saved, strict=False)):
-            if then == _OPAQUE_SCHEDULE and not callable(now):
+            if then == _OPAQUE_SCHEDULE and not callable(now["alpha"]):
                 raise ValueError(
                     f"state_dict param group {gi} was saved with a callable alpha; construct the "
                     "optimizer with the same alpha callable before loading it"
                 )
+        saved_sums = {k: v[SUM_KEY] for k, v in state_dict["state"].items() if SUM_KEY in v}
         super().load_state_dict(state_dict)
         for g, now, then in zip(self.param_groups, live, saved, strict=False):
+            for key, value in now.items():
+                g.setdefault(key, value)
             if isinstance(then, dict) and then.get("schedule") == "exponential":
                 g["alpha"] = ExponentialAlpha(final=then["final"], tau=then["tau"])
             elif then == _OPAQUE_SCHEDULE:
-                g["alpha"] = now
+                g["alpha"] = now["alpha"]
+        # torch casts every state tensor to its parameter's dtype: the sums go back to float64
+        params = [p for g in self.param_groups for p in g["params"]]
+        for k, p in enumerate(params):
+            state = self.state.get(p)
+            if state:
+                total = saved_sums.get(k, state["exp_avg_sq"].sum(dtype=torch.float64))
+                state[SUM_KEY] = total.to(device=p.device, dtype=torch.float64,
+                                          copy=True).reshape(1)
