@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,3 +36,105 @@ def effective_step_sizes(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tenso
         f"effective_step_sizes needs an Adam-family optimizer (AdamNX, Ada2MS, Adam, AdamW), "
         f"got {type(optimizer).__name__}"
     )
+
+
+@torch.no_grad()
+def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]:
+    """The bias-corrected momentum m_hat of each parameter with state: the direction momentum
+    SGD would move in (as -m_hat).
+
+    AdamNX's m_t is already bias-corrected (its decay folds the correction in); AdamW, Adam and
+    Ada2MS keep the raw EMA, divided here by 1 - beta1^t; torch's SGD keeps an uncorrected
+    momentum buffer that starts at the first gradient (the gradient itself without momentum).
+    """
+    from .adamnx import AdamNX
+
+    out: dict[Tensor, Tensor] = {}
+    if isinstance(optimizer, torch.optim.SGD):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                buf = optimizer.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    out[p] = buf
+                elif p.grad is not None:
+                    out[p] = p.grad
+        return out
+    if not isinstance(optimizer, AdamFamily | torch.optim.Adam | torch.optim.AdamW):
+        raise TypeError(f"momentum_directions needs AdamNX, Ada2MS, Adam, AdamW or SGD, got "
+                        f"{type(optimizer).__name__}")
+    corrected = isinstance(optimizer, AdamNX)
+    for group in optimizer.param_groups:
+        beta1 = group["betas"][0]
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            m = state["exp_avg"]
+            out[p] = m if corrected else m / (1.0 - beta1 ** float(state["step"]))
+    return out
+
+
+@torch.no_grad()
+def transition_measures(optimizer: torch.optim.Optimizer, previous: Tensor | None = None
+                        ) -> tuple[dict[str, float], Tensor]:
+    """How much like momentum SGD the last step of ``optimizer`` was.
+
+    Returns ``(measures, preconditioner)``; pass ``preconditioner`` back as ``previous`` at the
+    next measurement to get the drift. With s the per-coordinate effective step sizes
+    lr / (sqrt(d) + eps) (:func:`effective_step_sizes`; lr for SGD) and m_hat the bias-corrected
+    momentum (:func:`momentum_directions`), over all parameters with state:
+
+    - ``step_size_median``, ``step_size_q25``, ``step_size_q75``: quantiles of s;
+      ``step_size_log10_iqr`` = log10(q75 / q25), the spread on a log scale (0 for SGD);
+      ``step_size_cv``: the coefficient of variation std(s) / mean(s).
+    - ``cosine_to_momentum``: cos(s * m_hat, m_hat), the cosine between the update the
+      optimizer makes from its momentum and momentum SGD's direction. Decoupled weight decay is
+      left out of both: it is the same shrinkage for every method. 1 means parallel.
+    - ``preconditioner_drift``: ||P - P_prev|| / ||P_prev|| with P = s / lr = 1 / (sqrt(d) + eps)
+      (so a learning-rate schedule is not counted as drift); NaN without ``previous``.
+      0 means a fixed diagonal preconditioner: momentum SGD in a fixed metric.
+    - ``beta2_hat`` (AdamNX) and ``alpha`` (Ada2MS): the decay and interpolation of the last
+      step, for the first param group.
+    """
+    from .ada2ms import Ada2MS
+    from .adamnx import AdamNX
+
+    directions = momentum_directions(optimizer)
+    if isinstance(optimizer, torch.optim.SGD):
+        lrs = {p: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        sizes = {p: torch.full_like(m, lrs[p]) for p, m in directions.items()}
+    else:
+        sizes = effective_step_sizes(optimizer)
+    if not sizes:
+        raise ValueError("the optimizer has not taken a step yet: there is nothing to measure")
+    lrs = {p: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    params = list(sizes)
+    s = torch.cat([sizes[p].detach().flatten().double() for p in params])
+    m = torch.cat([directions[p].detach().flatten().double() for p in params])
+    precond = torch.cat([(sizes[p].flatten().double() / lrs[p]) if lrs[p] > 0
+                         else sizes[p].flatten().double() for p in params])
+    q25, median, q75 = np.percentile(s.cpu().numpy(), [25, 50, 75])
+    su = s * m
+    norm = (su.norm() * m.norm()).item()
+    measures = {
+        "step_size_median": float(median),
+        "step_size_q25": float(q25),
+        "step_size_q75": float(q75),
+        "step_size_log10_iqr": float(np.log10(q75 / q25)) if q25 > 0 else float("nan"),
+        "step_size_cv": (s.std(correction=0) / s.mean()).item() if s.numel() > 1 else 0.0,
+        "cosine_to_momentum": (su @ m).item() / norm if norm > 0 else float("nan"),
+        "preconditioner_drift": float("nan"),
+    }
+    if previous is not None:
+        if previous.shape != precond.shape:
+            raise ValueError(f"previous has {previous.numel()} entries but the optimizer "
+                             f"now has {precond.numel()} coordinates with state")
+        measures["preconditioner_drift"] = ((precond - previous.to(precond.device)).norm()
+                                            / previous.norm()).item()
+    if isinstance(optimizer, AdamNX):
+        measures["beta2_hat"] = optimizer.beta2_hat()
+    if isinstance(optimizer, Ada2MS):
+        group = optimizer.param_groups[0]
+        steps = [int(optimizer.state[p]["step"]) for p in group["params"] if optimizer.state.get(p)]
+        measures["alpha"] = Ada2MS.alpha_at(max(steps, default=1), group)
+    return measures, precond

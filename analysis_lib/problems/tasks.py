@@ -1,0 +1,423 @@
+"""Learning tasks: data split into train / validation / test, a model factory and a loss.
+
+A :class:`Task` is what :func:`analysis_lib.training.train` trains on and what the probes
+(curvature, landscape, sharpness) evaluate::
+
+    from analysis_lib.problems import tasks
+
+    task = tasks.digits(model="mlp", seed=0)      # scikit-learn's 8x8 digits, shipped with it
+    model = task.make_model(seed=0)
+    loss = task.loss_fn(model(task.x_train), task.y_train)
+    batches = task.data("train", batch_size=256)  # [(inputs, targets), ...], the last one ragged
+
+The tasks here: :func:`digits` (an MLP or a small CNN), :func:`teacher_student` (synthetic
+regression with a known teacher network) and :func:`cifar10` (read from the standard binary
+batches of a local copy; nothing is downloaded, nothing unpickled). Every split is drawn from a
+``seed``, and the same seed gives the same split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_ENV_VAR",
+    "Task",
+    "cifar10",
+    "digits",
+    "mlp",
+    "read_cifar10_bin",
+    "small_cnn",
+    "teacher_student",
+]
+
+_SPLITS = ("train", "val", "test")
+_LOSSES = ("cross_entropy", "mse")
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
+}
+
+
+# -- models ---------------------------------------------------------------------------------------
+def mlp(in_features: int, hidden: Sequence[int], out_features: int,
+        activation: str = "tanh") -> nn.Sequential:
+    """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
+    the affine layers (none after the last)."""
+    _check_activation(activation)
+    widths = [int(in_features), *(int(h) for h in hidden), int(out_features)]
+    if any(w < 1 for w in widths):
+        raise ValueError(f"Invalid layer widths: {widths} (every width must be >= 1)")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(_ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def small_cnn(in_channels: int, image_size: int, num_classes: int, width: int = 16,
+              activation: str = "relu") -> nn.Sequential:
+    """Two 3x3 convolutions (``width/2`` and ``width`` channels), a 2x2 max-pool and a linear
+    classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images."""
+    _check_activation(activation)
+    if width < 2 or image_size < 2:
+        raise ValueError(f"Invalid width/image_size: {width}/{image_size} (expected >= 2)")
+    act = _ACTIVATIONS[activation]
+    half = max(width // 2, 1)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, half, 3, padding=1), act(),
+        nn.Conv2d(half, width, 3, padding=1), act(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(width * (image_size // 2) ** 2, num_classes),
+    )
+
+
+# -- the task object ------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Task:
+    """A supervised learning problem: the three splits, a model factory and the loss.
+
+    ``loss`` is ``"cross_entropy"`` (integer class targets; :meth:`accuracy` is defined) or
+    ``"mse"`` (float targets). :meth:`loss_fn` is the mean over the samples of a batch, so a
+    mean over batches weighted by batch size (what :meth:`evaluate` and the probes compute) is the
+    mean over the split.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    model_factory: Callable[[], nn.Module] = field(repr=False)
+    loss: str = "cross_entropy"
+    num_classes: int | None = None
+    info: dict = field(default_factory=dict)
+    teacher: nn.Module | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.loss not in _LOSSES:
+            raise ValueError(f"Invalid loss: {self.loss!r} (expected one of {_LOSSES})")
+        for split in _SPLITS:
+            x, y = self.split(split)
+            if len(x) != len(y):
+                raise ValueError(f"{split} split: {len(x)} inputs but {len(y)} targets")
+        if len(self.x_train) == 0:
+            raise ValueError("the train split is empty")
+
+    # -- data -------------------------------------------------------------------------------------
+    def split(self, split: str) -> tuple[Tensor, Tensor]:
+        """(inputs, targets) of ``split``: ``"train"``, ``"val"`` or ``"test"``."""
+        if split not in _SPLITS:
+            raise ValueError(f"Invalid split: {split!r} (expected one of {_SPLITS})")
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def data(self, split: str = "train", batch_size: int | None = None) -> list[tuple[Tensor,
+                                                                                      Tensor]]:
+        """``split`` as a list of (inputs, targets) batches in order (the probes' ``data``
+        format): one batch when ``batch_size`` is None, else batches of ``batch_size`` with a
+        smaller last one."""
+        x, y = self.split(split)
+        if batch_size is None:
+            return [(x, y)]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Invalid batch_size: {batch_size!r} (expected an integer >= 1)")
+        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Task:
+        """A copy of the task with its data on ``device`` (inputs, and regression targets, cast
+        to ``dtype`` when given). Returns ``self`` when nothing changes."""
+        device = self.device if device is None else torch.device(device)
+        if device == self.device and (dtype is None or dtype == self.x_train.dtype):
+            return self
+        moved = {}
+        for split in _SPLITS:
+            x, y = self.split(split)
+            moved[f"x_{split}"] = x.to(device=device, dtype=dtype)
+            moved[f"y_{split}"] = y.to(device=device, dtype=dtype if self.loss == "mse" else None)
+        return replace(self, **moved)
+
+    # -- model and loss ---------------------------------------------------------------------------
+    def make_model(self, seed: int = 0, device=None, dtype: torch.dtype | None = None
+                   ) -> nn.Module:
+        """A freshly initialised model, the same for the same ``seed``; the global random state
+        is left as it was. On the task's device and in its inputs' dtype unless given."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self.model_factory()
+        return model.to(device=self.device if device is None else device,
+                        dtype=self.x_train.dtype if dtype is None else dtype)
+
+    def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The mean loss of a batch."""
+        if self.loss == "cross_entropy":
+            return F.cross_entropy(outputs, targets)
+        return F.mse_loss(outputs, targets)
+
+    @property
+    def has_accuracy(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    def accuracy(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The fraction of correctly classified samples of a batch (classification tasks)."""
+        if not self.has_accuracy:
+            raise ValueError(f"task {self.name!r} is a regression task: it has no accuracy")
+        return (outputs.argmax(dim=-1) == targets).to(outputs.dtype).mean()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int | None = 4096
+                 ) -> dict[str, float]:
+        """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
+        size. The model's train/eval mode is restored afterwards."""
+        was_training = model.training
+        model.eval()
+        try:
+            n, loss, correct = 0, 0.0, 0.0
+            for x, y in self.data(split, batch_size):
+                out = model(x)
+                loss += float(self.loss_fn(out, y)) * len(x)
+                if self.has_accuracy:
+                    correct += float(self.accuracy(out, y)) * len(x)
+                n += len(x)
+        finally:
+            model.train(was_training)
+        if n == 0:
+            raise ValueError(f"the {split} split of task {self.name!r} is empty")
+        result = {"loss": loss / n}
+        if self.has_accuracy:
+            result["accuracy"] = correct / n
+        return result
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(len(self.split(s)[0])) for s in _SPLITS)
+        return (f"Task({self.name!r}, train/val/test={sizes}, input={tuple(self.x_train.shape[1:])}"
+                f", loss={self.loss!r}, device={self.device})")
+
+
+def _split_indices(n: int, fractions: tuple[float, float], seed: int):
+    """Seeded (train, val, test) index arrays with val/test the given fractions of n."""
+    val_fraction, test_fraction = fractions
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(f, int | float) and 0.0 <= f < 1.0):
+            raise ValueError(f"Invalid {name}: {f!r} (expected a number in [0, 1))")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
+                         "no training data (expected < 1)")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+
+
+def _check_seed(seed) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
+
+
+def _check_activation(activation) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"Invalid activation: {activation!r} (expected one of "
+                         f"{sorted(_ACTIVATIONS)})")
+
+
+# -- digits ---------------------------------------------------------------------------------------
+def digits(model: str = "mlp", hidden: Sequence[int] = (64, 64), activation: str = "tanh",
+           width: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.2,
+           seed: int = 0, device=None, dtype: torch.dtype = torch.float32) -> Task:
+    """scikit-learn's 1797 8x8 handwritten digits (shipped with scikit-learn), ten classes.
+
+    ``model="mlp"``: the pixels as a vector; pixels constant over the training split (the blank
+    corners) are dropped and the others standardised with the training split's statistics, so
+    every input weight gets a gradient. An MLP with ``hidden`` widths and ``activation``
+    (the default 64-64 tanh network has ~9k parameters).
+    ``model="cnn"``: the images as 1x8x8, standardised with the training split's pixel mean and
+    standard deviation, and :func:`small_cnn` with ``width`` channels.
+    """
+    from sklearn.datasets import load_digits
+
+    _check_seed(seed)
+    _check_activation(activation)
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
+    x, y = load_digits(return_X_y=True)
+    train, val, test = _split_indices(len(y), (val_fraction, test_fraction), seed)
+    if model == "mlp":
+        mean, std = x[train].mean(0), x[train].std(0)
+        keep = std > 0
+        x = (x[:, keep] - mean[keep]) / std[keep]
+        n_in = int(keep.sum())
+        factory = lambda: mlp(n_in, hidden, 10, activation)  # noqa: E731
+    else:
+        x = ((x - x[train].mean()) / x[train].std()).reshape(-1, 1, 8, 8)
+        factory = lambda: small_cnn(1, 8, 10, width, "relu")  # noqa: E731
+    xs = torch.as_tensor(x, dtype=dtype, device=device)
+    ys = torch.as_tensor(y, dtype=torch.long, device=device)
+    return Task(f"digits-{model}", xs[train], ys[train], xs[val], ys[val], xs[test], ys[test],
+                model_factory=factory, loss="cross_entropy", num_classes=10,
+                info=dict(seed=seed, model=model))
+
+
+# -- teacher-student regression --------------------------------------------------------------------
+class _ScaledTeacher(nn.Module):
+    """The teacher network with its outputs standardised: the noiseless regression target."""
+
+    def __init__(self, net: nn.Module, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.net(x.to(self.mean.dtype)) - self.mean) / self.std
+
+
+def teacher_student(input_dim: int = 20, teacher_hidden: Sequence[int] = (32,),
+                    student_hidden: Sequence[int] = (64,), n_train: int = 1024, n_val: int = 256,
+                    n_test: int = 1024, noise: float = 0.1, activation: str = "tanh",
+                    seed: int = 0, device=None, dtype: torch.dtype = torch.float32) -> Task:
+    """Synthetic regression: x ~ N(0, I), y = teacher(x) + noise * N(0, 1), with a randomly
+    initialised teacher MLP (drawn from ``seed``) whose outputs are scaled to unit variance.
+    The student is an MLP with ``student_hidden`` widths; the Bayes-optimal mean squared error
+    on the test split is ``noise**2`` (``info["bayes_mse"]``), and ``task.teacher`` is the
+    noiseless target function (float64)."""
+    _check_seed(seed)
+    _check_activation(activation)
+    for name, n in (("input_dim", input_dim), ("n_train", n_train)):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"Invalid {name}: {n!r} (expected an integer >= 1)")
+    for name, n in (("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"Invalid {name}: {n!r} (expected an integer >= 0)")
+    if not noise >= 0:
+        raise ValueError(f"Invalid noise: {noise!r} (expected >= 0)")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        teacher = mlp(input_dim, teacher_hidden, 1, activation).double()
+    n = n_train + n_val + n_test
+    x = torch.randn(n, input_dim, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        clean = teacher(x)
+        mean, std = clean[:n_train].mean(), clean[:n_train].std()
+        clean = (clean - mean) / std
+    y = clean + noise * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    x, y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    a, b = n_train, n_train + n_val
+    return Task("teacher-student", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:],
+                model_factory=lambda: mlp(input_dim, student_hidden, 1, activation),
+                loss="mse", num_classes=None,
+                info=dict(seed=seed, bayes_mse=float(noise) ** 2, noise=float(noise)),
+                teacher=_ScaledTeacher(teacher, mean, std))
+
+
+# -- CIFAR-10 from the binary batches ------------------------------------------------------------
+#: Environment variable naming the folder that holds ``cifar-10-batches-bin``.
+CIFAR10_ENV_VAR = "ANALYSIS_LIB_CIFAR10"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+_CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+_CIFAR_TEST_FILE = "test_batch.bin"
+# per-channel mean and standard deviation of the CIFAR-10 training images (in [0, 1])
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read one file of CIFAR-10's binary version: records of one label byte (0-9) followed by
+    3072 pixel bytes (1024 red, 1024 green, 1024 blue, rows of 32). Returns images of shape
+    (n, 3, 32, 32) as uint8 and labels as int64. A file whose size is not a whole number of
+    records, or that holds a label outside 0-9, is rejected with a ValueError."""
+    path = Path(path)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _CIFAR_RECORD:
+        raise ValueError(f"{path.name}: {raw.size} bytes is not a whole number of CIFAR-10 "
+                         f"records of {_CIFAR_RECORD} bytes; the file is truncated or not in "
+                         "the binary layout")
+    records = raw.reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise ValueError(f"{path.name}: record {bad} has label {labels[bad]} (expected 0-9); "
+                         "the file is not in CIFAR-10's binary layout")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_folder(root) -> Path:
+    if root is None:
+        root = os.environ.get(CIFAR10_ENV_VAR)
+        if root is None:
+            raise FileNotFoundError(
+                "CIFAR-10 is not downloaded by this library: pass root=<folder> holding "
+                f"'cifar-10-batches-bin' (the binary version) or set ${CIFAR10_ENV_VAR}")
+    root = Path(root)
+    folder = root if root.name == "cifar-10-batches-bin" else root / "cifar-10-batches-bin"
+    missing = [f for f in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 binary batches not found: expected {folder}/"
+                                f"{{{', '.join(missing)}}} (the 'CIFAR-10 binary version')")
+    return folder
+
+
+def cifar10(root: str | os.PathLike | None = None, model: str = "cnn", width: int = 32,
+            val_fraction: float = 0.1, subset: int | None = None, seed: int = 0, device=None,
+            dtype: torch.dtype = torch.float32) -> Task:
+    """CIFAR-10 from a local copy of its binary batches: ``root`` is the folder that holds
+    ``cifar-10-batches-bin`` (or that folder itself; default ``$ANALYSIS_LIB_CIFAR10``).
+
+    The 50,000 training images are split into train and validation by ``seed``
+    (``val_fraction``); the test split is ``test_batch.bin``. ``subset`` keeps that many
+    training images (seeded), for quick studies. Images are scaled to [0, 1] and standardised
+    per channel. ``model="cnn"`` is :func:`small_cnn` with ``width`` channels; ``"mlp"`` a
+    3072-512-10 ReLU MLP on the flattened image.
+    """
+    _check_seed(seed)
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
+    if subset is not None and (not isinstance(subset, int) or subset < 1):
+        raise ValueError(f"Invalid subset: {subset!r} (expected None or an integer >= 1)")
+    folder = _cifar_folder(root)
+    parts = [read_cifar10_bin(folder / f) for f in _CIFAR_TRAIN_FILES]
+    x_all = np.concatenate([p[0] for p in parts])
+    y_all = np.concatenate([p[1] for p in parts])
+    x_test, y_test = read_cifar10_bin(folder / _CIFAR_TEST_FILE)
+    train, val, _ = _split_indices(len(y_all), (val_fraction, 0.0), seed)
+    if subset is not None:
+        train = train[:subset]
+    mean = torch.tensor(_CIFAR_MEAN, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(_CIFAR_STD, dtype=dtype).view(1, 3, 1, 1)
+
+    def images(a: np.ndarray) -> Tensor:
+        x = (torch.as_tensor(a, dtype=dtype) / 255.0 - mean) / std
+        return (x.flatten(1) if model == "mlp" else x).to(device)
+
+    def labels(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.long, device=device)
+
+    if model == "mlp":
+        factory = lambda: mlp(3 * 32 * 32, (512,), 10, "relu")  # noqa: E731
+    else:
+        factory = lambda: small_cnn(3, 32, 10, width, "relu")  # noqa: E731
+    return Task(f"cifar10-{model}", images(x_all[train]), labels(y_all[train]),
+                images(x_all[val]), labels(y_all[val]), images(x_test), labels(y_test),
+                model_factory=factory, loss="cross_entropy", num_classes=10,
+                info=dict(seed=seed, model=model, classes=CIFAR10_CLASSES))

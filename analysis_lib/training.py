@@ -1,0 +1,496 @@
+"""A small, plain training loop with callbacks, divergence detection and bit-identical resume.
+
+::
+
+    from analysis_lib import training
+    from analysis_lib.problems import tasks
+
+    task = tasks.digits()
+    run = training.train(task, "adamnx", steps=2000, batch_size=64, lr=1e-3,
+                         callbacks=[training.TransitionCallback(every=50),
+                                    training.EvaluateCallback(task, every=200)])
+    run.history        # one row per step: step, loss, accuracy, grad_norm, update_norm, lr
+    run.measurements   # one row per measured step: step + whatever the callbacks returned
+    run.diverged       # True when the loss blew up (the run stops; nothing is raised)
+
+A callback is any object with an integer attribute ``every`` and a method
+``__call__(step, model, optimizer, batch) -> dict[str, float]``. It is called after the
+optimizer's step ``step`` (counting from 1) whenever ``step % every == 0``, with the
+(inputs, targets) batch of that step; the numbers it returns go into ``run.measurements``.
+Callbacks that keep state between calls (e.g. the last preconditioner, for the drift) expose
+``state_dict()`` / ``load_state_dict()`` so that a resumed run measures the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import device as default_device
+from .optim import OPTIMIZERS, make_optimizer, transition_measures
+from .problems.tasks import Task
+
+__all__ = [
+    "Callback",
+    "EvaluateCallback",
+    "Run",
+    "TransitionCallback",
+    "cosine_schedule",
+    "runs_frame",
+    "train",
+]
+
+_CHECKPOINT_FORMAT = "analysis_lib.training/1"
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+class Callback:
+    """Base class for callbacks (subclassing it is optional: any object with ``every`` and
+    ``__call__`` will do). ``name`` labels the callback's cost in ``run.callback_seconds``."""
+
+    every: int = 1
+
+    def __init__(self, every: int = 1) -> None:
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"Invalid every: {every!r} (expected an integer >= 1)")
+        self.every = every
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __call__(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 batch: tuple[Tensor, Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class TransitionCallback(Callback):
+    """How SGD-like an Adam-family optimizer (AdamW, Adam, AdamNX, Ada2MS; torch's SGD as the
+    reference) is at the measured steps: the spread of its per-coordinate effective step sizes,
+    the cosine of its update to the momentum-SGD direction, the drift of its preconditioner since
+    the previous measurement, AdamNX's beta2_hat and Ada2MS's alpha, and the learning rate.
+    See :func:`analysis_lib.optim.transition_measures` for the definitions.
+
+    Its cost is one pass over the optimizer state and a sort of the step sizes (for the
+    quantiles): about as much as an optimizer step, every ``every`` steps.
+    """
+
+    def __init__(self, every: int = 10) -> None:
+        super().__init__(every)
+        self._previous: Tensor | None = None
+
+    def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
+        measures, self._previous = transition_measures(optimizer, self._previous)
+        measures["lr"] = float(optimizer.param_groups[0]["lr"])
+        return measures
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._previous is None else {"previous": self._previous}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._previous = state.get("previous")
+
+
+class EvaluateCallback(Callback):
+    """Loss (and accuracy) of the model on a split of ``task``, in eval mode: columns
+    ``<split>_loss`` and ``<split>_accuracy``. Costs one forward pass over the split."""
+
+    def __init__(self, task: Task, split: str = "val", every: int = 100,
+                 batch_size: int | None = 4096) -> None:
+        super().__init__(every)
+        task.split(split)  # validates the name
+        self.task, self.split, self.batch_size = task, split, batch_size
+
+    def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
+        device = next(model.parameters()).device
+        result = self.task.to(device).evaluate(model, self.split, self.batch_size)
+        return {f"{self.split}_{k}": v for k, v in result.items()}
+
+
+# -- learning-rate schedules ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class cosine_schedule:  # lower case: used like a function
+    """Learning-rate multiplier for step t = 1..steps: linear warm-up over ``warmup`` steps,
+    then a cosine decay from 1 to ``final``. Pass it as ``train(..., lr_schedule=...)``."""
+
+    steps: int
+    warmup: int = 0
+    final: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"Invalid steps: {self.steps!r} (expected an integer >= 1)")
+        if not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
+            raise ValueError(f"Invalid warmup: {self.warmup!r} (expected 0 <= warmup < steps)")
+        if not 0.0 <= self.final <= 1.0:
+            raise ValueError(f"Invalid final: {self.final!r} (expected a number in [0, 1])")
+
+    def __call__(self, step: int) -> float:
+        if step <= self.warmup:
+            return step / self.warmup
+        progress = min((step - self.warmup) / max(self.steps - self.warmup, 1), 1.0)
+        return self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# -- the result -----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Run:
+    """The result of :func:`train`.
+
+    ``history``: one row per step taken (and one for the step at which divergence was detected):
+    ``step``, ``loss`` and ``accuracy`` on the step's batch before the update, ``grad_norm``
+    (L2 norm of the whole gradient), ``update_norm`` (L2 norm of the parameter change made by
+    the step, weight decay included), ``lr`` (first param group). ``measurements``: one row per
+    step at which a callback ran, with ``step`` and the callbacks' numbers.
+    """
+
+    label: str
+    config: dict[str, Any]
+    history: pd.DataFrame
+    measurements: pd.DataFrame
+    model: nn.Module = field(repr=False)
+    optimizer: torch.optim.Optimizer = field(repr=False)
+    task: Task = field(repr=False)
+    diverged: bool = False
+    diverged_at: int | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+    callback_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken (rows of ``history`` whose update was made)."""
+        return int(self.history["update_norm"].notna().sum())
+
+    @property
+    def final_loss(self) -> float:
+        """The training loss of the last step's batch (NaN for a diverged run)."""
+        return float("nan") if self.diverged else float(self.history["loss"].iloc[-1])
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Loss (and accuracy) of the trained model over a split of the task."""
+        return self.task.evaluate(self.model, split)
+
+
+def runs_frame(runs: Iterable[Run], which: str = "history", column: str = "run") -> pd.DataFrame:
+    """The ``history`` (or ``measurements``) of several runs in one tidy frame, with the runs'
+    labels in ``column``: ready for ``seaborn.lineplot(..., hue=column)``."""
+    if which not in ("history", "measurements"):
+        raise ValueError(f"Invalid which: {which!r} (expected 'history' or 'measurements')")
+    frames = [getattr(r, which).assign(**{column: r.label}) for r in runs]
+    if not frames:
+        raise ValueError("runs is empty")
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def _describe(value: Any) -> Any:
+    """A JSON-able description of a hyperparameter, stable across processes."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_describe(v) for v in value]
+    if callable(value) and hasattr(value, "__dataclass_fields__"):
+        return repr(value)  # e.g. ExponentialAlpha(final=0.0, tau=1000.0)
+    if callable(value):
+        return f"callable {getattr(value, '__qualname__', type(value).__qualname__)}"
+    return repr(value)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {low})")
+
+
+class _Batches:
+    """Minibatch t (t = 1, 2, ...) of an epoch-wise reshuffled training set, a function of
+    (seed, t) only, so a resumed run sees the same batches. Batches have ``batch_size`` samples
+    (the last ``n mod batch_size`` samples of each permutation are left for the next epoch's
+    shuffle); ``None`` is the full batch every step."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.per_epoch = 1 if batch_size is None else len(x) // batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
+        if self.batch_size is None:
+            return self.x, self.y
+        epoch, j = divmod(step - 1, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.x), generator=gen).to(self.x.device)
+            self._epoch = epoch
+        idx = self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+        return self.x[idx], self.y[idx]
+
+
+def _grads(params: list[Tensor]) -> list[Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
+def _norm(parts) -> float:
+    """The L2 norm of a vector given the L2 norms of its parts (floats or 0-dim tensors)."""
+    return math.sqrt(sum(float(v) ** 2 for v in parts))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def train(
+    task: Task,
+    optimizer: str | Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+    steps: int,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
+    callbacks: Sequence[Callback] = (),
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    *,
+    label: str | None = None,
+    divergence_factor: float = 1000.0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    **hparams: Any,
+) -> Run:
+    """Train a fresh model of ``task`` (initialised from ``seed``) for ``steps`` steps.
+
+    Args:
+        task: a :class:`~analysis_lib.problems.tasks.Task`.
+        optimizer: a name known to :func:`~analysis_lib.optim.make_optimizer` (``lr`` and
+            ``hparams`` are passed on), or a factory ``params -> Optimizer``.
+        steps: number of optimizer steps (a resumed run continues up to this number).
+        batch_size: minibatch size, drawn by an epoch-wise shuffle from ``seed``; None is the
+            full training set every step (gradient descent).
+        lr: learning rate (None: the optimizer's default).
+        lr_schedule: a multiplier ``t -> factor`` applied to every param group's initial lr
+            before step t (t = 1..steps), e.g. :class:`cosine_schedule`.
+        callbacks: objects called every ``callback.every`` steps (see the module docstring).
+        seed: model initialisation and batch order; the same seed gives the same run.
+        device: where to train (default :func:`analysis_lib.device`, CUDA when present).
+        label: the run's name in :func:`runs_frame` (default: the optimizer's name).
+        divergence_factor: the run ends, with ``run.diverged = True``, at the first step whose
+            loss is not finite or exceeds ``divergence_factor`` times the first step's loss
+            (or whose update is not finite).
+        checkpoint: a file to save the run to (atomically) every ``checkpoint_every`` steps and
+            at the end. When it exists, the run resumes from it and continues bit-identically;
+            it must have been written by the same configuration (else a ValueError).
+        checkpoint_every: steps between checkpoints (default: only at the end).
+        progress: show a progress bar (``TQDM_DISABLE=1`` silences it too).
+        **hparams: further optimizer hyperparameters (``betas``, ``alpha``, ``momentum``...).
+    """
+    # -- validate everything before any work -----------------------------------------------------
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
+    _check_int("steps", steps, 1)
+    if batch_size is not None:
+        _check_int("batch_size", batch_size, 1)
+        if batch_size > task.n_train:
+            raise ValueError(f"Invalid batch_size: {batch_size} is larger than the training "
+                             f"set ({task.n_train} samples)")
+    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
+    if lr_schedule is not None and not callable(lr_schedule):
+        raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected a callable step -> "
+                         "multiplier)")
+    _check_int("seed", seed, 0)
+    if not (isinstance(divergence_factor, int | float) and divergence_factor > 1):
+        raise ValueError(f"Invalid divergence_factor: {divergence_factor!r} (expected > 1)")
+    if checkpoint_every is not None:
+        _check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every was given without a checkpoint path")
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        every = getattr(cb, "every", None)
+        if not callable(cb) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"Invalid callbacks[{i}]: {cb!r} (expected a callable with an "
+                             "integer attribute every >= 1)")
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer: {optimizer!r} (known: {sorted(OPTIMIZERS)})")
+        name = optimizer
+    elif callable(optimizer):
+        if lr is not None or hparams:
+            raise ValueError("lr and hyperparameters go into the optimizer factory itself; "
+                             "train() passes them on only for an optimizer given by name")
+        name = getattr(optimizer, "__name__", type(optimizer).__name__)
+    else:
+        raise ValueError(f"Invalid optimizer: {optimizer!r} (expected a name or a factory)")
+
+    config = {
+        "task": task.name, "task_info": _describe(list(task.info.items())),
+        "optimizer": name, "lr": lr, "hparams": _describe(sorted(hparams.items())),
+        "batch_size": batch_size, "seed": seed, "lr_schedule": _describe(lr_schedule),
+        "divergence_factor": divergence_factor,
+    }
+    device = default_device() if device is None else torch.device(device)
+    task = task.to(device)
+
+    # -- build ------------------------------------------------------------------------------------
+    model = task.make_model(seed=seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(optimizer, str):
+        opt = make_optimizer(optimizer, params, **({} if lr is None else {"lr": lr}), **hparams)
+    else:
+        opt = optimizer(params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ValueError(f"the optimizer factory returned {type(opt).__name__}, not a "
+                             "torch.optim.Optimizer")
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    batches = _Batches(task.x_train, task.y_train, batch_size, seed)
+    classify = task.has_accuracy
+
+    records: list[list[float]] = []
+    measurements: list[dict[str, float]] = []
+    callback_seconds = {getattr(cb, "name", type(cb).__name__): 0.0 for cb in callbacks}
+    first_loss: float | None = None
+    start = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.exists():
+        ck = torch.load(path, map_location=device, weights_only=True)
+        if ck.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{path.name} is not a training checkpoint of this library")
+        saved = json.loads(ck["config"])
+        if saved != json.loads(json.dumps(config)):
+            diff = sorted(k for k in config if saved.get(k) != json.loads(json.dumps(config))[k])
+            raise ValueError(f"checkpoint {path.name} was written by a different configuration "
+                             f"(differs in {diff}); remove it or pass another path")
+        start = int(ck["step"])
+        if start > steps:
+            raise ValueError(f"checkpoint {path.name} is at step {start}, beyond steps={steps}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        records = ck["records"].tolist()
+        measurements = ck["measurements"]
+        first_loss = ck["first_loss"]
+        callback_seconds.update(ck["callback_seconds"])
+        for cb, state in zip(callbacks, ck["callbacks"], strict=False):
+            if hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+        torch.set_rng_state(ck["rng"])
+
+    def save_checkpoint(step: int) -> None:
+        _atomic_torch_save({
+            "format": _CHECKPOINT_FORMAT, "config": json.dumps(config), "step": step,
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "records": torch.tensor(records, dtype=torch.float64).reshape(len(records), 6),
+            "measurements": measurements, "first_loss": first_loss,
+            "callback_seconds": callback_seconds,
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else {}
+                          for cb in callbacks],
+            "rng": torch.get_rng_state(),
+        }, path)
+
+    # -- run --------------------------------------------------------------------------------------
+    before = [torch.empty_like(p) for p in params]
+    diverged, diverged_at, reason = False, None, None
+    nan = float("nan")
+    bar = tqdm(total=steps, initial=start, desc=label or name, disable=not progress,
+               leave=False, mininterval=0.5)
+    t0 = time.perf_counter()
+    model.train()
+    step = start
+    try:
+        for step in range(start + 1, steps + 1):
+            if lr_schedule is not None:
+                factor = float(lr_schedule(step))
+                if not (math.isfinite(factor) and factor >= 0):
+                    raise ValueError(f"lr_schedule({step}) = {factor!r} (expected a finite "
+                                     "number >= 0)")
+                for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                    g["lr"] = base * factor
+            x, y = batches(step)
+            opt.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = task.loss_fn(out, y)
+            loss.backward()
+            loss_v = loss.item()
+            lr_now = float(opt.param_groups[0]["lr"])
+            if first_loss is None:
+                first_loss = loss_v
+            if not math.isfinite(loss_v) or loss_v > divergence_factor * max(first_loss, 1e-30):
+                with torch.no_grad():
+                    acc_v = float(task.accuracy(out, y)) if classify else nan
+                    gnorm_v = _norm(torch._foreach_norm(_grads(params)))
+                records.append([step, loss_v, acc_v, gnorm_v, nan, lr_now])
+                diverged, diverged_at = True, step
+                reason = ("non-finite loss" if not math.isfinite(loss_v) else
+                          f"loss {loss_v:.3g} > {divergence_factor:g} x first loss "
+                          f"{first_loss:.3g}")
+                break
+            with torch.no_grad():
+                torch._foreach_copy_(before, params)
+                opt.step()
+                # One multi-tensor norm over the gradients and the parameter changes, one sync.
+                # (The gradients are read after the step: optimizers do not modify .grad.)
+                torch._foreach_sub_(before, params)
+                grads = _grads(params)
+                norms = list(torch._foreach_norm(grads + before))
+                if classify:
+                    norms.append((out.argmax(dim=-1) == y).sum().to(norms[0].dtype))
+                values = torch.stack(norms).tolist()
+            acc_v = values[-1] / len(y) if classify else nan
+            gnorm_v = _norm(values[:len(grads)])
+            unorm_v = _norm(values[len(grads):len(grads) + len(before)])
+            records.append([step, loss_v, acc_v, gnorm_v, unorm_v, lr_now])
+            if not math.isfinite(unorm_v):
+                diverged, diverged_at, reason = True, step, "non-finite update"
+                break
+            due = [cb for cb in callbacks if step % cb.every == 0]
+            if due:
+                row: dict[str, float] = {"step": step}
+                for cb in due:
+                    tc = time.perf_counter()
+                    row.update({k: float(v) for k, v in cb(step, model, opt, (x, y)).items()})
+                    callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
+                        time.perf_counter() - tc)
+                measurements.append(row)
+            if path is not None and checkpoint_every and step % checkpoint_every == 0:
+                save_checkpoint(step)
+            bar.update(1)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    if path is not None and not diverged:
+        save_checkpoint(step)
+
+    columns = ["step", "loss", "accuracy", "grad_norm", "update_norm", "lr"]
+    history = pd.DataFrame(np.asarray(records, dtype=np.float64).reshape(-1, 6), columns=columns)
+    history["step"] = history["step"].astype(np.int64)
+    if not classify:
+        history = history.drop(columns="accuracy")
+    meas = pd.DataFrame(measurements)
+    if len(meas):
+        meas["step"] = meas["step"].astype(np.int64)
+    return Run(label=label or name, config=config, history=history, measurements=meas,
+               model=model, optimizer=opt, task=task, diverged=diverged, diverged_at=diverged_at,
+               reason=reason, seconds=seconds, callback_seconds=callback_seconds)
