@@ -279,3 +279,35 @@ def test_transition_measures_need_a_step_and_a_known_optimizer():
         transition_measures(torch.optim.AdamW([p]))
     with pytest.raises(TypeError, match="RMSprop"):
         transition_measures(torch.optim.RMSprop([p]))
+
+
+def test_record_every_keeps_every_kth_row_and_the_same_training(digits):
+    every = quiet_train(digits, "adamw", 23, batch_size=64, lr=1e-3)
+    sparse = quiet_train(digits, "adamw", 23, batch_size=64, lr=1e-3, record_every=5)
+    assert sparse.history["step"].tolist() == [5, 10, 15, 20, 23]  # and the last step
+    expected = every.history.set_index("step").loc[[5, 10, 15, 20, 23]].reset_index()
+    pd.testing.assert_frame_equal(sparse.history, expected, check_exact=True)
+    assert sparse.steps == every.steps == 23
+    for p, q in zip(sparse.model.parameters(), every.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="record_every"):
+        quiet_train(digits, "adamw", 5, record_every=0)
+
+
+def test_a_model_with_dropout_resumes_bit_identically_and_leaves_the_global_rng(digits, tmp_path):
+    task = Task("digits-dropout", digits.x_train, digits.y_train, digits.x_val, digits.y_val,
+                digits.x_test, digits.y_test, loss="cross_entropy", num_classes=10,
+                model_factory=lambda: nn.Sequential(nn.Linear(digits.x_train.shape[1], 32),
+                                                    nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)))
+    torch.manual_seed(7)
+    expected_next = torch.rand(2)
+    torch.manual_seed(7)
+    straight = quiet_train(task, "sgdm", 12, batch_size=64, lr=0.05, seed=3)
+    torch.testing.assert_close(torch.rand(2), expected_next, rtol=0, atol=0)
+    again = quiet_train(task, "sgdm", 12, batch_size=64, lr=0.05, seed=3)
+    pd.testing.assert_frame_equal(again.history, straight.history, check_exact=True)
+    path = tmp_path / "dropout.pt"
+    quiet_train(task, "sgdm", 5, batch_size=64, lr=0.05, seed=3, checkpoint=path)
+    torch.rand(5)  # the caller's generator moves on: the run must not depend on it
+    resumed = quiet_train(task, "sgdm", 12, batch_size=64, lr=0.05, seed=3, checkpoint=path)
+    pd.testing.assert_frame_equal(resumed.history, straight.history, check_exact=True)
