@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "device", "optim", "plots", "problems", "quick_mode", "seed_everything"]
+__all__ = ["__version__", "curvature", "device", "io", "optim", "plots", "problems",
+           "progress_disabled", "quick_mode", "seed_everything", "training", "trajectory"]
 
-_SUBMODULES = {"optim", "plots", "problems"}
+_SUBMODULES = {"curvature", "io", "optim", "plots", "problems", "training", "trajectory"}
 
 
 def device() -> torch.device:
@@ -38,6 +39,12 @@ def seed_everything(seed: int) -> torch.Generator:
 def quick_mode() -> bool:
     """True when the environment asks for the small, fast settings (``QUICK=1``)."""
     return os.environ.get("QUICK", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def progress_disabled() -> bool:
+    """True when ``TQDM_DISABLE`` asks for no progress bars. (tqdm's own reading of the variable
+    does not reach its notebook widgets, so the library's bars pass it on explicitly.)"""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def __getattr__(name: str):
