@@ -1,5 +1,9 @@
 """Objectives the optimizers are run on: learning tasks (data + model factory + loss)."""
 
+from . import tasks, toy
 from .digits import digits_tensors
+from .tasks import Task
+from .toy import TOY_PROBLEMS, ToyProblem, toy_problem, toy_problems
 
-__all__ = ["digits_tensors"]
+__all__ = ["TOY_PROBLEMS", "Task", "ToyProblem", "digits_tensors", "tasks", "toy", "toy_problem",
+           "toy_problems"]
