@@ -24,18 +24,37 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
 __all__ = [
     "FIGURES_ENV_VAR",
     "OPTIMIZER_COLORS",
+    "TOY_CMAP",
     "SavedFigures",
     "alpha_colormap",
     "alpha_colors",
+    "animate_trajectories",
+    "animation_html",
+    "draw_explorer",
+    "draw_losses",
+    "draw_problem",
+    "draw_trajectories",
+    "draw_transition",
     "figures_dir",
+    "plot_alpha_sweep",
+    "plot_lr_tuning",
+    "plot_problem_gallery",
+    "plot_race",
+    "plot_small_multiples",
+    "plot_step_sizes",
     "save",
     "set_style",
+    "trajectory_explorer",
+    "trajectory_style",
 ]
 
 #: Environment variable that, when set, names the folder :func:`figures_dir` returns.
@@ -256,3 +275,463 @@ def alpha_colors(
 
 
 set_style()
+
+
+# -- toy problems and optimizer trajectories -------------------------------------------------
+# Functions below take toy problems (analysis_lib.problems.toy.ToyProblem) and trajectories
+# (analysis_lib.trajectory.Trajectory) or anything with the same attributes.
+
+#: Light background colormap for toy-problem contours (white valleys, grey walls), so that the
+#: optimizers' colours stand out.
+TOY_CMAP = mcolors.LinearSegmentedColormap.from_list("toy_background", ["#ffffff", "#b4bec9"])
+
+_LINESTYLES = {"adamw": (0, (5, 2)), 1.0: (0, (5, 2)), 0.5: "-", 0.0: (0, (1.2, 1.2))}
+
+
+def trajectory_style(trajectory) -> dict:
+    """Line colour, style and label of a trajectory (or a :class:`~analysis_lib.trajectory.Method`
+    or a :class:`~analysis_lib.trajectory.TuneResult`): the optimizer's
+    :data:`OPTIMIZER_COLORS` entry; Ada2MS in shades of its vermillion, darker as alpha goes to
+    0, and AdamW and Ada2MS with alpha = 1 dashed, so that the paths they share with Adam and
+    AdamW stay visible."""
+    name = trajectory.optimizer
+    alpha = (trajectory.hparams or {}).get("alpha")
+    color = OPTIMIZER_COLORS.get(name, "0.3")
+    style = "-"
+    if name == "adamw":
+        style = _LINESTYLES["adamw"]
+    if name == "ada2ms" and isinstance(alpha, int | float):
+        a = float(alpha)
+        base = np.array(mcolors.to_rgb(OPTIMIZER_COLORS["ada2ms"]))
+        dark, light = 0.55 * base, base + 0.4 * (1 - base)  # alpha = 0 and alpha = 1
+        shade = dark + 2 * a * (base - dark) if a <= 0.5 else base + (2 * a - 1) * (light - base)
+        color = mcolors.to_hex(np.clip(shade, 0, 1))
+        style = _LINESTYLES.get(a, "-")
+    return {"color": color, "linestyle": style, "label": trajectory.label}
+
+
+def _as_list(trajectories) -> list:
+    return list(trajectories.values()) if isinstance(trajectories, dict) else list(trajectories)
+
+
+def _styles(trajectories, colors=None) -> list[dict]:
+    """:func:`trajectory_style` of each trajectory; a dict's keys become the labels and
+    ``colors`` (one per trajectory) replace the optimizer colours."""
+    items = _as_list(trajectories)
+    styles = [trajectory_style(t) for t in items]
+    if isinstance(trajectories, dict):
+        for style, label in zip(styles, trajectories, strict=True):
+            style["label"] = str(label)
+    if colors is not None:
+        for style, color in zip(styles, colors, strict=True):
+            style.update(color=color, linestyle="-")
+    return styles
+
+
+def draw_problem(problem, ax=None, *, n: int = 160, levels: int = 14, colorbar: bool = True,
+                 minima: bool = True):
+    """Filled contours of ``problem`` over its plot bounds (on a log colour scale when the
+    problem asks for one), thin contour lines, its minima as white stars and a colour bar of
+    the loss. Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    xx, yy, ff = problem.grid(n)
+    lv = problem.levels(levels, grid=n)
+    if not problem.log_scale:  # round numbers on a linear scale
+        lv = mticker.MaxNLocator(levels).tick_values(lv[0], lv[-1])
+    if problem.log_scale:
+        norm = mcolors.LogNorm(vmin=lv[0], vmax=lv[-1])
+        ff = np.maximum(ff, lv[0] * 0.5)  # keep the valley floor drawable on the log scale
+    else:
+        norm = mcolors.Normalize(vmin=lv[0], vmax=lv[-1])
+    filled = ax.contourf(xx, yy, ff, levels=lv, norm=norm, cmap=TOY_CMAP, extend="both")
+    ax.contour(xx, yy, ff, levels=lv, norm=norm, colors="0.55", linewidths=0.4, alpha=0.6)
+    if minima and problem.minima:
+        mx, my = np.array(problem.minima).T
+        ax.plot(mx, my, ls="none", marker="*", ms=14, mfc="white", mec="black", mew=1.0,
+                zorder=5, label="global minimum")
+    (x0, x1), (y0, y1) = problem.bounds
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x$", ylabel="$y$")
+    ax.set_aspect("equal")
+    ax.grid(False)
+    if colorbar:
+        _loss_colorbar(problem, ax.figure.colorbar(filled, ax=ax, shrink=0.85, pad=0.02))
+    return ax
+
+
+def _loss_colorbar(problem, cb) -> None:
+    cb.set_label("loss $f(x, y)$" + ("  (log scale)" if problem.log_scale else ""))
+    if problem.log_scale:  # decades only, written as powers of ten
+        cb.ax.yaxis.set_major_locator(mticker.LogLocator(numticks=8))
+        cb.ax.yaxis.set_major_formatter(mticker.LogFormatterSciNotation())
+        cb.ax.yaxis.set_minor_locator(mticker.NullLocator())
+
+
+def draw_trajectories(problem, trajectories, ax=None, *, background: bool = True,
+                      colorbar: bool = True, markers: bool = True, legend: bool = False,
+                      colors=None):
+    """``problem``'s contours with each trajectory's path on top (points marked when
+    ``markers``), the start as a black circle. ``trajectories`` is a list, or a dict whose keys
+    are the labels; ``colors`` replace the optimizer colours. Returns the axes; ``legend=True``
+    puts a legend outside the axes, on the right."""
+    styles = _styles(trajectories, colors)
+    trajectories = _as_list(trajectories)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.5))
+    if background:
+        draw_problem(problem, ax, colorbar=colorbar)
+    for t, style in zip(trajectories, styles, strict=True):
+        ax.plot(t.points[:, 0], t.points[:, 1], lw=1.6, marker="o" if markers else None,
+                ms=2.2, **style, zorder=3)
+    if trajectories:
+        x0, y0 = trajectories[0].points[0]
+        ax.plot([x0], [y0], ls="none", marker="o", ms=7, color="black", zorder=6, label="start")
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
+    return ax
+
+
+def draw_losses(problem, trajectories, ax=None, *, legend: bool = False, colors=None):
+    """The loss of each trajectory against the step: the gap to the minimum f - f* on a log
+    axis when the problem has minima, else the loss itself (linear). Diverged runs end with a
+    cross. The log axis shows at most 16 decades below the largest gap (rounding noise of a
+    converged run lies below). Returns the axes."""
+    styles = _styles(trajectories, colors)
+    trajectories = _as_list(trajectories)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4))
+    has_min = problem.min_value is not None
+    floor = (problem.min_value or 0.0) * problem.scale
+    top, bottom = 0.0, np.inf
+    for t, style in zip(trajectories, styles, strict=True):
+        y = t.losses - floor if has_min else t.losses
+        if has_min:
+            y = np.maximum(y, 1e-300)  # exact zeros stay on the log axis
+            top, bottom = max(top, np.nanmax(y)), min(bottom, np.nanmin(y))
+        ax.plot(np.arange(len(y)), y, lw=1.5, **style)
+        if t.diverged:
+            ax.plot([len(y) - 1], [y[-1]], marker="x", ms=8, mew=2, color=style["color"])
+    if has_min:
+        ax.set_yscale("log")
+        if np.isfinite(top) and top > 0:
+            ax.set_ylim(bottom=max(bottom, top * 1e-16) / 3)
+        ax.set_ylabel(r"loss gap $f - f^*$  (log scale)")
+    else:
+        ax.set_ylabel("loss $f(x, y)$")
+    ax.set_xlabel("step")
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
+    return ax
+
+
+def plot_race(problem, trajectories, *, title: str | None = None, markers: bool = False,
+              colors=None) -> Figure:
+    """Two panels: the trajectories on ``problem``'s contours and their losses against the
+    step, with one legend outside both, below them. ``trajectories`` is a list or a dict whose
+    keys are the labels; ``colors`` (one per trajectory) replace the optimizer colours."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.4), width_ratios=[1.15, 1])
+    draw_trajectories(problem, trajectories, ax, markers=markers, colors=colors)
+    draw_losses(problem, trajectories, bx, colors=colors)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
+               fontsize=10)
+    fig.suptitle(title or f"{problem.label}:  ${problem.formula}$")
+    return fig
+
+
+def plot_small_multiples(problem, trajectories, *, ncols: int = 4, title: str | None = None,
+                         markers: bool = True) -> Figure:
+    """One panel per trajectory on ``problem``'s contours (shared colour bar), titled with the
+    method and its learning rate."""
+    trajectories = _as_list(trajectories)
+    nrows = -(-len(trajectories) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols + 1.0, 3.0 * nrows + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, t in zip(axes.flat, trajectories, strict=False):
+        draw_trajectories(problem, [t], ax, colorbar=False, markers=markers)
+        extra = f", diverged at step {t.steps}" if t.diverged else ""
+        ax.set_title(f"{t.label}\nlr = {t.lr:.2g}{extra}", fontsize=10)
+    for ax in axes.flat[len(trajectories):]:
+        ax.set_visible(False)
+    for ax in axes.flat:
+        if not ax.get_subplotspec().is_last_row():
+            ax.set_xlabel("")
+        if not ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("")
+    mappable = next(c for c in axes.flat[0].collections if hasattr(c, "get_cmap"))
+    _loss_colorbar(problem, fig.colorbar(mappable, ax=axes, shrink=0.8, pad=0.01))
+    fig.suptitle(title or f"{problem.label}: each method at its own learning rate")
+    return fig
+
+
+def plot_lr_tuning(results, *, ax=None, title: str | None = None) -> Figure:
+    """The tuning curves: the distance of the final point to the nearest minimum against the
+    learning rate, one line per method (:class:`~analysis_lib.trajectory.TuneResult`), the
+    chosen learning rate as a large dot and diverged runs as crosses along the top."""
+    results = _as_list(results)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig = ax.figure
+    finite = np.concatenate([r.final_distance[np.isfinite(r.final_distance)] for r in results])
+    top = 10 ** np.ceil(np.log10(max(finite.max(), 1e-12))) * 3 if finite.size else 1.0
+    low = max(finite.min(), 1e-16) if finite.size else 1e-16
+    for r in results:
+        style = trajectory_style(r)
+        d = np.maximum(r.final_distance, low)
+        ax.plot(r.lrs, np.where(np.isfinite(d), d, np.nan), marker="o", ms=3.5, lw=1.5, **style)
+        ax.plot(r.lrs[r.diverged], np.full(r.diverged.sum(), top), ls="none", marker="x",
+                ms=6, color=style["color"])
+        if r.best_index is not None:
+            ax.plot([r.lrs[r.best_index]], [d[r.best_index]], marker="o", ms=10,
+                    color=style["color"], mec="black", zorder=4)
+    ax.axhline(top, color="0.6", lw=0.8, ls=":")
+    ax.text(1.0, top, " diverged", transform=ax.get_yaxis_transform(), va="center", ha="left",
+            fontsize=9, color="0.3")
+    ax.set(xscale="log", yscale="log", xlabel="learning rate (log scale)",
+           ylabel="distance of the final point\nto the nearest minimum (log scale)",
+           title=title or "Learning-rate tuning (large dots: chosen)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0, fontsize=9)
+    return fig
+
+
+def plot_step_sizes(trajectories, *, title: str | None = None,
+                    marks: dict[str, float] | None = None) -> Figure:
+    """The per-coordinate effective step size η/(√d + ε) of adaptive trajectories against the
+    step (log axes), one panel per coordinate; ``marks`` (label -> step) draws labelled
+    vertical lines."""
+    trajectories = [t for t in _as_list(trajectories) if t.step_sizes is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for i, (ax, axis) in enumerate(zip(axes, "xy", strict=True)):
+        for t in trajectories:
+            steps = np.arange(1, len(t.step_sizes) + 1)
+            ax.plot(steps, t.step_sizes[:, i], lw=1.6, **trajectory_style(t))
+        for k, (label, step) in enumerate((marks or {}).items()):
+            ax.axvline(step, color="0.35", ls=(0, (1, 2)) if k % 2 == 0 else "--", lw=1.2,
+                       label=label)
+        ax.set(xscale="log", yscale="log", xlabel="step (log scale)",
+               title=f"coordinate ${axis}$")
+    axes[0].set_ylabel(r"effective step size $\eta/(\sqrt{d}+\epsilon)$  (log scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_alpha_sweep(problem, trajectories, *, title: str | None = None) -> Figure:
+    """Ada2MS trajectories at several alphas (a mapping alpha -> trajectory) on ``problem``'s
+    contours and their losses, coloured by alpha with :func:`alpha_colormap` (a colour bar
+    from SGD-like alpha = 0 to AdamW-like alpha = 1)."""
+    items = sorted(trajectories.items())
+    colors = alpha_colors([a for a, _ in items])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.0), width_ratios=[1.1, 1])
+    draw_problem(problem, ax, colorbar=False)
+    has_min = problem.min_value is not None
+    for (_, t), c in zip(items, colors, strict=True):
+        ax.plot(t.points[:, 0], t.points[:, 1], color=c, lw=1.5)
+        y = t.losses - (problem.min_value or 0.0) * problem.scale if has_min else t.losses
+        bx.plot(np.arange(len(y)), np.maximum(y, 1e-30) if has_min else y, color=c, lw=1.5)
+    x0, y0 = items[0][1].points[0]
+    ax.plot([x0], [y0], ls="none", marker="o", ms=7, color="black", zorder=6, label="start")
+    ax.legend(loc="lower right", fontsize=9, framealpha=0.9, frameon=True)
+    if has_min:
+        bx.set_yscale("log")
+        gaps = np.concatenate([t.losses for _, t in items]) - (problem.min_value or 0.0)
+        top, bottom = np.nanmax(gaps), np.nanmin(np.maximum(gaps, 1e-300))
+        bx.set_ylim(bottom=max(bottom, top * 1e-16) / 3)  # rounding noise lies below
+    bx.set(xlabel="step", ylabel=r"loss gap $f - f^*$  (log scale)" if has_min else "loss")
+    sm = plt.cm.ScalarMappable(norm=mcolors.Normalize(0, 1), cmap=alpha_colormap())
+    cb = fig.colorbar(sm, ax=[ax, bx], shrink=0.85, pad=0.01)
+    cb.set_label(r"Ada2MS $\alpha$  (0: momentum SGD, 1: AdamW)")
+    fig.suptitle(title or f"Ada2MS from AdamW to SGD on the {problem.label.lower()}")
+    return fig
+
+
+def animate_trajectories(problem, trajectories, *, frames: int = 30, dpi: int = 60,
+                         figsize: tuple[float, float] = (7.2, 4.4), interval: int = 150):
+    """A :class:`matplotlib.animation.FuncAnimation` of the trajectories appearing step by step
+    on ``problem``'s contours (``frames`` frames, steps spaced evenly on a square-root scale so
+    the fast early motion is not lost). Display it with ``HTML(anim.to_jshtml())``; the figure
+    is closed, so it is not also drawn as a still."""
+    from matplotlib.animation import FuncAnimation
+
+    trajectories = _as_list(trajectories)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    draw_problem(problem, ax, n=120, colorbar=False)
+    longest = max(len(t.points) for t in trajectories)
+    marks = np.unique(np.round(np.linspace(0, 1, frames) ** 2 * (longest - 1)).astype(int))
+    lines, heads = [], []
+    for t in trajectories:
+        style = trajectory_style(t)
+        (line,) = ax.plot([], [], lw=1.8, **style)
+        (head,) = ax.plot([], [], marker="o", ms=6, color=style["color"], ls="none")
+        lines.append(line)
+        heads.append(head)
+    x0, y0 = trajectories[0].points[0]
+    ax.plot([x0], [y0], ls="none", marker="o", ms=7, color="black", zorder=6, label="start")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
+    label = ax.set_title("")
+
+    def draw(k):
+        step = int(marks[k])
+        for t, line, head in zip(trajectories, lines, heads, strict=True):
+            pts = t.points[: step + 1]
+            line.set_data(pts[:, 0], pts[:, 1])
+            head.set_data(pts[-1:, 0], pts[-1:, 1])
+        label.set_text(f"{problem.title}: step {step}")
+        return [*lines, *heads, label]
+
+    anim = FuncAnimation(fig, draw, frames=len(marks), interval=interval, blit=False)
+    plt.close(fig)
+    return anim
+
+
+def animation_html(problem, trajectories, *, frames: int = 30, dpi: int = 72, **kwargs) -> str:
+    """:func:`animate_trajectories` rendered as self-contained HTML/JavaScript
+    (``FuncAnimation.to_jshtml``), every frame a JPEG at ``dpi`` (not the house ``savefig``
+    resolution): about 20 kB a frame, so that a notebook embedding it stays small. Display it
+    with ``IPython.display.HTML``."""
+    anim = animate_trajectories(problem, trajectories, frames=frames, dpi=dpi, **kwargs)
+    with plt.rc_context({"savefig.dpi": dpi, "animation.frame_format": "jpeg"}):
+        return anim.to_jshtml(default_mode="once")
+
+
+def draw_explorer(problem, optimizer: str = "adam", lr: float = 0.1, beta1: float = 0.9,
+                  beta2: float = 0.999, alpha: float = 0.5, steps: int = 200) -> Figure:
+    """One trajectory of ``optimizer`` with the given hyperparameters (``beta1`` is SGD's
+    momentum for ``"sgdm"``; ``beta2`` and ``alpha`` apply where the optimizer has them) on
+    ``problem``: path and loss. The view behind :func:`trajectory_explorer`."""
+    from .trajectory import run
+
+    hp: dict = {"lr": float(lr)}
+    if optimizer == "sgdm":
+        hp["momentum"] = float(beta1)
+    elif optimizer in ("adam", "adamw", "adamnx", "ada2ms"):
+        hp["betas"] = (float(beta1), float(beta2))
+    if optimizer == "ada2ms":
+        hp["alpha"] = float(alpha)
+    t = run(problem, optimizer, int(steps), **hp)
+    fig = plot_race(problem, [t], title=(
+        f"{problem.title}: {t.label}, lr = {lr:.3g}, {t.steps} steps"
+        + (f" (diverged: {t.stop_reason})" if t.diverged else "")))
+    return fig
+
+
+def trajectory_explorer(problems, *, steps: int = 200):
+    """An ipywidgets explorer (returned; a notebook displays it): dropdowns for the problem
+    (from ``problems``, a list of toy problems) and the optimizer, sliders for lr (log scale),
+    beta1, beta2, alpha and steps; each change redraws :func:`draw_explorer`. Needs ipywidgets
+    and a live kernel."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    by_name = {p.title: p for p in problems}
+
+    def show(problem, optimizer, lr, beta1, beta2, alpha, steps):
+        fig = draw_explorer(by_name[problem], optimizer, lr, beta1, beta2, alpha, steps)
+        display(fig)
+        plt.close(fig)
+
+    slider = dict(continuous_update=False, readout_format=".3f")
+    return widgets.interactive(
+        show,
+        problem=widgets.Dropdown(options=list(by_name)),
+        optimizer=widgets.Dropdown(options=["sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"],
+                                   value="adam"),
+        lr=widgets.FloatLogSlider(value=0.1, base=10, min=-4, max=1, step=0.1,
+                                  continuous_update=False, readout_format=".2g"),
+        beta1=widgets.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, **slider),
+        beta2=widgets.FloatSlider(value=0.999, min=0.9, max=0.9999, step=0.0001, **slider),
+        alpha=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, **slider),
+        steps=widgets.IntSlider(value=steps, min=10, max=2000, step=10, continuous_update=False),
+    )
+
+
+def plot_problem_gallery(problems, *, ncols: int = 4) -> Figure:
+    """Every problem's contours in one figure (one panel each, with its own colour bar), its
+    minima as stars and its suggested start as a black circle."""
+    problems = list(problems)
+    nrows = -(-len(problems) // ncols)
+    # a fixed layout: constrained layout would take several passes over 2 * len(problems) axes
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.7 * nrows), squeeze=False,
+                             layout="none")
+    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.07, top=0.86, wspace=0.45, hspace=0.55)
+    for ax, p in zip(axes.flat, problems, strict=False):
+        draw_problem(p, ax, n=120, levels=12)
+        ax.plot(*p.start, marker="o", ms=6, color="black", ls="none", zorder=6)
+        ax.set_title(f"{p.title}\n${p.formula}$", fontsize=10)
+    for ax in axes.flat[len(problems):]:
+        ax.set_visible(False)
+    fig.suptitle("The toy problems (star: global minimum, dot: start)")
+    return fig
+
+
+# -- the AdamW-to-SGD transition (notebook 03) -------------------------------------------------------
+def _rolling_median(values, window: int):
+    import pandas as pd
+
+    if window <= 1:
+        return values
+    return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
+
+
+def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
+                    horizon: float | None = None, beta2_hat_run: str | None = None,
+                    smooth: int = 9, column: str = "run"):
+    """How SGD-like each run is over training: three stacked panels against the step (log axis)
+    drawn from the tidy frame of :class:`~analysis_lib.training.TransitionCallback` measurements
+    of several runs (``training.runs_frame(runs, "measurements")``).
+
+    (a) spread of the effective step sizes, log10(q75 / q25); (b) cosine between the update and
+    the momentum-SGD direction; (c) preconditioner drift since the previous measurement (log
+    axis; a run whose drift is exactly 0, like SGD's, is marked so in the legend). ``smooth`` > 1
+    draws rolling medians over that many measurements (the raw values of a
+    minibatch run are noisy). ``beta2_hat_run`` names a run whose ``beta2_hat`` (AdamNX) is drawn
+    in panel (c) as 1 - beta2_hat on a twin log axis; ``horizon`` marks AdamNX's 1 / (1 - a).
+    Returns (figure, axes).
+    """
+    if column not in measurements:
+        raise ValueError(f"measurements has no {column!r} column (use training.runs_frame)")
+    styles = styles or {}
+    fig, axes = plt.subplots(3, 1, figsize=(8.5, 8.2), sharex=True)
+    panels = [("step_size_log10_iqr", "step-size spread\nlog$_{10}$(q$_{75}$ / q$_{25}$)"),
+              ("cosine_to_momentum", "cosine(update,\nmomentum direction)"),
+              ("preconditioner_drift", "preconditioner drift\n‖ΔP‖ / ‖P‖ per measurement")]
+    gaps = np.unique(np.diff(np.sort(measurements["step"].unique())))
+    if len(gaps) == 1:  # measured every k steps
+        panels[2] = (panels[2][0], f"preconditioner drift\n‖ΔP‖ / ‖P‖ per {gaps[0]:,} steps")
+    for run, frame in measurements.groupby(column, sort=False):
+        frame = frame.sort_values("step")
+        drift = frame["preconditioner_drift"].dropna()
+        label = f"{run} (drift 0)" if len(drift) and (drift == 0).all() else run
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            y = frame[key].to_numpy(dtype=float)
+            if key == "preconditioner_drift":
+                y = np.where(y > 0, y, np.nan)  # log axis: exact zeros (SGD) are not drawn
+            ax.plot(frame["step"], _rolling_median(y, smooth), color=colors[run],
+                    ls=styles.get(run, "-"), lw=1.6, label=label)
+    for ax, (_, label) in zip(axes, panels, strict=True):
+        ax.set_ylabel(label)
+        ax.set_xscale("log")
+        if horizon is not None:
+            ax.axvline(horizon, color="0.35", ls=":", lw=1.2)
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("step")
+    axes[0].set_ylim(bottom=-0.02)
+    if horizon is not None:
+        axes[0].annotate("AdamNX horizon\n1 / (1 − a)", (horizon, 1.0),
+                         xycoords=("data", "axes fraction"), xytext=(-4, -4),
+                         textcoords="offset points", va="top", ha="right", fontsize=9,
+                         color="0.3")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if beta2_hat_run is not None:
+        frame = measurements[measurements[column] == beta2_hat_run].sort_values("step")
+        twin = axes[2].twinx()
+        twin.plot(frame["step"], 1.0 - frame["beta2_hat"], color=colors[beta2_hat_run],
+                  ls="--", lw=1.2, alpha=0.8)
+        twin.set_yscale("log")
+        twin.set_ylabel(f"1 − β̂$_{{2,t}}$ of {beta2_hat_run} (dashed)")
+        twin.grid(False)
+        twin.spines["right"].set_visible(True)
+    fig.legend(handles, labels, loc="outside right center", title="optimizer")
+    return fig, axes
