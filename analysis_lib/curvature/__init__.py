@@ -1,0 +1,77 @@
+"""Curvature probes: the Hessian, the Gauss-Newton matrix and the preconditioned Hessian of a
+model as linear operators, and generic algorithms on them (Lanczos, power iteration,
+Hutchinson / Hutch++ trace, stochastic Lanczos quadrature).
+
+Quick use::
+
+    from analysis_lib.curvature import hessian_eigenvalues, hessian_trace, spectral_density
+
+    top = hessian_eigenvalues(model, loss_fn, data, k=5)        # values, residuals, matvecs
+    tr = hessian_trace(model, loss_fn, data, matvecs=100)       # estimate +- stderr
+    dens = spectral_density(model, loss_fn, data)               # grid, density
+
+``data`` is an iterable of ``(inputs, targets)`` batches; the loss is the sample-weighted mean
+over all of them, so a ragged last batch counts right.
+"""
+
+from .algorithms import (
+    DensityResult,
+    EigenResult,
+    TraceResult,
+    default_max_matvecs,
+    gaussian_density,
+    hutchinson,
+    hutchpp,
+    lanczos,
+    power_iteration,
+    slq,
+)
+from .operators import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DenseOperator,
+    DiagonalScaledOperator,
+    GGNOperator,
+    HessianOperator,
+    LinearOperator,
+    ParameterSpace,
+    adam_preconditioner,
+    dense_hessian,
+    eval_mode,
+    preconditioned_hessian,
+    select_parameters,
+)
+from .probes import curvature_operator, hessian_eigenvalues, hessian_trace, spectral_density
+from .tracking import SharpnessCallback, stability_thresholds
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DenseOperator",
+    "DensityResult",
+    "DiagonalScaledOperator",
+    "EigenResult",
+    "GGNOperator",
+    "HessianOperator",
+    "LinearOperator",
+    "ParameterSpace",
+    "SharpnessCallback",
+    "TraceResult",
+    "adam_preconditioner",
+    "curvature_operator",
+    "default_max_matvecs",
+    "dense_hessian",
+    "eval_mode",
+    "gaussian_density",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hutchinson",
+    "hutchpp",
+    "lanczos",
+    "power_iteration",
+    "preconditioned_hessian",
+    "select_parameters",
+    "slq",
+    "spectral_density",
+    "stability_thresholds",
+]

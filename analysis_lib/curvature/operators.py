@@ -1,0 +1,464 @@
+"""Curvature matrices of a model as linear operators on flat parameter vectors.
+
+Every operator here is symmetric, has a ``size`` ``n`` (the number of parameters it acts on), a
+``dtype`` and a ``device``, and maps a flat vector ``v`` of shape ``(n,)`` to ``A v`` with
+:meth:`LinearOperator.matvec` (also ``A @ v``). The algorithms in
+:mod:`analysis_lib.curvature.algorithms` only use that, so they work on any of them:
+
+* :class:`HessianOperator`: the Hessian of the sample-weighted mean loss over ``data``,
+  ``H = sum_b (n_b / N) d^2 L_b / d theta^2``, with two Hessian-vector-product backends.
+* :class:`GGNOperator`: the generalised Gauss-Newton matrix ``G = sum_b (n_b / N) J_b^T H_b J_b``,
+  with ``J_b`` the Jacobian of the model's outputs and ``H_b`` the Hessian of the loss with respect
+  to them (exactly ``diag(p) - p p^T`` per sample for cross-entropy, ``2 I`` for squared error,
+  each divided by the number of terms the loss averages over).
+* :class:`DiagonalScaledOperator`: ``D A D`` for a positive diagonal ``D``; with
+  :func:`adam_preconditioner` it is the preconditioned Hessian ``P^(-1/2) H P^(-1/2)`` of an
+  Adam-family optimizer (:func:`preconditioned_hessian`).
+* :class:`DenseOperator`: an explicit symmetric matrix (for tests and small problems).
+
+Parameters are flattened in the order of ``model.named_parameters()``; :class:`ParameterSpace`
+converts between flat vectors and ``dict[str, Tensor]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, grad, jvp, vjp
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DenseOperator",
+    "DiagonalScaledOperator",
+    "GGNOperator",
+    "HessianOperator",
+    "LinearOperator",
+    "ParameterSpace",
+    "adam_preconditioner",
+    "dense_hessian",
+    "preconditioned_hessian",
+]
+
+#: Hessian-vector-product backends: reverse-over-reverse (``torch.autograd.grad`` twice) and
+#: forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``).
+BACKENDS = ("double_backward", "forward_over_reverse")
+#: The default backend: the faster of the two in ``benchmarks/bench_curvature.py`` on the digits
+#: MLP (CPU, float32 and float64), and the one that works with every loss: torch's
+#: ``F.mse_loss`` (mean reduction) fails under forward-over-reverse on torch <= 2.15
+#: ("ZeroTensors are immutable", pytorch/pytorch#123996).
+DEFAULT_BACKEND = "double_backward"
+
+
+class LinearOperator:
+    """A symmetric linear operator on flat vectors of length ``size``.
+
+    Subclasses implement :meth:`_matvec`; :meth:`matvec` checks the shape and counts the products
+    in :attr:`matvecs`.
+    """
+
+    size: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.size = int(size)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        #: The number of matrix-vector products computed so far.
+        self.matvecs = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(size, size)``."""
+        return (self.size, self.size)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``A v`` for a flat vector ``v`` of shape ``(size,)`` (cast to the operator's dtype and
+        device)."""
+        if v.shape != (self.size,):
+            raise ValueError(f"Invalid v: shape {tuple(v.shape)} (expected ({self.size},))")
+        self.matvecs += 1
+        return self._matvec(v.to(device=self.device, dtype=self.dtype))
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        if v.ndim == 2:
+            return torch.stack([self.matvec(c) for c in v.T], dim=1)
+        return self.matvec(v)
+
+    def dense(self) -> Tensor:
+        """The explicit ``(size, size)`` matrix, built from ``size`` products with the unit
+        vectors (small operators only)."""
+        eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
+        return torch.stack([self.matvec(e) for e in eye], dim=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, dtype={self.dtype}, device={self.device})"
+
+
+class DenseOperator(LinearOperator):
+    """An explicit symmetric matrix as an operator."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"Invalid matrix: shape {tuple(matrix.shape)} (expected square)")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.matrix @ v
+
+
+class DiagonalScaledOperator(LinearOperator):
+    """``D A D`` with ``D = diag(scale)``: symmetric when ``A`` is, with the eigenvalues of
+    ``D^2 A``. With ``scale = P^(-1/2)`` it is the preconditioned operator ``P^(-1/2) A P^(-1/2)``."""
+
+    def __init__(self, operator: LinearOperator, scale: Tensor) -> None:
+        if scale.shape != (operator.size,):
+            raise ValueError(
+                f"Invalid scale: shape {tuple(scale.shape)} (expected ({operator.size},))"
+            )
+        if not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+            raise ValueError("Invalid scale: every entry must be finite and > 0")
+        super().__init__(operator.size, operator.dtype, operator.device)
+        self.operator = operator
+        self.scale = scale.to(device=operator.device, dtype=operator.dtype)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.scale * self.operator.matvec(self.scale * v)
+
+
+# -- parameters ------------------------------------------------------------------------------
+class ParameterSpace:
+    """The parameters an operator acts on: their names (as in ``model.named_parameters()``),
+    shapes and offsets in the flat vector."""
+
+    def __init__(self, named: Sequence[tuple[str, Tensor]]) -> None:
+        self.names = [n for n, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.size = sum(self.numels)
+
+    def flatten(self, tensors: dict[str, Tensor] | Sequence[Tensor]) -> Tensor:
+        """One flat vector from a dict keyed by name (or a sequence in the same order)."""
+        if isinstance(tensors, dict):
+            tensors = [tensors[n] for n in self.names]
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """The dict ``{name: tensor}`` (views of ``flat``) of a flat vector."""
+        if flat.shape != (self.size,):
+            raise ValueError(f"Invalid flat: shape {tuple(flat.shape)} (expected ({self.size},))")
+        chunks = torch.split(flat, self.numels)
+        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
+
+def select_parameters(
+    model: torch.nn.Module, params: str | Iterable[str] | None
+) -> list[tuple[str, Tensor]]:
+    """The named parameters to differentiate with respect to: all that require grad when
+    ``params`` is None, else those whose name equals one of ``params`` or lies under it as a
+    module prefix (``"0"`` selects ``"0.weight"`` and ``"0.bias"``)."""
+    named = list(model.named_parameters())
+    if params is None:
+        chosen = [(n, p) for n, p in named if p.requires_grad]
+    else:
+        wanted = [params] if isinstance(params, str) else list(params)
+        if not wanted:
+            raise ValueError("Invalid params: empty (expected parameter or module names)")
+        for w in wanted:
+            if not any(n == w or n.startswith(f"{w}.") for n, _ in named):
+                known = ", ".join(n for n, _ in named)
+                raise ValueError(f"Invalid params: {w!r} matches no parameter (known: {known})")
+        chosen = [(n, p) for n, p in named if any(n == w or n.startswith(f"{w}.") for w in wanted)]
+    if not chosen:
+        raise ValueError("Invalid model: it has no parameters that require grad")
+    dtypes = {p.dtype for _, p in chosen}
+    devices = {p.device for _, p in chosen}
+    if len(dtypes) > 1 or len(devices) > 1:
+        raise ValueError(f"Invalid model: parameters must share one dtype and device, got "
+                         f"{sorted(map(str, dtypes))} on {sorted(map(str, devices))}")
+    if not next(iter(dtypes)).is_floating_point:
+        raise ValueError(f"Invalid model: parameters of dtype {next(iter(dtypes))}")
+    return chosen
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, Tensor):
+        return x.to(device)
+    if isinstance(x, tuple | list):
+        return type(x)(_to(e, device) for e in x)
+    return x
+
+
+def _batch_size(targets: Any, inputs: Any) -> int:
+    for t in (targets, inputs):
+        if isinstance(t, Tensor) and t.ndim > 0:
+            return int(t.shape[0])
+        if isinstance(t, tuple | list) and t and isinstance(t[0], Tensor):
+            return int(t[0].shape[0])
+    return len(targets)
+
+
+def materialize_data(data: Iterable, device: torch.device) -> list[tuple[Any, Any, float]]:
+    """``data`` (an iterable of ``(inputs, targets)`` batches) as a list of
+    ``(inputs, targets, weight)`` on ``device``, with ``weight = n_b / N``: the loss of the whole
+    data is the sample-weighted mean of the batch losses, so a ragged last batch counts right."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        raise ValueError("Invalid data: expected an iterable of (inputs, targets) batches, "
+                         "got one (inputs, targets) pair; wrap it in a list: [(inputs, targets)]")
+    batches = []
+    for i, batch in enumerate(data):
+        try:
+            inputs, targets = batch
+        except (TypeError, ValueError):
+            raise ValueError(f"Invalid data: batch {i} is not an (inputs, targets) pair") from None
+        n = _batch_size(targets, inputs)
+        if n > 0:
+            batches.append((_to(inputs, device), _to(targets, device), n))
+    total = sum(n for *_, n in batches)
+    if total == 0:
+        raise ValueError("Invalid data: no samples (expected a non-empty iterable of "
+                         "(inputs, targets) batches)")
+    return [(x, y, n / total) for x, y, n in batches]
+
+
+@contextlib.contextmanager
+def _quiet_forward_ad():
+    """Silence the DeprecationWarning that torch's forward-mode AD raises (from
+    ``torch.jit.script``, inside torch) when it first loads its decompositions."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                                category=DeprecationWarning)
+        yield
+
+
+_BATCHNORM = (torch.nn.modules.batchnorm._BatchNorm,)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Put ``model`` in eval mode for the block and restore every module's own flag after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _warn_batchnorm(model: torch.nn.Module) -> None:
+    if any(isinstance(m, _BATCHNORM) for m in model.modules()):
+        warnings.warn(
+            "the model has batch norm layers: curvature is evaluated in eval mode, with the "
+            "running statistics (not the batch statistics)", UserWarning, stacklevel=3)
+
+
+class _ModelOperator(LinearOperator):
+    """What the Hessian and the GGN share: the model, the loss, the data and the parameters."""
+
+    def __init__(self, model, loss_fn, data, params=None) -> None:
+        if not callable(loss_fn):
+            raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
+        named = select_parameters(model, params)
+        first = named[0][1]
+        super().__init__(sum(p.numel() for _, p in named), first.dtype, first.device)
+        self.model = model
+        self.loss_fn = loss_fn
+        self.space = ParameterSpace(named)
+        self.batches = materialize_data(data, self.device)
+        _warn_batchnorm(model)
+        chosen = set(self.space.names)
+        self._fixed = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
+        self._fixed.update({n: b for n, b in model.named_buffers()})
+
+    def parameters(self) -> dict[str, Tensor]:
+        """The current values of the parameters the operator acts on, detached."""
+        live = dict(self.model.named_parameters())
+        return {n: live[n].detach() for n in self.space.names}
+
+    def parameter_vector(self) -> Tensor:
+        """The current parameters as one flat vector."""
+        return self.space.flatten(self.parameters())
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """A flat vector as ``{name: tensor}``."""
+        return self.space.unflatten(flat)
+
+    def _outputs(self, p: dict[str, Tensor], inputs: Any) -> Tensor:
+        args = inputs if isinstance(inputs, tuple) else (inputs,)
+        return functional_call(self.model, {**self._fixed, **p}, args)
+
+    def _loss(self, p: dict[str, Tensor], inputs: Any, targets: Any) -> Tensor:
+        return self.loss_fn(self._outputs(p, inputs), targets)
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        """The sample-weighted mean loss over the data at the current parameters."""
+        with eval_mode(self.model):
+            p = self.parameters()
+            return float(sum(w * self._loss(p, x, y) for x, y, w in self.batches))
+
+    def gradient(self) -> Tensor:
+        """The gradient of the mean loss as a flat vector."""
+        with eval_mode(self.model):
+            p = self.parameters()
+            total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+            for x, y, w in self.batches:
+                g = grad(self._loss)(p, x, y)
+                total.add_(self.space.flatten(g), alpha=w)
+            return total
+
+
+class HessianOperator(_ModelOperator):
+    """The Hessian of the mean loss over ``data``: ``H = sum_b (n_b / N) d^2 L_b / d theta^2``.
+
+    Args:
+        model: the network; it is evaluated in eval mode (batch norm with running statistics,
+            a warning says so; dropout off), its own mode is restored after every product.
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches (a list or a DataLoader), read once
+            and kept (moved to the model's device). Batch ``b`` of ``n_b`` samples weighs
+            ``n_b / N``.
+        params: the parameters to take the Hessian over: names or module prefixes (``"0"`` for
+            the first layer of a Sequential), or None for every parameter that requires grad.
+        backend: ``"double_backward"`` (gradient with ``create_graph``, then the gradient of
+            ``g . v``) or ``"forward_over_reverse"`` (``torch.func.jvp`` of ``torch.func.grad``;
+            it needs forward-mode formulas for every op, and fails for ``F.mse_loss`` on
+            torch <= 2.15); None picks :data:`DEFAULT_BACKEND`.
+    """
+
+    def __init__(self, model, loss_fn, data, params=None, backend: str | None = None) -> None:
+        backend = DEFAULT_BACKEND if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"Invalid backend: {backend!r} (expected one of {BACKENDS})")
+        super().__init__(model, loss_fn, data, params)
+        self.backend = backend
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        vs = self.space.unflatten(v)
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        with eval_mode(self.model):
+            p = self.parameters()
+            for x, y, w in self.batches:
+                hv = (self._hvp_reverse(p, vs, x, y) if self.backend == "double_backward"
+                      else self._hvp_forward(p, vs, x, y))
+                total.add_(self.space.flatten(hv), alpha=w)
+        return total
+
+    def _hvp_reverse(self, p, vs, x, y):
+        with torch.enable_grad():
+            leaves = {n: t.requires_grad_() for n, t in p.items()}
+            tensors = list(leaves.values())
+            g = torch.autograd.grad(self._loss(leaves, x, y), tensors, create_graph=True,
+                                    allow_unused=True, materialize_grads=True)
+            dot = sum((gi * vs[n]).sum() for gi, n in zip(g, leaves, strict=True))
+            return torch.autograd.grad(dot, tensors, allow_unused=True, materialize_grads=True)
+
+    def _hvp_forward(self, p, vs, x, y):
+        def gradient(q):
+            return grad(self._loss)(q, x, y)
+
+        with _quiet_forward_ad():
+            return jvp(gradient, (p,), (vs,))[1]
+
+
+class GGNOperator(_ModelOperator):
+    """The generalised Gauss-Newton matrix of the mean loss over ``data``:
+    ``G = sum_b (n_b / N) J_b^T H_b J_b``, ``J_b`` the Jacobian of the model's outputs on batch
+    ``b`` with respect to the parameters, ``H_b`` the Hessian of ``loss_fn`` with respect to the
+    outputs (computed by automatic differentiation, so it is exact for any loss; for
+    cross-entropy and squared error it is positive semi-definite, and so is ``G``). Arguments
+    as :class:`HessianOperator`. Each product costs one forward-mode and one reverse-mode pass
+    through the model."""
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        vs = self.space.unflatten(v)
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        with eval_mode(self.model):
+            p = self.parameters()
+            for x, y, w in self.batches:
+                def outputs(q, x=x):
+                    return self._outputs(q, x)
+
+                def loss_of_outputs(z, y=y):
+                    return self.loss_fn(z, y)
+
+                def output_gradient_dot_jv(z, y=y, jv=None):
+                    return (grad(loss_of_outputs)(z, y) * jv).sum()
+
+                with _quiet_forward_ad():
+                    z, jv = jvp(outputs, (p,), (vs,))
+                # H_out (J v) by reverse-over-reverse in the outputs: forward-over-reverse fails
+                # for F.mse_loss on torch <= 2.15 (pytorch/pytorch#123996)
+                hjv = grad(output_gradient_dot_jv)(z, jv=jv)
+                _, pullback = vjp(outputs, p)
+                total.add_(self.space.flatten(pullback(hjv)[0]), alpha=w)
+        return total
+
+
+def dense_hessian(model: torch.nn.Module, loss_fn, data, params=None) -> Tensor:
+    """The explicit Hessian of the sample-weighted mean loss over ``data`` (as
+    :class:`HessianOperator`, in eval mode), by ``torch.autograd.functional.hessian`` of the flat
+    parameter vector (vectorised over rows): a reference for small models only, since it holds
+    ``n x n`` numbers and ``n`` copies of the activations at once."""
+    op = HessianOperator(model, loss_fn, data, params=params)
+
+    def loss(flat):
+        p = op.space.unflatten(flat)
+        return sum(w * op._loss(p, x, y) for x, y, w in op.batches)
+
+    with eval_mode(model):
+        return torch.autograd.functional.hessian(loss, op.parameter_vector(), vectorize=True)
+
+
+# -- Adam-family preconditioning ---------------------------------------------------------------
+def adam_preconditioner(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                        params=None) -> Tensor:
+    """The diagonal ``P = sqrt(d) + eps`` of an Adam-family optimizer's last step, as a flat
+    vector over the parameters ``params`` of ``model`` (see :func:`select_parameters`).
+
+    The update is ``theta <- theta - lr * m / P``; ``d`` is each optimizer's own second-moment
+    estimate (AdamW/Adam: the bias-corrected ``v_hat``; AdamNX: ``v``; Ada2MS:
+    ``v_hat^alpha * s^(1-alpha)``). It is read through
+    :func:`analysis_lib.optim.effective_step_sizes` (``lr / P``), so it follows the optimizers'
+    own denominator code.
+
+    Raises:
+        ValueError: a parameter has no optimizer state yet (take a step first), or its param
+            group's learning rate is not > 0.
+        TypeError: the optimizer is not of the Adam family.
+    """
+    from analysis_lib.optim import effective_step_sizes
+
+    sizes = effective_step_sizes(optimizer)
+    lrs = {p: float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for name, p in select_parameters(model, params):
+        if p not in sizes:
+            raise ValueError(f"Invalid optimizer: no state for parameter {name!r} "
+                             "(take an optimizer step first)")
+        if not lrs[p] > 0:
+            raise ValueError(f"Invalid optimizer: lr = {lrs[p]!r} for parameter {name!r} "
+                             "(the preconditioner lr / step size needs lr > 0)")
+        out.append((lrs[p] / sizes[p]).reshape(-1))
+    return torch.cat(out)
+
+
+def preconditioned_hessian(model, loss_fn, data, optimizer, params=None,
+                           backend: str | None = None) -> DiagonalScaledOperator:
+    """``P^(-1/2) H P^(-1/2)`` with ``P`` from :func:`adam_preconditioner`: its eigenvalues are
+    those of ``P^(-1) H``, whose largest is the preconditioned sharpness that Adam-like methods
+    hold at ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022)."""
+    hessian = HessianOperator(model, loss_fn, data, params=params, backend=backend)
+    p = adam_preconditioner(optimizer, model, params).to(hessian.dtype)
+    return DiagonalScaledOperator(hessian, p.rsqrt())

@@ -1,0 +1,140 @@
+"""Sharpness during training: a callback for :func:`analysis_lib.training.train` that tracks the
+largest Hessian eigenvalue (and, for Adam-family optimizers, the preconditioned one) beside the
+stability thresholds of the optimizer at its current learning rate (edge of stability).
+
+Thresholds for a quadratic with curvature lambda, at learning rate eta (Cohen et al. 2021, 2022):
+
+* gradient descent: ``2 / eta``;
+* heavy-ball momentum ``beta`` (torch's SGD, dampening ``d``): ``(2 + 2 beta) / ((1 - d) eta)``;
+  with Nesterov: ``(2 + 2 beta) / ((1 + 2 beta)(1 - d) eta)``;
+* Adam-like (AdamW, Adam, AdamNX, Ada2MS) on the preconditioned Hessian
+  ``P^(-1/2) H P^(-1/2)``: ``(2 + 2 beta1) / ((1 - beta1) eta)`` (38 / eta for beta1 = 0.9).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .algorithms import _generator, lanczos
+from .operators import DiagonalScaledOperator, HessianOperator, adam_preconditioner
+
+__all__ = ["SharpnessCallback", "stability_thresholds"]
+
+
+def _is_adam_family(optimizer: torch.optim.Optimizer) -> bool:
+    """torch's Adam / AdamW, or one of this library's (AdamNX, Ada2MS), which report their
+    effective step sizes themselves."""
+    return (isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
+            or callable(getattr(optimizer, "effective_step_sizes", None)))
+
+
+def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> dict[str, float]:
+    """The stability thresholds of ``optimizer`` at the current learning rate of a param group.
+
+    Returns ``lr`` and ``threshold_gd = 2 / lr`` always; ``threshold_momentum`` for torch's SGD
+    with momentum > 0 (heavy ball, or Nesterov's variant); ``threshold_adam`` for Adam-family
+    optimizers (to compare with the preconditioned sharpness). Infinite when ``lr == 0``.
+    """
+    g = optimizer.param_groups[group]
+    lr = float(g["lr"])
+    inv = math.inf if lr == 0 else 1.0 / lr
+    out = {"lr": lr, "threshold_gd": 2.0 * inv}
+    if isinstance(optimizer, torch.optim.SGD) and g.get("momentum", 0.0) > 0:
+        beta, damp = float(g["momentum"]), float(g.get("dampening", 0.0))
+        scale = (1.0 + 2.0 * beta) if g.get("nesterov") else 1.0
+        out["threshold_momentum"] = ((2.0 + 2.0 * beta) * inv / (scale * (1.0 - damp))
+                                     if damp < 1 else math.inf)
+    if _is_adam_family(optimizer):
+        beta1 = float(g["betas"][0])
+        out["threshold_adam"] = (2.0 + 2.0 * beta1) / (1.0 - beta1) * inv
+    return out
+
+
+class SharpnessCallback:
+    """Every ``every`` steps, the sharpness of the loss over a fixed ``data`` subset.
+
+    Returns (for ``run.measurements``):
+
+    * ``sharpness``: the largest eigenvalue of the Hessian of the mean of ``loss_fn`` over
+      ``data``, by Lanczos warm-started from the previous call's eigenvector (a few products
+      once it is tracking), with ``sharpness_residual`` (a bound on its error) and
+      ``sharpness_matvecs``;
+    * for Adam-family optimizers, when ``preconditioned``: ``preconditioned_sharpness``, the
+      largest eigenvalue of ``P^(-1/2) H P^(-1/2)`` with ``P`` the optimizer's denominator
+      (:func:`~analysis_lib.curvature.adam_preconditioner`), likewise warm-started, and its
+      residual and products;
+    * :func:`stability_thresholds` at the current learning rate (``lr``, ``threshold_gd``, and
+      ``threshold_momentum`` or ``threshold_adam``).
+
+    Args:
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch (e.g. ``task.loss_fn``).
+        data: the fixed subset, a list of ``(inputs, targets)`` batches
+            (e.g. ``task.data("train")`` for gradient descent).
+        every: measure every ``every`` steps.
+        preconditioned: also measure the preconditioned sharpness of Adam-family optimizers.
+        tol, max_matvecs: Lanczos' relative residual tolerance and product budget per call.
+        params: restrict to these parameter names / module prefixes.
+        backend: the Hessian-vector-product backend.
+        seed: seeds the start of the first call (later calls start from the last eigenvector).
+    """
+
+    def __init__(self, loss_fn, data, every: int = 10, preconditioned: bool = True,
+                 tol: float = 1e-3, max_matvecs: int = 50, params=None,
+                 backend: str | None = None, seed: int = 0) -> None:
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"Invalid every: {every!r} (expected an integer >= 1)")
+        if not isinstance(max_matvecs, int) or isinstance(max_matvecs, bool) or max_matvecs < 1:
+            raise ValueError(f"Invalid max_matvecs: {max_matvecs!r} (expected an integer >= 1)")
+        if not isinstance(tol, int | float) or not tol > 0:
+            raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
+        if not callable(loss_fn):
+            raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
+        self.data = list(data)
+        if not self.data:
+            raise ValueError("Invalid data: empty (expected a list of (inputs, targets) batches)")
+        self.loss_fn, self.every, self.preconditioned = loss_fn, every, preconditioned
+        self.tol, self.max_matvecs, self.params, self.backend = tol, max_matvecs, params, backend
+        self.seed = seed
+        self._generator = _generator(seed)
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def _top(self, key: str, op) -> dict[str, float]:
+        res = lanczos(op, k=1, which="LA", tol=self.tol, max_matvecs=self.max_matvecs,
+                      v0=self._vectors.get(key), seed=self._generator, progress=False)
+        self._vectors[key] = res.vectors[:, 0].detach()
+        return {key: float(res.values[0]), f"{key}_residual": float(res.residuals[0]),
+                f"{key}_matvecs": float(res.matvecs)}
+
+    def __call__(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 batch: Any = None) -> dict[str, float]:
+        hessian = HessianOperator(model, self.loss_fn, self.data, params=self.params,
+                                  backend=self.backend)
+        out = self._top("sharpness", hessian)
+        thresholds = stability_thresholds(optimizer)
+        if self.preconditioned and "threshold_adam" in thresholds:
+            if thresholds["lr"] > 0:
+                p = adam_preconditioner(optimizer, model, self.params).to(hessian.dtype)
+                out.update(self._top("preconditioned_sharpness",
+                                     DiagonalScaledOperator(hessian, p.rsqrt())))
+            else:
+                out.update({"preconditioned_sharpness": math.nan,
+                            "preconditioned_sharpness_residual": math.nan,
+                            "preconditioned_sharpness_matvecs": 0.0})
+        out.update(thresholds)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The warm-start vectors and the generator's state (for a resumed run)."""
+        return {"vectors": dict(self._vectors), "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._vectors = dict(state.get("vectors", {}))
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
