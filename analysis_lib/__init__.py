@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "curvature", "device", "io", "optim", "plots", "problems",
-           "progress_disabled", "quick_mode", "seed_everything", "training", "trajectory"]
+__all__ = ["__version__", "curvature", "device", "io", "landscape", "optim", "plots",
+           "problems", "progress_disabled", "quick_mode", "seed_everything", "training", "trajectory"]
 
-_SUBMODULES = {"curvature", "io", "optim", "plots", "problems", "training", "trajectory"}
+_SUBMODULES = {"curvature", "io", "landscape", "optim", "plots", "problems", "training", "trajectory"}
 
 
 def device() -> torch.device:
