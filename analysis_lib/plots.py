@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
+
+from .io import write_atomically
 
 __all__ = [
     "FIGURES_ENV_VAR",
@@ -144,23 +145,6 @@ def figures_dir() -> Path:
     return folder
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``,
-    so readers (and an interrupted run) only ever see the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with mode 0o666 honours the umask, unlike tempfile (which always uses 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class SavedFigures(list):
     """The list of paths :func:`save` returns. It is a plain ``list`` of ``Path`` objects, but it
     shows only the file names, so a notebook cell ending in ``plots.save(...)`` does not put
@@ -243,7 +227,7 @@ def save(
         if engine is not None:
             fig.set_layout_engine(engine)
     for path, data in rendered:
-        _write_atomically(path, data)
+        write_atomically(path, data)
     return SavedFigures(path for path, _ in rendered)
 
 

@@ -9,6 +9,15 @@ from torch import Tensor
 from ._base import AdamFamily
 
 
+def _with_state(optimizer: torch.optim.Optimizer):
+    """(group, parameter, state) for every parameter that has optimizer state."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state:
+                yield group, p, state
+
+
 @torch.no_grad()
 def effective_step_sizes(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]:
     """Per-coordinate effective step sizes eta / (sqrt(d) + eps) of the last step, keyed by
@@ -22,15 +31,10 @@ def effective_step_sizes(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tenso
         return optimizer.effective_step_sizes()
     if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
         out = {}
-        for group in optimizer.param_groups:
-            beta2 = group["betas"][1]
-            for p in group["params"]:
-                state = optimizer.state.get(p)
-                if not state:
-                    continue
-                v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
-                bc2 = 1.0 - beta2 ** float(state["step"])
-                out[p] = group["lr"] / ((v / bc2).sqrt() + group["eps"])
+        for group, p, state in _with_state(optimizer):
+            v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+            bc2 = 1.0 - group["betas"][1] ** float(state["step"])
+            out[p] = group["lr"] / ((v / bc2).sqrt() + group["eps"])
         return out
     raise TypeError(
         f"effective_step_sizes needs an Adam-family optimizer (AdamNX, Ada2MS, Adam, AdamW), "
@@ -63,14 +67,9 @@ def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor
         raise TypeError(f"momentum_directions needs AdamNX, Ada2MS, Adam, AdamW or SGD, got "
                         f"{type(optimizer).__name__}")
     corrected = isinstance(optimizer, AdamNX)
-    for group in optimizer.param_groups:
-        beta1 = group["betas"][0]
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if not state:
-                continue
-            m = state["exp_avg"]
-            out[p] = m if corrected else m / (1.0 - beta1 ** float(state["step"]))
+    for group, p, state in _with_state(optimizer):
+        m = state["exp_avg"]
+        out[p] = m if corrected else m / (1.0 - group["betas"][0] ** float(state["step"]))
     return out
 
 
