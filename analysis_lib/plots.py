@@ -16,6 +16,7 @@ draws the same figure rewrites the same bytes and leaves ``git diff`` quiet.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -584,7 +585,14 @@ def animation_html(problem, trajectories, *, frames: int = 30, dpi: int = 72, **
     with ``IPython.display.HTML``."""
     anim = animate_trajectories(problem, trajectories, frames=frames, dpi=dpi, **kwargs)
     with plt.rc_context({"savefig.dpi": dpi, "animation.frame_format": "jpeg"}):
-        return anim.to_jshtml(default_mode="once")
+        html = anim.to_jshtml(default_mode="once")
+    # matplotlib names the player's elements with a random uuid4: replace it by a hash of the
+    # content, so that re-running a notebook writes the same output (and git stays quiet)
+    ids = set(re.findall(r"(?<=_anim_img)[0-9a-f]{32}", html))
+    for old_id in ids:
+        stable = hashlib.sha256(html.replace(old_id, "").encode()).hexdigest()[:32]
+        html = html.replace(old_id, stable)
+    return html
 
 
 def draw_explorer(problem, optimizer: str = "adam", lr: float = 0.1, beta1: float = 0.9,

@@ -123,7 +123,9 @@ class EvaluateCallback(Callback):
 
     def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
         device = next(model.parameters()).device
-        result = self.task.to(device).evaluate(model, self.split, self.batch_size)
+        if self.task.device != device:  # moved once, not at every call
+            self.task = self.task.to(device)
+        result = self.task.evaluate(model, self.split, self.batch_size)
         return {f"{self.split}_{k}": v for k, v in result.items()}
 
 
