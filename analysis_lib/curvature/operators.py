@@ -281,6 +281,17 @@ class _ModelOperator(LinearOperator):
         self._fixed = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
         self._fixed.update({n: b for n, b in model.named_buffers()})
 
+    def _batch_sum(self, v: Tensor, product) -> Tensor:
+        """sum over batches of (n_b / N) product(params, v as a dict, x_b, y_b), flattened: the
+        sample-weighted mean of a per-batch matrix-vector product, in eval mode."""
+        vs = self.space.unflatten(v)
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        with eval_mode(self.model):
+            p = self.parameters()
+            for x, y, w in self.batches:
+                total.add_(self.space.flatten(product(p, vs, x, y)), alpha=w)
+        return total
+
     def parameters(self) -> dict[str, Tensor]:
         """The current values of the parameters the operator acts on, detached."""
         live = dict(self.model.named_parameters())
@@ -345,15 +356,8 @@ class HessianOperator(_ModelOperator):
         self.backend = backend
 
     def _matvec(self, v: Tensor) -> Tensor:
-        vs = self.space.unflatten(v)
-        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-        with eval_mode(self.model):
-            p = self.parameters()
-            for x, y, w in self.batches:
-                hv = (self._hvp_reverse(p, vs, x, y) if self.backend == "double_backward"
-                      else self._hvp_forward(p, vs, x, y))
-                total.add_(self.space.flatten(hv), alpha=w)
-        return total
+        product = self._hvp_reverse if self.backend == "double_backward" else self._hvp_forward
+        return self._batch_sum(v, product)
 
     def _hvp_reverse(self, p, vs, x, y):
         with torch.enable_grad():
@@ -382,28 +386,25 @@ class GGNOperator(_ModelOperator):
     through the model."""
 
     def _matvec(self, v: Tensor) -> Tensor:
-        vs = self.space.unflatten(v)
-        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-        with eval_mode(self.model):
-            p = self.parameters()
-            for x, y, w in self.batches:
-                def outputs(q, x=x):
-                    return self._outputs(q, x)
+        return self._batch_sum(v, self._ggn_product)
 
-                def loss_of_outputs(z, y=y):
-                    return self.loss_fn(z, y)
+    def _ggn_product(self, p, vs, x, y):
+        def outputs(q):
+            return self._outputs(q, x)
 
-                def output_gradient_dot_jv(z, y=y, jv=None):
-                    return (grad(loss_of_outputs)(z, y) * jv).sum()
+        def loss_of_outputs(z):
+            return self.loss_fn(z, y)
 
-                with _quiet_forward_ad():
-                    z, jv = jvp(outputs, (p,), (vs,))
-                # H_out (J v) by reverse-over-reverse in the outputs: forward-over-reverse fails
-                # for F.mse_loss on torch <= 2.15 (pytorch/pytorch#123996)
-                hjv = grad(output_gradient_dot_jv)(z, jv=jv)
-                _, pullback = vjp(outputs, p)
-                total.add_(self.space.flatten(pullback(hjv)[0]), alpha=w)
-        return total
+        def output_gradient_dot_jv(z, jv):
+            return (grad(loss_of_outputs)(z) * jv).sum()
+
+        with _quiet_forward_ad():
+            z, jv = jvp(outputs, (p,), (vs,))
+        # H_out (J v) by reverse-over-reverse in the outputs: forward-over-reverse fails
+        # for F.mse_loss on torch <= 2.15 (pytorch/pytorch#123996)
+        hjv = grad(output_gradient_dot_jv)(z, jv)
+        _, pullback = vjp(outputs, p)
+        return pullback(hjv)[0]
 
 
 def dense_hessian(model: torch.nn.Module, loss_fn, data, params=None) -> Tensor:
