@@ -43,10 +43,21 @@ def _pow_fast(x: Tensor, e: float) -> Tensor:
     if e == 0.5:
         return x.sqrt()
     if e == 0.25:
-        return x.sqrt().sqrt_()
+        # (x^(-1/2))^(-1/2): as exact as sqrt(sqrt(x)) (0 -> 0, inf -> inf) and, on CPU, measured
+        # about twice as fast, because torch's eager sqrt is slower than its rsqrt there
+        return x.rsqrt().rsqrt_()
     if e == 1.0:
         return x.clone()
     return x.pow(e)
+
+
+def _sum_squares(x: Tensor) -> Tensor:
+    """sum(x^2) as a float64 0-dim tensor. A dot product for float32 and float64 (BLAS, about
+    twice as fast as vector_norm on CPU); lower precisions accumulate in float32."""
+    if x.dtype in (torch.float32, torch.float64):
+        flat = x.reshape(-1)
+        return torch.dot(flat, flat).double()
+    return torch.linalg.vector_norm(x, dtype=accumulation_dtype(x.dtype)).double().square()
 
 
 class LoopOps:
@@ -99,8 +110,7 @@ class LoopOps:
     def sum_squares(xs: list[Tensor]) -> list[Tensor]:
         """Sum of the squares of each tensor (accumulated in at least float32), as float64 0-dim
         tensors."""
-        return [torch.linalg.vector_norm(x, dtype=accumulation_dtype(x.dtype)).double().square()
-                for x in xs]
+        return [_sum_squares(x) for x in xs]
 
 
 class CompiledOps(LoopOps):
