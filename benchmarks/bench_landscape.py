@@ -6,11 +6,15 @@ What it measures
     digits (train, validation and test splits together, as one batch):
 
     loop         the per-point loop anyone writes first: copy theta + a d1 + b d2 into the
-                 model's parameters, forward, loss; one point at a time.
-    vmap         ``surface_2d(..., first_layer="off")``: chunks of points through torch.func.vmap
-                 over functional_call.
-    first-layer  ``surface_2d(..., first_layer="auto")``: the same, with the first affine layer
-                 computed once per grid (X (W0 + a D1 + b D2)^T = X W0^T + a X D1^T + b X D2^T).
+                 model's parameters, forward, loss and accuracy; one point at a time.
+    generic      ``surface_2d(..., first_layer="off")``, the path for any model: chunks of points
+                 through torch.func.vmap over functional_call on a GPU, one point at a time
+                 through functional_call on the CPU.
+    vmap         the generic path with vmap forced on the CPU too (a private switch), to show
+                 what batching points does there.
+    first-layer  ``surface_2d(..., first_layer="auto")``: the first affine layer computed once per
+                 grid (X (W0 + a D1 + b D2)^T = X W0^T + a X D1^T + b X D2^T) and the rest on a
+                 chunk of points at once.
     loss-landscapes  the ``loss_landscapes`` package's ``random_plane``, when it is installed
                  (it is not a dependency; the row is skipped otherwise).
 
@@ -19,8 +23,9 @@ What it measures
 How it is measured
     The variants run in interleaved rounds (``--repeats``); the table shows points/s of the
     median and of the fastest round and the ratio to the loop (fastest rounds: on a shared
-    machine the least disturbed). On the CPU the evaluator must be no slower than the loop; on a
-    GPU (``--device cuda``) batching must give at least 10x the loop.
+    machine the least disturbed). The target is checked on surface_2d's default path for this
+    model (first-layer): on the CPU no slower than the loop, on a GPU (``--device cuda``) at
+    least 10x the loop.
 
 Examples::
 
@@ -40,6 +45,7 @@ import numpy as np
 import torch
 
 from analysis_lib import landscape
+from analysis_lib.landscape import surface
 from analysis_lib.problems import tasks
 
 
@@ -49,16 +55,20 @@ def sync(device: torch.device) -> None:
 
 
 def loop(model, loss_fn, x, y, d1, d2, alphas, betas) -> np.ndarray:
-    """Per point: write the weights into the model, forward, loss."""
+    """Per point: write the weights into the model, forward, loss and accuracy (what the
+    evaluator returns too, and what Li et al.'s code records)."""
     theta = {k: p.detach().clone() for k, p in model.named_parameters()}
     out = torch.empty(len(alphas), len(betas), dtype=torch.float64, device=x.device)
+    acc = torch.empty_like(out)
     model.eval()
     with torch.no_grad():
         for i, a in enumerate(alphas):
             for j, b in enumerate(betas):
                 for k, p in model.named_parameters():
                     p.copy_(theta[k] + float(a) * d1[k] + float(b) * d2[k])
-                out[i, j] = loss_fn(model(x), y)
+                logits = model(x)
+                out[i, j] = loss_fn(logits, y)
+                acc[i, j] = (logits.argmax(dim=-1) == y).to(logits.dtype).mean()
         for k, p in model.named_parameters():
             p.copy_(theta[k])
     return out.cpu().numpy()
@@ -105,18 +115,25 @@ def main(argv=None) -> int:
     print(f"digits MLP, {n_params:,} parameters; {len(x)} samples; {args.grid}x{args.grid} = "
           f"{points:,} points; device {device}; threads {torch.get_num_threads()}")
 
-    def ours(first_layer: str):
+    def ours(first_layer: str, force_vmap: bool = False):
         def run():
-            return landscape.surface_2d(model, task.loss_fn, data, dirs.d1, dirs.d2, alphas,
-                                        betas, first_layer=first_layer, progress=False,
-                                        chunk_size=args.chunk_size).loss
+            saved = surface._VMAP_ON_CPU
+            surface._VMAP_ON_CPU = force_vmap or saved
+            try:
+                return landscape.surface_2d(model, task.loss_fn, data, dirs.d1, dirs.d2, alphas,
+                                            betas, first_layer=first_layer, progress=False,
+                                            chunk_size=args.chunk_size).loss
+            finally:
+                surface._VMAP_ON_CPU = saved
         return run
 
     variants = {
         "loop": lambda: loop(model, task.loss_fn, x, y, dirs.d1, dirs.d2, alphas, betas),
-        "vmap": ours("off"),
+        "generic": ours("off"),
         "first-layer": ours("auto"),
     }
+    if device.type == "cpu":
+        variants["vmap"] = ours("off", force_vmap=True)
     ll = loss_landscapes_plane(model, task.loss_fn, x, y, args.grid, 1.0)
     if ll is not None:
         variants["loss-landscapes"] = ll
@@ -124,7 +141,7 @@ def main(argv=None) -> int:
         print("loss-landscapes: not installed, skipped")
 
     reference = variants["loop"]()
-    for name in ("vmap", "first-layer"):  # correctness before speed
+    for name in [n for n in variants if n in ("generic", "first-layer", "vmap")]:  # checked first
         err = np.abs(variants[name]() - reference).max()
         print(f"{name}: max |difference| to the loop {err:.2e}")
         if not err < 1e-4:
@@ -151,10 +168,13 @@ def main(argv=None) -> int:
         print(f"{name:<16} {points / med:>18,.0f} {points / best:>16,.0f} "
               f"{base_med / med:>16.2f} {base_min / best:>14.2f}")
     target = 10.0 if device.type == "cuda" else 1.0
-    best_ratio = max(base_min / min(times[n]) for n in ("vmap", "first-layer"))
-    ok = best_ratio >= target
-    print(f"\ntarget: evaluator >= {target:g}x the loop on {device.type}: "
-          f"{'met' if ok else 'NOT met'} ({best_ratio:.2f}x, fastest rounds)")
+    ratio = base_min / min(times["first-layer"])
+    print(f"\ntarget: surface_2d's default path for this model (first-layer) >= {target:g}x the "
+          f"loop on {device.type}: {'met' if ratio >= target else 'NOT met'} ({ratio:.2f}x, "
+          "fastest rounds)")
+    if device.type == "cpu":
+        print("(the generic path is a per-point loop on the CPU: parity with the loop is what "
+              "it can reach there)")
     return 0
 
 

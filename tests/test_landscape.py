@@ -86,9 +86,19 @@ def loop_grid(model, data, d1, d2, alphas, betas):
 
 
 # -- surfaces against the loop -------------------------------------------------------------------
+@pytest.fixture(params=[False, True], ids=["per-point", "vmap"])
+def generic_vmap(request, monkeypatch):
+    """The generic path as it runs on the CPU (one point at a time) and as on accelerators
+    (vmap over a chunk of points), both checked here on the CPU."""
+    from analysis_lib.landscape import surface
+
+    monkeypatch.setattr(surface, "_VMAP_ON_CPU", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("make, image", [(mlp, False), (Residual, False), (cnn, True)])
 @pytest.mark.parametrize("first_layer", ["auto", "off"])
-def test_surface_2d_equals_loop(make, image, first_layer):
+def test_surface_2d_equals_loop(make, image, first_layer, generic_vmap):
     model = make().double()
     data = batches(image=image)
     dirs = landscape.random_directions(model, seed=3, one_d="keep")
@@ -98,7 +108,8 @@ def test_surface_2d_equals_loop(make, image, first_layer):
     assert grid.loss.shape == (len(ALPHAS), len(BETAS))
     np.testing.assert_allclose(grid.loss, loss, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grid.accuracy, acc, rtol=0, atol=1e-12)
-    expected = "first-layer" if first_layer == "auto" and make is not Residual else "vmap"
+    generic = "vmap" if generic_vmap else "per-point"
+    expected = "first-layer" if first_layer == "auto" and make is not Residual else generic
     assert grid.method == expected
     assert grid.center_loss == pytest.approx(loop_loss(model, F.cross_entropy, data, dict(
         model.named_parameters()))[0], rel=1e-12)
@@ -146,7 +157,7 @@ def test_surface_1d_equals_loop():
 
 
 @pytest.mark.parametrize("first_layer", ["auto", "off"])
-def test_chunked_and_unchunked_agree(first_layer):
+def test_chunked_and_unchunked_agree(first_layer, generic_vmap):
     model = mlp()
     data = batches()
     dirs = landscape.random_directions(model, seed=1)
@@ -478,6 +489,22 @@ def test_plot_helpers_draw_and_reject_bad_input():
     plt.close("all")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_tanh_matches_torch(dtype):
+    from analysis_lib.landscape.surface import _tanh_
+
+    x = torch.linspace(-20, 20, 100_003, dtype=dtype).reshape(-1, 1) * torch.tensor([1.0, 1e-3],
+                                                                                    dtype=dtype)
+    ref = torch.tanh(x)
+    out = _tanh_(x.clone())
+    tiny = torch.finfo(dtype).eps
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=4 * tiny, atol=0)
+    assert out[0, 0] == -1 and out[-1, 0] == 1 and _tanh_(torch.zeros(3, dtype=dtype)).eq(0).all()
+    strided = x.t().clone()  # not contiguous: torch's own kernel
+    assert not strided.is_contiguous()
+    np.testing.assert_array_equal(_tanh_(strided).numpy(), torch.tanh(x.t()).numpy())
+
+
 def test_first_layer_falls_back_when_its_terms_would_not_fit(monkeypatch):
     from analysis_lib.landscape import surface
 
@@ -487,5 +514,5 @@ def test_first_layer_falls_back_when_its_terms_would_not_fit(monkeypatch):
     fast = landscape.surface_2d(model, F.cross_entropy, data, dirs, ALPHAS, BETAS)
     monkeypatch.setattr(surface, "_TERMS_BUDGET", 0)
     slow = landscape.surface_2d(model, F.cross_entropy, data, dirs, ALPHAS, BETAS)
-    assert (fast.method, slow.method) == ("first-layer", "vmap")
+    assert (fast.method, slow.method) == ("first-layer", "per-point")
     np.testing.assert_allclose(slow.loss, fast.loss, rtol=1e-12)
