@@ -16,7 +16,8 @@ What it measures
                  grid (X (W0 + a D1 + b D2)^T = X W0^T + a X D1^T + b X D2^T) and the rest on a
                  chunk of points at once.
     loss-landscapes  the ``loss_landscapes`` package's ``random_plane``, when it is installed
-                 (it is not a dependency; the row is skipped otherwise).
+                 (it is not a dependency; the row is skipped otherwise). It draws its own
+                 directions and computes the loss only, no accuracy.
 
     Every variant is checked against the loop's values before it is timed.
 
