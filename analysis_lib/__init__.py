@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from ._checks import check_int
+
 __version__ = "0.1.0"
 __all__ = ["__version__", "curvature", "device", "io", "landscape", "optim", "plots",
            "problems", "progress_disabled", "quick_mode", "seed_everything", "training", "trajectory"]
@@ -28,8 +30,7 @@ def device() -> torch.device:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python's, NumPy's and torch's global generators (CPU and CUDA) with ``seed`` and
     return a fresh ``torch.Generator`` seeded with it, for code that takes one explicitly."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
+    seed = check_int("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global generator is the point)
     torch.manual_seed(seed)  # also seeds every CUDA device

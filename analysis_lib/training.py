@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import device as default_device
 from . import progress_disabled
+from ._checks import check_int
 from .optim import OPTIMIZERS, make_optimizer, transition_measures
 from .problems.tasks import Task
 
@@ -65,9 +66,7 @@ class Callback:
     every: int = 1
 
     def __init__(self, every: int = 1) -> None:
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"Invalid every: {every!r} (expected an integer >= 1)")
-        self.every = every
+        self.every = check_int("every", every, 1)
 
     @property
     def name(self) -> str:
@@ -140,8 +139,7 @@ class cosine_schedule:  # lower case: used like a function
     final: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"Invalid steps: {self.steps!r} (expected an integer >= 1)")
+        check_int("steps", self.steps, 1)
         if not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
             raise ValueError(f"Invalid warmup: {self.warmup!r} (expected 0 <= warmup < steps)")
         if not 0.0 <= self.final <= 1.0:
@@ -215,11 +213,6 @@ def _describe(value: Any) -> Any:
     if callable(value):
         return f"callable {getattr(value, '__qualname__', type(value).__qualname__)}"
     return repr(value)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {low})")
 
 
 class _Batches:
@@ -316,9 +309,9 @@ def train(
     # -- validate everything before any work -----------------------------------------------------
     if not isinstance(task, Task):
         raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
-    _check_int("steps", steps, 1)
+    steps = check_int("steps", steps, 1)
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         if batch_size > task.n_train:
             raise ValueError(f"Invalid batch_size: {batch_size} is larger than the training "
                              f"set ({task.n_train} samples)")
@@ -327,12 +320,12 @@ def train(
     if lr_schedule is not None and not callable(lr_schedule):
         raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected a callable step -> "
                          "multiplier)")
-    _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     if not (isinstance(divergence_factor, int | float) and divergence_factor > 1):
         raise ValueError(f"Invalid divergence_factor: {divergence_factor!r} (expected > 1)")
-    _check_int("record_every", record_every, 1)
+    record_every = check_int("record_every", record_every, 1)
     if checkpoint_every is not None:
-        _check_int("checkpoint_every", checkpoint_every, 1)
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint is None:
             raise ValueError("checkpoint_every was given without a checkpoint path")
     callbacks = list(callbacks)

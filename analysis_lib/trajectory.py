@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import io, progress_disabled
+from ._checks import check_int
 from .optim import OPTIMIZERS, effective_step_sizes, make_optimizer
 from .problems.toy import ToyProblem
 
@@ -254,12 +255,6 @@ def _check_optimizer(optimizer: Any) -> str:
     return key
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {minimum})")
-    return int(value)
-
-
 def _check_positive(name: str, value: Any, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
@@ -283,7 +278,7 @@ def lr_grid(low: float = 1e-5, high: float = 10.0, per_decade: int = 4) -> np.nd
     factor of ten (both ends included)."""
     low = _check_positive("low", low)
     high = _check_positive("high", high)
-    per_decade = _check_int("per_decade", per_decade, 1)
+    per_decade = check_int("per_decade", per_decade, 1)
     if not high > low:
         raise ValueError(f"Invalid high: {high!r} (expected a number > low = {low!r})")
     n = round(per_decade * math.log10(high / low)) + 1
@@ -428,8 +423,8 @@ def _simulate(problem: ToyProblem, optimizer: str, steps: int, lrs: np.ndarray, 
 def _prepare(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams):
     _check_problem(problem)
     key = _check_optimizer(optimizer)
-    steps = _check_int("steps", steps, 1)
-    seed = _check_int("seed", seed, 0)
+    steps = check_int("steps", steps, 1)
+    seed = check_int("seed", seed, 0)
     clip = _check_positive("clip", clip, allow_none=True)
     bounds_factor = _check_positive("bounds_factor", bounds_factor)
     if bounds_factor < 1:

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import progress_disabled
+from .._checks import check_int
 from .operators import LinearOperator
 
 __all__ = [
@@ -136,12 +137,6 @@ def _generator(seed: int | torch.Generator) -> torch.Generator:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0 or a torch.Generator)")
     return torch.Generator().manual_seed(seed)
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {minimum})")
-    return int(value)
 
 
 def _check_operator(op) -> None:
@@ -297,15 +292,15 @@ def lanczos(op: LinearOperator, k: int = 1, which: str = "LA", tol: float = 1e-6
     start = time.perf_counter()
     _check_operator(op)
     n = op.size
-    k = _positive_int("k", k)
+    k = check_int("k", k)
     if k > n:
         raise ValueError(f"Invalid k: {k} (larger than the operator's dimension {n})")
     if which not in WHICH:
         raise ValueError(f"Invalid which: {which!r} (expected one of {WHICH})")
     if not isinstance(tol, int | float) or not tol > 0:
         raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
-    budget = default_max_matvecs(k, n) if max_matvecs is None else _positive_int(
-        "max_matvecs", max_matvecs, minimum=k)
+    budget = default_max_matvecs(k, n) if max_matvecs is None else check_int(
+        "max_matvecs", max_matvecs, k)
     budget = min(budget, n)
     gen = _generator(seed)
     v = _start_vector(op, v0, gen)
@@ -356,7 +351,7 @@ def power_iteration(op: LinearOperator, tol: float = 1e-6, max_matvecs: int = 10
                          "'relative_change')")
     if not isinstance(tol, int | float) or not tol > 0:
         raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
-    budget = _positive_int("max_matvecs", max_matvecs)
+    budget = check_int("max_matvecs", max_matvecs)
     gen = _generator(seed)
     v = _start_vector(op, v0, gen)
     v = v / torch.linalg.vector_norm(v)
@@ -390,7 +385,7 @@ def hutchinson(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generat
     with standard error ``std(z^T A z) / sqrt(matvecs)`` (``matvecs >= 2``)."""
     start = time.perf_counter()
     _check_operator(op)
-    m = _positive_int("matvecs", matvecs, minimum=2)
+    m = check_int("matvecs", matvecs, 2)
     gen = _generator(seed)
     samples = np.empty(m)
     with _bar(m, "Hutchinson", progress) as bar:
@@ -416,7 +411,7 @@ def hutchpp(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generator 
     """
     start = time.perf_counter()
     _check_operator(op)
-    m = _positive_int("matvecs", matvecs, minimum=4)
+    m = check_int("matvecs", matvecs, 4)
     gen = _generator(seed)
     s = m // 3
     with _bar(m, "Hutch++", progress) as bar:
@@ -468,12 +463,12 @@ def slq(op: LinearOperator, lanczos_steps: int = 80, runs: int = 10,
     """
     start = time.perf_counter()
     _check_operator(op)
-    steps = min(_positive_int("lanczos_steps", lanczos_steps), op.size)
-    runs = _positive_int("runs", runs)
+    steps = min(check_int("lanczos_steps", lanczos_steps), op.size)
+    runs = check_int("runs", runs)
     if sigma is not None and not (isinstance(sigma, int | float) and sigma > 0):
         raise ValueError(f"Invalid sigma: {sigma!r} (expected a number > 0)")
     if isinstance(grid, int | np.integer):
-        _positive_int("grid", grid, minimum=2)
+        grid = check_int("grid", grid, 2)
     gen = _generator(seed)
     products_before = op.matvecs
     nodes = np.zeros((runs, steps))

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_int
 from .algorithms import _generator, lanczos
 from .operators import DiagonalScaledOperator, HessianOperator, adam_preconditioner
 
@@ -84,10 +85,8 @@ class SharpnessCallback:
     def __init__(self, loss_fn, data, every: int = 10, preconditioned: bool = True,
                  tol: float = 1e-3, max_matvecs: int = 50, params=None,
                  backend: str | None = None, seed: int = 0) -> None:
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"Invalid every: {every!r} (expected an integer >= 1)")
-        if not isinstance(max_matvecs, int) or isinstance(max_matvecs, bool) or max_matvecs < 1:
-            raise ValueError(f"Invalid max_matvecs: {max_matvecs!r} (expected an integer >= 1)")
+        every = check_int("every", every, 1)
+        max_matvecs = check_int("max_matvecs", max_matvecs, 1)
         if not isinstance(tol, int | float) or not tol > 0:
             raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
         if not callable(loss_fn):

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 __all__ = [
     "NORMALIZATIONS",
     "ONE_D_OPTIONS",
@@ -252,9 +254,7 @@ class SnapshotCallback:
     """
 
     def __init__(self, every: int = 10) -> None:
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"Invalid every: {every!r} (expected an integer >= 1)")
-        self.every = every
+        self.every = check_int("every", every, 1)
         self.snapshots: list[Direction] = []
         self.steps: list[int] = []
 

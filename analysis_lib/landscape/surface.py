@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from .._checks import check_int
 from .directions import Directions, _check_direction, difference, parameters
 
 __all__ = [
@@ -159,11 +160,6 @@ def _check_data(data, device) -> list[tuple[Tensor, Tensor]]:
         if len(x) != len(y):
             raise ValueError(f"Invalid data: batch {i} has {len(x)} inputs and {len(y)} targets")
     return batches
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r} (expected an integer >= {low})")
 
 
 # -- the evaluator -------------------------------------------------------------------------------
@@ -389,7 +385,7 @@ def evaluate_points(model: nn.Module, loss_fn, data, directions: Sequence[Mappin
         ev = _Evaluator(model, loss_fn, data, directions, accuracy_fn, first_layer)
         if chunk_size is None:
             chunk_size = auto_chunk_size(model, ev.batches, len(coeffs), memory)
-        _check_int("chunk_size", chunk_size, 1)
+        chunk_size = check_int("chunk_size", chunk_size, 1)
         losses, accs = [], []
         for lo, hi in _tqdm(_chunks(len(coeffs), chunk_size), progress, "points"):
             a, b = ev(coeffs[lo:hi])
@@ -480,7 +476,7 @@ def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, acc
     alphas = _check_grid("alphas", alphas)
     betas = None if betas is None else _check_grid("betas", betas)
     if chunk_size is not None:
-        _check_int("chunk_size", chunk_size, 1)
+        chunk_size = check_int("chunk_size", chunk_size, 1)
     if first_layer not in FIRST_LAYER_OPTIONS:
         raise ValueError(f"Invalid first_layer: {first_layer!r} (expected one of "
                          f"{FIRST_LAYER_OPTIONS})")

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_ENV_VAR",
@@ -138,8 +140,7 @@ class Task:
         x, y = self.split(split)
         if batch_size is None:
             return [(x, y)]
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Invalid batch_size: {batch_size!r} (expected an integer >= 1)")
+        batch_size = check_int("batch_size", batch_size, 1)
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
     @property
@@ -234,11 +235,6 @@ def _split_indices(n: int, fractions: tuple[float, float], seed: int):
     return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
 
 
-def _check_seed(seed) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
-
-
 def _check_activation(activation) -> None:
     if activation not in _ACTIVATIONS:
         raise ValueError(f"Invalid activation: {activation!r} (expected one of "
@@ -263,7 +259,7 @@ def digits(model: str = "mlp", hidden: Sequence[int] = (64, 64), activation: str
     """
     from sklearn.datasets import load_digits
 
-    _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     _check_activation(activation)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
@@ -308,14 +304,10 @@ def teacher_student(input_dim: int = 20, teacher_hidden: Sequence[int] = (32,),
     The student is an MLP with ``student_hidden`` widths; the Bayes-optimal mean squared error
     on the test split is ``noise**2`` (``info["bayes_mse"]``), and ``task.teacher`` is the
     noiseless target function (float64)."""
-    _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     _check_activation(activation)
-    for name, n in (("input_dim", input_dim), ("n_train", n_train)):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"Invalid {name}: {n!r} (expected an integer >= 1)")
-    for name, n in (("n_val", n_val), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"Invalid {name}: {n!r} (expected an integer >= 0)")
+    input_dim, n_train = check_int("input_dim", input_dim), check_int("n_train", n_train)
+    n_val, n_test = check_int("n_val", n_val, 0), check_int("n_test", n_test, 0)
     if not noise >= 0:
         raise ValueError(f"Invalid noise: {noise!r} (expected >= 0)")
     gen = torch.Generator().manual_seed(seed)
@@ -399,7 +391,7 @@ def cifar10(root: str | os.PathLike | None = None, model: str = "cnn", width: in
     per channel. ``model="cnn"`` is :func:`small_cnn` with ``width`` channels; ``"mlp"`` a
     3072-512-10 ReLU MLP on the flattened image.
     """
-    _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
     if subset is not None and (not isinstance(subset, int) or subset < 1):

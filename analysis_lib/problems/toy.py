@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = [
     "TOY_PROBLEMS",
     "ToyProblem",
@@ -179,8 +181,7 @@ class ToyProblem:
 
     def grid(self, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(X, Y, F) on an ``n`` x ``n`` grid over the plot bounds, for contour plots."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-            raise ValueError(f"Invalid n: {n!r} (expected an integer >= 2)")
+        n = check_int("n", n, 2)
         (x0, x1), (y0, y1) = self.bounds
         x = torch.linspace(x0, x1, n, dtype=torch.float64)
         y = torch.linspace(y0, y1, n, dtype=torch.float64)
