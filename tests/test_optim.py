@@ -659,3 +659,19 @@ def test_ada2ms_alpha_one_continues_an_adamw_state_dict():
     a = drive(adamw, params, grads[10:])[-1]
     b = drive(ours, ours_params, grads[10:])[-1]
     assert_close_list(b, [x.numpy() for x in a], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+@pytest.mark.parametrize("e", [0.0, 0.125, 0.375, 0.5])
+def test_compiled_power_with_a_tensor_exponent_matches_pow(dtype, rtol, e):
+    """The fused path's x**e for a scheduled alpha (exp(e log x)) against torch.pow, the edge
+    cases included: 0**0 = 1, 0**e = 0, tiny and huge x."""
+    from analysis_lib.optim._backends import CompiledOps
+
+    tiny = torch.finfo(dtype).tiny
+    x = torch.tensor([0.0, tiny, 1e-30, 3e-8, 0.5, 1.0, 7.0, 1e20], dtype=dtype)
+    (out,) = CompiledOps.pow([x], torch.tensor(e, dtype=dtype))
+    torch.testing.assert_close(out, x.pow(e), rtol=rtol, atol=0)
+    compiled = torch.compile(lambda t, p: CompiledOps.pow([t], p)[0], fullgraph=True)
+    torch.testing.assert_close(compiled(x, torch.tensor(e, dtype=dtype)), x.pow(e), rtol=rtol,
+                               atol=0)
