@@ -16,7 +16,10 @@ saves. The exit status is 1 when any notebook failed.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -85,6 +88,44 @@ def strip_timing(nb: nbformat.NotebookNode) -> None:
     ``execution_count``."""
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)
+
+
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def stable_widget_ids(nb: nbformat.NotebookNode) -> None:
+    """Rename the ipywidgets models saved in ``nb`` (random ids at every run) to ids fixed by
+    where they are reached from: the widget outputs in cell order, then the models they refer to
+    (``IPY_MODEL_<id>``) depth first, then any others by their content. A re-run of an unchanged
+    notebook then leaves the file unchanged."""
+    state = nb.get("metadata", {}).get("widgets", {}).get(_WIDGET_STATE, {}).get("state")
+    if not state:
+        return
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in state and model_id not in order:
+            order.append(model_id)
+            text = json.dumps(state[model_id], sort_keys=True)
+            for ref in re.findall(r"IPY_MODEL_([0-9A-Za-z_-]+)", text):
+                visit(ref)
+
+    views = [out["data"][_WIDGET_VIEW] for cell in nb.cells for out in cell.get("outputs", [])
+             if _WIDGET_VIEW in out.get("data", {})]
+    for view in views:
+        visit(view.get("model_id", ""))
+    rest = sorted((m for m in state if m not in order),
+                  key=lambda m: json.dumps(state[m], sort_keys=True))
+    for m in rest:
+        visit(m)
+    new = {old: hashlib.sha256(f"widget-{i}".encode()).hexdigest()[:32]
+           for i, old in enumerate(order)}
+    pattern = re.compile("|".join(re.escape(k) for k in new))
+    renamed = json.loads(pattern.sub(lambda m: new[m.group(0)], json.dumps(dict(state))))
+    nb.metadata.widgets[_WIDGET_STATE]["state"] = {new[k]: renamed[new[k]] for k in order}
+    for view in views:
+        view["model_id"] = new.get(view.get("model_id", ""), view.get("model_id", ""))
 
 
 def write_atomically(nb: nbformat.NotebookNode, path: Path) -> None:
@@ -158,6 +199,7 @@ def run_notebook(
     seconds = time.perf_counter() - start
     if save:
         strip_timing(nb)
+        stable_widget_ids(nb)
         write_atomically(nb, path)
     return Result(path, True, seconds, saved=save)
 

@@ -146,3 +146,39 @@ def test_kernel_env(run_notebooks, monkeypatch):
     assert "MPLBACKEND" not in env  # the kernel's inline backend, so notebooks show figures
     assert run_notebooks.kernel_env(quick=True)["QUICK"] == "1"
     assert os.environ["MPLBACKEND"] == "QtAgg"
+
+
+def widget_notebook(ids: list[str]) -> nbformat.NotebookNode:
+    """A notebook whose output shows widget ids[0], a box holding ids[1] and ids[2] (a slider
+    and its style), plus an unreferenced model ids[3]: what ipywidgets saves, with its ids."""
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": ids[0], "version_major": 2}})
+    nb.cells = [nbformat.v4.new_code_cell("box", outputs=[out], id="show-box")]
+    state = {
+        ids[0]: {"model_name": "VBoxModel", "state": {"children": [f"IPY_MODEL_{ids[1]}"]}},
+        ids[1]: {"model_name": "FloatSliderModel", "state": {"style": f"IPY_MODEL_{ids[2]}"}},
+        ids[2]: {"model_name": "SliderStyleModel", "state": {}},
+        ids[3]: {"model_name": "LayoutModel", "state": {}},
+    }
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": dict(sorted(state.items())), "version_major": 2, "version_minor": 0}}
+    return nb
+
+
+def test_widget_ids_are_made_stable(run_notebooks):
+    first = widget_notebook(["f3a1", "09bc", "77de", "aa00"])
+    second = widget_notebook(["0c11", "e2f4", "5b6a", "1d9e"])  # the same run, other ids
+    for nb in (first, second):
+        run_notebooks.stable_widget_ids(nb)
+    assert nbformat.writes(first) == nbformat.writes(second)
+    state = first.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    view_id = first.cells[0].outputs[0].data["application/vnd.jupyter.widget-view+json"]
+    box, slider, style, layout = state  # in the order reached from the output
+    assert view_id["model_id"] == box
+    assert state[box]["state"]["children"] == [f"IPY_MODEL_{slider}"]
+    assert state[slider]["state"]["style"] == f"IPY_MODEL_{style}"
+    assert state[layout]["model_name"] == "LayoutModel"
+    unchanged = nbformat.v4.new_notebook()
+    run_notebooks.stable_widget_ids(unchanged)  # no widgets: nothing to do
+    assert "widgets" not in unchanged.metadata
