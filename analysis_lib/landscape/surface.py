@@ -246,7 +246,7 @@ class _Evaluator:
                           for _, y in self.batches)
             accuracy_fn = _default_accuracy if integer else None
         self.accuracy_fn = accuracy_fn
-        self._buffers: dict[str, Tensor] = {}
+        self._buffers: dict[tuple, Tensor] = {}
         split = _first_layer(model) if first_layer == "auto" else None
         self.method = "vmap" if self.device.type != "cpu" or _VMAP_ON_CPU else "per-point"
         if split is not None and self._setup_first_layer(*split):
@@ -306,14 +306,15 @@ class _Evaluator:
         return z
 
     def _workspace(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """A buffer of ``shape`` kept from chunk to chunk, one per layer (so that no output
-        aliases its input). Reusing them matters on the CPU: allocating and freeing
-        megabyte-sized arrays at every chunk made the C library hand memory back to the system
-        and fault it in again, measured 40% of the time of a grid."""
-        buf = self._buffers.get(key)
-        if buf is None or buf.dtype != dtype or buf.shape[1:] != shape[1:] \
-                or buf.shape[0] < shape[0]:
-            buf = self._buffers[key] = torch.empty(shape, dtype=dtype, device=self.device)
+        """A buffer of ``shape`` (points first) kept from chunk to chunk, one per layer (so that
+        no output aliases its input) and per-point shape (so that a ragged last batch has its
+        own). Reusing them matters on the CPU: allocating and freeing megabyte-sized arrays at
+        every chunk made the C library hand memory back to the system and fault it in again,
+        measured 40% of the time of a grid."""
+        slot = (key, tuple(shape[1:]), dtype)
+        buf = self._buffers.get(slot)
+        if buf is None or buf.shape[0] < shape[0]:
+            buf = self._buffers[slot] = torch.empty(shape, dtype=dtype, device=self.device)
         return buf[:shape[0]]
 
     def _point_params(self, coeffs: Tensor, names) -> dict[str, Tensor]:
