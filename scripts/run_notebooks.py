@@ -11,6 +11,11 @@ is the notebook's folder and whose environment has ``QUICK=0`` (``QUICK=1`` with
 place (atomically, without the per-cell execution timestamps); one that fails is left as it
 was and its error (cell index, exception) is reported. ``--quick`` is a smoke run and never
 saves. The exit status is 1 when any notebook failed.
+
+Cells tagged ``interactive`` (they only build ipywidgets, next to a static figure) get a short
+timeout, and a notebook whose interactive cell times out is run once more: nbclient sometimes
+never sees the reply to a cell that opens widgets (jupyter/nbclient#312), and would otherwise
+wait for the whole per-cell timeout.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ DEFAULT_TIMEOUT = 1800  # seconds per cell
 KERNEL_NAME = "python3"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_ERROR_CHARS = 300
+INTERACTIVE_TAG = "interactive"
+INTERACTIVE_TIMEOUT = 120  # seconds for a cell tagged INTERACTIVE_TAG
 
 
 @dataclass
@@ -167,35 +174,57 @@ def _describe_error(exc: BaseException, cell_index: int | None) -> str:
     return _shorten(where + what)
 
 
-def run_notebook(
-    path: Path, *, timeout: int, quick: bool, save: bool, bar: tqdm | None = None
-) -> Result:
-    """Execute the notebook at ``path`` in a fresh kernel (cwd = its folder) and, when it
-    succeeded and ``save`` is true, write it back in place with its outputs."""
-    nb = nbformat.read(path, as_version=4)
-    n_cells = len(nb.cells)
+def _is_interactive(cell) -> bool:
+    return INTERACTIVE_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def _client(nb, path: Path, timeout: int, bar: tqdm | None):
+    """A NotebookClient for ``nb`` (cwd = the notebook's folder) that reports the cell it runs
+    on ``bar`` and in the returned dict's ``"index"``."""
     current: dict[str, int | None] = {"index": None}
 
     def on_cell_start(cell, cell_index, **_):
         current["index"] = cell_index
         if bar is not None:
-            bar.set_postfix_str(f"{path.name} cell {cell_index + 1}/{n_cells}", refresh=True)
+            bar.set_postfix_str(f"{path.name} cell {cell_index + 1}/{len(nb.cells)}",
+                                refresh=True)
+
+    def timeout_for(cell) -> int:
+        return min(timeout, INTERACTIVE_TIMEOUT) if _is_interactive(cell) else timeout
 
     client = NotebookClient(
         nb,
         timeout=timeout,
+        timeout_func=timeout_for,
         kernel_name=KERNEL_NAME,
         record_timing=False,
         resources={"metadata": {"path": str(path.parent.resolve())}},
         on_cell_start=on_cell_start,
     )
+    return client, current
+
+
+def run_notebook(
+    path: Path, *, timeout: int, quick: bool, save: bool, bar: tqdm | None = None
+) -> Result:
+    """Execute the notebook at ``path`` in a fresh kernel (cwd = its folder) and, when it
+    succeeded and ``save`` is true, write it back in place with its outputs."""
     start = time.perf_counter()
-    try:
-        client.execute(env=kernel_env(quick))
-    except Exception as exc:  # a cell's error, a timeout, a dead kernel, a failed start, ...
-        return Result(
-            path, False, time.perf_counter() - start, error=_describe_error(exc, current["index"])
-        )
+    for attempt in (1, 2):
+        nb = nbformat.read(path, as_version=4)
+        client, current = _client(nb, path, timeout, bar)
+        try:
+            client.execute(env=kernel_env(quick))
+            break
+        except CellTimeoutError as exc:
+            index = current["index"]
+            if attempt == 1 and index is not None and _is_interactive(nb.cells[index]):
+                continue  # the widget reply was lost: once more, from a fresh kernel
+            return Result(path, False, time.perf_counter() - start,
+                          error=_describe_error(exc, index))
+        except Exception as exc:  # a cell's error, a dead kernel, a failed start, ...
+            return Result(path, False, time.perf_counter() - start,
+                          error=_describe_error(exc, current["index"]))
     seconds = time.perf_counter() - start
     if save:
         strip_timing(nb)

@@ -182,3 +182,32 @@ def test_widget_ids_are_made_stable(run_notebooks):
     unchanged = nbformat.v4.new_notebook()
     run_notebooks.stable_widget_ids(unchanged)  # no widgets: nothing to do
     assert "widgets" not in unchanged.metadata
+
+
+SLOW_FIRST_TIME = """\
+import pathlib, time
+marker = pathlib.Path("attempts.txt")
+n = int(marker.read_text()) if marker.exists() else 0
+marker.write_text(str(n + 1))
+if n == 0:
+    time.sleep(60)"""
+
+
+@pytest.mark.parametrize("tagged", [True, False], ids=["interactive", "plain"])
+def test_a_timed_out_interactive_cell_is_run_once_more(run_notebooks, tmp_path, monkeypatch,
+                                                       tagged):
+    """A cell tagged interactive that hangs (as a lost widget reply does) times out after
+    INTERACTIVE_TIMEOUT and its notebook runs again; any other timeout is a failure at once."""
+    path = write_notebook(tmp_path / "widgets.ipynb", SLOW_FIRST_TIME, "print('after')")
+    nb = nbformat.read(path, as_version=4)
+    if tagged:
+        nb.cells[0].metadata["tags"] = ["interactive"]
+    nbformat.write(nb, path)
+    monkeypatch.setattr(run_notebooks, "INTERACTIVE_TIMEOUT", 3)
+    result = run_notebooks.run_notebook(path, timeout=3 if not tagged else 600, quick=True,
+                                        save=False)
+    attempts = int((tmp_path / "attempts.txt").read_text())
+    if tagged:
+        assert result.ok and attempts == 2 and result.seconds < 60
+    else:
+        assert not result.ok and attempts == 1 and "cell index 0: CellTimeoutError" in result.error
