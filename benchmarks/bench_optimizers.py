@@ -94,12 +94,21 @@ def all_variants() -> list[Variant]:
         Variant("ada2ms-loop", lambda p: Ada2MS(p, foreach=False), adam),
         Variant("ada2ms-foreach", lambda p: Ada2MS(p, foreach=True), adam),
         Variant("ada2ms-fused", lambda p: Ada2MS(p, fused=True), adam),
+        Variant("ada2ms-fused-compiled-sum", _ada2ms_compiled_reduction, adam),
         Variant(
             "ada2ms-fused-sched",  # alpha scheduled from 1 to 0.5: must not recompile per step
             lambda p: Ada2MS(p, alpha=ExponentialAlpha(final=0.5, tau=100.0), fused=True),
             adam,
         ),
     ]
+
+
+def _ada2ms_compiled_reduction(params) -> Ada2MS:
+    """Ada2MS(fused=True) with its phase-1 reduction compiled too, instead of the native CPU
+    kernel: the row shows what that kernel saves."""
+    opt = Ada2MS(params, fused=True)
+    opt._native_reduction = False
+    return opt
 
 
 def select(variants: list[Variant], only: str | None) -> list[Variant]:

@@ -142,14 +142,13 @@ class AdamFamily(Optimizer):
     def _buckets(self, params: list[Tensor]) -> list[Bucket]:
         """Initialise state where needed, advance the step counters and group the parameters by
         (step, device, dtype) so that each bucket is updated with one set of scalars."""
-        steps = []
-        for p in params:
-            state = self.state[p]
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states, strict=True):
             if not state:
                 self._init_state(p, state)
-            steps.append(state["step"])
+        steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1.0)
-        return self._group_state(params)
+        return self._group_state(params, states, torch.stack(steps).tolist())
 
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
         # as torch.optim.AdamW: a float step counter on the CPU, moments in p's dtype
@@ -157,11 +156,20 @@ class AdamFamily(Optimizer):
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _group_state(self, params: list[Tensor]) -> list[Bucket]:
+    def _group_state(self, params: list[Tensor], states: list[dict[str, Any]] | None = None,
+                     steps: list[float] | None = None) -> list[Bucket]:
+        """Bucket ``params`` (which all have state) by (step, device, dtype); ``states`` and
+        ``steps`` may be passed when the caller has them already."""
+        if states is None:
+            states = [self.state[p] for p in params]
+        if steps is None:
+            steps = self._steps(params)
         buckets: dict[tuple, Bucket] = {}
-        for p, t in zip(params, self._steps(params), strict=True):
-            state = self.state[p]
-            b = buckets.setdefault((t, p.device, p.dtype), Bucket(t))
+        for p, state, t in zip(params, states, steps, strict=True):
+            key = (t, p.device, p.dtype)
+            b = buckets.get(key)
+            if b is None:
+                b = buckets[key] = Bucket(int(t))
             b.params.append(p)
             b.grads.append(p.grad)
             b.exp_avgs.append(state["exp_avg"])

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _native
 from ._backends import accumulation_dtype
 from ._base import LOOP, AdamFamily, Bucket, check_unit_interval
 
@@ -165,6 +166,10 @@ class Ada2MS(AdamFamily):
     :math:`s_t` would have to be all-reduced, which this implementation does not do.
     """
 
+    # The fused path's phase 1 on the CPU goes through the native kernel of _native.py; False
+    # keeps the compiled reduction (the benchmark and the tests compare the two).
+    _native_reduction = True
+
     def __init__(
         self,
         params,
@@ -212,10 +217,14 @@ class Ada2MS(AdamFamily):
         # a pass over g and v.
         # It walks the tensors last to first, so that phase 2, walking first to last, finds the
         # gradients it starts with still in the CPU's last-level cache (measured 4% faster a step).
+        # On the CPU the fused path does this reduction with a native kernel that reads the
+        # whole bucket in one parallel pass (_native.py), the compiled reduction elsewhere.
         beta1, beta2 = group["betas"]
         for b in reversed(buckets):
-            runner.run(ada2ms_square_sums_, (b.grads[::-1], self._square_sums(b)[::-1]),
-                       dict(beta2=beta2))
+            grads, sums = b.grads[::-1], self._square_sums(b)[::-1]
+            native = runner.name == "fused" and self._native_reduction
+            if not (native and _native.square_sums_ema_(grads, sums, beta2)):
+                runner.run(ada2ms_square_sums_, (grads, sums), dict(beta2=beta2))
         # Phase 2: moments and update in one pass.
         static = () if callable(group["alpha"]) else ("alpha",)  # a constant alpha compiles in
         divisors = [_scalar_arg(d, runner) for d in self._divisors(group, buckets)]
