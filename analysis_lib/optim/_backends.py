@@ -248,8 +248,12 @@ class CompiledRunner:
     def __init__(self) -> None:
         # Horizontal fusion of many same-shaped tensors into one CPU loop streams dozens of arrays
         # at once and was measured 1.3-1.6x slower than one loop per tensor (bench_optimizers.py).
-        self._entry = torch.compile(_fresh_function(_compiled_entry), fullgraph=True,
-                                    dynamic=False, options={"cpp.max_horizontal_fusion_size": 1})
+        # Inductor's size asserts re-check in Python every input's shape and strides, which
+        # dynamo's guards have just checked: about 100 us a step for 74 tensors, so they are off.
+        self._entry = torch.compile(
+            _fresh_function(_compiled_entry), fullgraph=True, dynamic=False,
+            options={"cpp.max_horizontal_fusion_size": 1, "size_asserts": False},
+        )
 
     def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
             static: Sequence[str] = ()):
