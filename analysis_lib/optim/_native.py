@@ -122,14 +122,24 @@ def _load() -> ctypes.CDLL | None:
 def applies(grads: list[Tensor], sums: list[Tensor]) -> bool:
     """Whether the kernel can take these tensors: CPU, one dtype of float32/float64, contiguous
     gradients, and float64 sums of one element each."""
-    if not grads or len(grads) != len(sums):
-        return False
-    dtype = grads[0].dtype
-    f64 = torch.float64
-    return dtype in _FUNCTIONS and all(
-        g.is_cpu and g.dtype == dtype and g.is_contiguous() and s.is_cpu and s.dtype == f64
-        and s.numel() == 1 for g, s in zip(grads, sums, strict=True)
-    )
+    return _pointers(grads, sums) is not None
+
+
+def _pointers(grads: list[Tensor], sums: list[Tensor]) -> tuple[list[int], ...] | None:
+    """The gradients' and sums' addresses and the gradients' sizes, or None where the kernel
+    does not apply (one pass, checks and all: this runs at every step)."""
+    if not grads or len(grads) != len(sums) or grads[0].dtype not in _FUNCTIONS:
+        return None
+    dtype, f64 = grads[0].dtype, torch.float64
+    x, numel, target = [], [], []
+    for g, s in zip(grads, sums, strict=True):
+        if not (g.is_cpu and g.dtype == dtype and g.is_contiguous() and s.is_cpu
+                and s.dtype == f64 and s.numel() == 1):
+            return None
+        x.append(g.data_ptr())
+        numel.append(g.numel())
+        target.append(s.data_ptr())
+    return x, numel, target
 
 
 def square_sums_ema_(grads: list[Tensor], sums: list[Tensor], beta2: float) -> bool:
@@ -137,14 +147,14 @@ def square_sums_ema_(grads: list[Tensor], sums: list[Tensor], beta2: float) -> b
     parallel pass over the gradients. Returns False, and changes nothing, where the kernel does
     not apply or is unavailable."""
     lib = library()
-    if lib is None or not applies(grads, sums):
+    found = None if lib is None else _pointers(grads, sums)
+    if found is None:
         return False
-    n = len(grads)
-    pointers = (ctypes.c_void_p * n)(*[g.data_ptr() for g in grads])
-    numels = (ctypes.c_int64 * n)(*[g.numel() for g in grads])
-    targets = (ctypes.c_void_p * n)(*[s.data_ptr() for s in sums])
-    status = getattr(lib, _FUNCTIONS[grads[0].dtype])(n, pointers, numels, targets,
-                                                       1.0 - beta2, torch.get_num_threads())
+    x, numel, target = found
+    n = len(x)
+    status = getattr(lib, _FUNCTIONS[grads[0].dtype])(
+        n, (ctypes.c_void_p * n)(*x), (ctypes.c_int64 * n)(*numel),
+        (ctypes.c_void_p * n)(*target), 1.0 - beta2, torch.get_num_threads())
     if status != 0:
         raise MemoryError("ada2ms_square_sums: could not allocate its partial sums")
     return True

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,18 +62,24 @@ def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: fl
     v_hat = v / bias_correction2 and s = ``mean_v_hat`` (the mean of v_hat over the scope).
 
     Written as a divisor so that alpha = 1 gives c = sqrt(bias_correction2) and the same
-    floating-point operations as torch's AdamW."""
-    return mean_v_hat.pow((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
+    floating-point operations as torch's AdamW. ``mean_v_hat`` is a float64 tensor or a float."""
+    return mean_v_hat ** ((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
 
 
-def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list[Tensor]:
-    """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c: a 0-dim tensor
-    (scope="group": s is the mean of v_hat over every bucket) or a 1-D tensor with one divisor per
-    tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor of each tensor's sum of v,
-    ``numels`` the tensors' sizes."""
+def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list[Tensor | float]:
+    """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c, in float64: one
+    value (scope="group": s is the mean of v_hat over every bucket) or a 1-D tensor with one
+    divisor per tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor of each tensor's
+    sum of v, ``numels`` the tensors' sizes. A group's value is a Python float when the sums are
+    on the CPU (a handful of scalar tensor operations cost more than the rest of a small step),
+    a 0-dim tensor elsewhere (no synchronisation with the device)."""
     if scope == "group":
         device = sums[0].device
-        total = sum(s.sum().to(device) / c for s, c in zip(sums, bias_corrections2, strict=True))
+        if all(s.is_cpu for s in sums):
+            total = sum(s.sum().item() / c for s, c in zip(sums, bias_corrections2, strict=True))
+        else:
+            total = sum(s.sum().to(device) / c
+                        for s, c in zip(sums, bias_corrections2, strict=True))
         mean_v_hat = total / sum(n for ns in numels for n in ns)
         return [ada2ms_sqrt_d_divisor(mean_v_hat, a, c)
                 for a, c in zip(alphas, bias_corrections2, strict=True)]
@@ -104,12 +111,22 @@ def ada2ms_apply_(
         ops.addcdiv_(params, exp_avgs, denom, _times(-lr / bias_correction1, divisor))
 
 
-def _scalar_arg(divisor: Tensor, runner):
+def _scalar_arg(divisor: Tensor | float, runner):
     """A divisor as the runner takes scalars: Python numbers for the eager kernels (a 0-dim
-    tensor becomes a float, a 1-D one a list), 0-dim tensors for the compiled path."""
+    tensor becomes a float, a 1-D one a list), 0-dim tensors or floats (which it makes tensors)
+    for the compiled path."""
+    if isinstance(divisor, float):
+        return divisor
     if runner.name == "fused":
         return list(divisor.unbind()) if divisor.dim() else divisor
     return divisor.tolist()
+
+
+def _rounded(x: Tensor | float, dtype: torch.dtype) -> Tensor | float:
+    """``x`` rounded to ``dtype`` (float32 or float64), kept a tensor or a float."""
+    if isinstance(x, Tensor):
+        return x.to(dtype)
+    return float(np.float32(x)) if dtype == torch.float32 else x
 
 
 def _times(k, c):
@@ -220,14 +237,15 @@ class Ada2MS(AdamFamily):
         # On the CPU the fused path does this reduction with a native kernel that reads the
         # whole bucket in one parallel pass (_native.py), the compiled reduction elsewhere.
         beta1, beta2 = group["betas"]
-        for b in reversed(buckets):
-            grads, sums = b.grads[::-1], self._square_sums(b)[::-1]
-            native = runner.name == "fused" and self._native_reduction
+        native = runner.name == "fused" and self._native_reduction
+        square_sums = [self._square_sums(b) for b in buckets]
+        for b, sums in zip(reversed(buckets), reversed(square_sums), strict=True):
+            grads, sums = b.grads[::-1], sums[::-1]
             if not (native and _native.square_sums_ema_(grads, sums, beta2)):
                 runner.run(ada2ms_square_sums_, (grads, sums), dict(beta2=beta2))
         # Phase 2: moments and update in one pass.
         static = () if callable(group["alpha"]) else ("alpha",)  # a constant alpha compiles in
-        divisors = [_scalar_arg(d, runner) for d in self._divisors(group, buckets)]
+        divisors = [_scalar_arg(d, runner) for d in self._divisors(group, buckets, square_sums)]
         for b, divisor in zip(buckets, divisors, strict=True):
             runner.run(
                 ada2ms_update_,
@@ -241,16 +259,19 @@ class Ada2MS(AdamFamily):
     def _square_sums(self, b: Bucket) -> list[Tensor]:
         return [self.state[p][SUM_KEY] for p in b.params]
 
-    def _divisors(self, group, buckets: list[Bucket]) -> list[Tensor]:
+    def _divisors(self, group, buckets: list[Bucket],
+                  square_sums: list[list[Tensor]] | None = None) -> list[Tensor | float]:
         beta2 = group["betas"][1]
+        if square_sums is None:
+            square_sums = [self._square_sums(b) for b in buckets]
         divisors = ada2ms_divisors(
-            [torch.cat(self._square_sums(b)) for b in buckets],
+            [torch.cat(sums) for sums in square_sums],
             [[p.numel() for p in b.params] for b in buckets],
             [1.0 - beta2**b.step for b in buckets],
             [self.alpha_at(b.step, group) for b in buckets], group["scope"],
         )
         # computed in float64; used in the parameters' arithmetic precision
-        return [d.to(accumulation_dtype(b.params[0].dtype))
+        return [_rounded(d, accumulation_dtype(b.params[0].dtype))
                 for b, d in zip(buckets, divisors, strict=True)]
 
     def _denominators(self, group, buckets: list[Bucket]):
