@@ -16,10 +16,32 @@ import torch
 from ._checks import check_int
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "curvature", "device", "io", "landscape", "optim", "plots",
-           "problems", "progress_disabled", "quick_mode", "seed_everything", "training", "trajectory"]
+__all__ = [
+    "__version__",
+    "curvature",
+    "device",
+    "io",
+    "landscape",
+    "optim",
+    "plots",
+    "problems",
+    "progress_disabled",
+    "quick_mode",
+    "seed_everything",
+    "training",
+    "trajectory",
+]
 
-_SUBMODULES = {"curvature", "io", "landscape", "optim", "plots", "problems", "training", "trajectory"}
+_SUBMODULES = {
+    "curvature",
+    "io",
+    "landscape",
+    "optim",
+    "plots",
+    "problems",
+    "training",
+    "trajectory",
+}
 
 
 def device() -> torch.device:

@@ -107,8 +107,13 @@ def canonical_json(config: Mapping[str, Any]) -> str:
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"Invalid config: {config!r} (expected a dict)")
-    return json.dumps(_plain(config, "config"), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        _plain(config, "config"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
 
 
 def config_key(config: Mapping[str, Any], length: int = 16) -> str:
@@ -176,18 +181,23 @@ def _check_arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     out = {}
     for name, value in arrays.items():
         if not isinstance(name, str) or not _ARRAY_NAME_RE.fullmatch(name) or name.startswith("__"):
-            raise ValueError(f"Invalid arrays key: {name!r} (expected letters, digits and '_', "
-                             "not starting with '__')")
+            raise ValueError(
+                f"Invalid arrays key: {name!r} (expected letters, digits and '_', "
+                "not starting with '__')"
+            )
         a = np.asarray(value)
         if a.dtype.hasobject or a.dtype.kind not in "biufcUS":
-            raise ValueError(f"Invalid arrays[{name!r}]: dtype {a.dtype} (numbers, booleans or "
-                             "strings only; nothing that would need pickling)")
+            raise ValueError(
+                f"Invalid arrays[{name!r}]: dtype {a.dtype} (numbers, booleans or "
+                "strings only; nothing that would need pickling)"
+            )
         out[name] = a
     return out
 
 
-def save_arrays(path: str | os.PathLike, arrays: Mapping[str, Any],
-                meta: Mapping[str, Any] | None = None) -> Path:
+def save_arrays(
+    path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``arrays`` (names -> NumPy arrays of numbers, booleans or strings) and ``meta``
     (JSON-able data) to the ``.npz`` file ``path``, atomically, with a SHA-256 checksum over
     both. Returns the path.
@@ -198,8 +208,11 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, Any],
     arrays = _check_arrays(arrays)
     meta_json = canonical_json({"format": _FORMAT, "meta": dict(meta or {})})
     buf = BytesIO()
-    np.savez_compressed(buf, **arrays, **{_META: np.array(meta_json),
-                                          _CHECKSUM: np.array(_checksum(arrays, meta_json))})
+    np.savez_compressed(
+        buf,
+        **arrays,
+        **{_META: np.array(meta_json), _CHECKSUM: np.array(_checksum(arrays, meta_json))},
+    )
     path = Path(path)
     write_atomically(path, buf.getvalue())
     return path
@@ -243,9 +256,13 @@ def cache_path(name: str, config: Mapping[str, Any]) -> Path:
     return data_dir() / f"{name}-{config_key(config)}.npz"
 
 
-def cached(name: str, config: Mapping[str, Any],
-           compute: Callable[[], Mapping[str, Any]], *, refresh: bool = False
-           ) -> dict[str, np.ndarray]:
+def cached(
+    name: str,
+    config: Mapping[str, Any],
+    compute: Callable[[], Mapping[str, Any]],
+    *,
+    refresh: bool = False,
+) -> dict[str, np.ndarray]:
     """The arrays ``compute()`` returns for ``config``, computed once and kept on disk.
 
     A hit (an intact file whose stored configuration equals ``config``) returns the stored
@@ -268,8 +285,11 @@ def cached(name: str, config: Mapping[str, Any],
         else:
             if meta.get("name") == name and meta.get("config") == wanted:
                 return arrays
-            warnings.warn(f"cache entry {path.name} holds another configuration; recomputed",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"cache entry {path.name} holds another configuration; recomputed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     result = _check_arrays(compute())
     save_arrays(path, result, {"name": name, "config": wanted})
     return {k: np.array(v) for k, v in result.items()}

@@ -320,8 +320,9 @@ def _styles(trajectories, colors=None) -> list[dict]:
     return styles
 
 
-def draw_problem(problem, ax=None, *, n: int = 160, levels: int = 14, colorbar: bool = True,
-                 minima: bool = True):
+def draw_problem(
+    problem, ax=None, *, n: int = 160, levels: int = 14, colorbar: bool = True, minima: bool = True
+):
     """Filled contours of ``problem`` over its plot bounds (on a log colour scale when the
     problem asks for one), thin contour lines, its minima as white stars and a colour bar of
     the loss. Returns the axes."""
@@ -340,8 +341,18 @@ def draw_problem(problem, ax=None, *, n: int = 160, levels: int = 14, colorbar: 
     ax.contour(xx, yy, ff, levels=lv, norm=norm, colors="0.55", linewidths=0.4, alpha=0.6)
     if minima and problem.minima:
         mx, my = np.array(problem.minima).T
-        ax.plot(mx, my, ls="none", marker="*", ms=14, mfc="white", mec="black", mew=1.0,
-                zorder=5, label="global minimum")
+        ax.plot(
+            mx,
+            my,
+            ls="none",
+            marker="*",
+            ms=14,
+            mfc="white",
+            mec="black",
+            mew=1.0,
+            zorder=5,
+            label="global minimum",
+        )
     (x0, x1), (y0, y1) = problem.bounds
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x$", ylabel="$y$")
     ax.set_aspect("equal")
@@ -359,9 +370,17 @@ def _loss_colorbar(problem, cb) -> None:
         cb.ax.yaxis.set_minor_locator(mticker.NullLocator())
 
 
-def draw_trajectories(problem, trajectories, ax=None, *, background: bool = True,
-                      colorbar: bool = True, markers: bool = True, legend: bool = False,
-                      colors=None):
+def draw_trajectories(
+    problem,
+    trajectories,
+    ax=None,
+    *,
+    background: bool = True,
+    colorbar: bool = True,
+    markers: bool = True,
+    legend: bool = False,
+    colors=None,
+):
     """``problem``'s contours with each trajectory's path on top (points marked when
     ``markers``), the start as a black circle. ``trajectories`` is a list, or a dict whose keys
     are the labels; ``colors`` replace the optimizer colours. Returns the axes; ``legend=True``
@@ -373,8 +392,15 @@ def draw_trajectories(problem, trajectories, ax=None, *, background: bool = True
     if background:
         draw_problem(problem, ax, colorbar=colorbar)
     for t, style in zip(trajectories, styles, strict=True):
-        ax.plot(t.points[:, 0], t.points[:, 1], lw=1.6, marker="o" if markers else None,
-                ms=2.2, **style, zorder=3)
+        ax.plot(
+            t.points[:, 0],
+            t.points[:, 1],
+            lw=1.6,
+            marker="o" if markers else None,
+            ms=2.2,
+            **style,
+            zorder=3,
+        )
     if trajectories:
         x0, y0 = trajectories[0].points[0]
         ax.plot([x0], [y0], ls="none", marker="o", ms=7, color="black", zorder=6, label="start")
@@ -416,8 +442,9 @@ def draw_losses(problem, trajectories, ax=None, *, legend: bool = False, colors=
     return ax
 
 
-def plot_race(problem, trajectories, *, title: str | None = None, markers: bool = False,
-              colors=None) -> Figure:
+def plot_race(
+    problem, trajectories, *, title: str | None = None, markers: bool = False, colors=None
+) -> Figure:
     """Two panels: the trajectories on ``problem``'s contours and their losses against the
     step, with one legend outside both, below them. ``trajectories`` is a list or a dict whose
     keys are the labels; ``colors`` (one per trajectory) replace the optimizer colours."""
@@ -425,25 +452,31 @@ def plot_race(problem, trajectories, *, title: str | None = None, markers: bool 
     draw_trajectories(problem, trajectories, ax, markers=markers, colors=colors)
     draw_losses(problem, trajectories, bx, colors=colors)
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
-               fontsize=10)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=10)
     fig.suptitle(title or f"{problem.label}:  ${problem.formula}$")
     return fig
 
 
-def plot_small_multiples(problem, trajectories, *, ncols: int = 4, title: str | None = None,
-                         markers: bool = True) -> Figure:
+def plot_small_multiples(
+    problem, trajectories, *, ncols: int = 4, title: str | None = None, markers: bool = True
+) -> Figure:
     """One panel per trajectory on ``problem``'s contours (shared colour bar), titled with the
     method and its learning rate."""
     trajectories = _as_list(trajectories)
     nrows = -(-len(trajectories) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols + 1.0, 3.0 * nrows + 0.6),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(3.1 * ncols + 1.0, 3.0 * nrows + 0.6),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for ax, t in zip(axes.flat, trajectories, strict=False):
         draw_trajectories(problem, [t], ax, colorbar=False, markers=markers)
         extra = f", diverged at step {t.steps}" if t.diverged else ""
         ax.set_title(f"{t.label}\nlr = {t.lr:.2g}{extra}", fontsize=10)
-    for ax in axes.flat[len(trajectories):]:
+    for ax in axes.flat[len(trajectories) :]:
         ax.set_visible(False)
     for ax in axes.flat:
         if not ax.get_subplotspec().is_last_row():
@@ -471,23 +504,49 @@ def plot_lr_tuning(results, *, ax=None, title: str | None = None) -> Figure:
         style = trajectory_style(r)
         d = np.maximum(r.final_distance, low)
         ax.plot(r.lrs, np.where(np.isfinite(d), d, np.nan), marker="o", ms=3.5, lw=1.5, **style)
-        ax.plot(r.lrs[r.diverged], np.full(r.diverged.sum(), top), ls="none", marker="x",
-                ms=6, color=style["color"])
+        ax.plot(
+            r.lrs[r.diverged],
+            np.full(r.diverged.sum(), top),
+            ls="none",
+            marker="x",
+            ms=6,
+            color=style["color"],
+        )
         if r.best_index is not None:
-            ax.plot([r.lrs[r.best_index]], [d[r.best_index]], marker="o", ms=10,
-                    color=style["color"], mec="black", zorder=4)
+            ax.plot(
+                [r.lrs[r.best_index]],
+                [d[r.best_index]],
+                marker="o",
+                ms=10,
+                color=style["color"],
+                mec="black",
+                zorder=4,
+            )
     ax.axhline(top, color="0.6", lw=0.8, ls=":")
-    ax.text(1.0, top, " diverged", transform=ax.get_yaxis_transform(), va="center", ha="left",
-            fontsize=9, color="0.3")
-    ax.set(xscale="log", yscale="log", xlabel="learning rate (log scale)",
-           ylabel="distance of the final point\nto the nearest minimum (log scale)",
-           title=title or "Learning-rate tuning (large dots: chosen)")
+    ax.text(
+        1.0,
+        top,
+        " diverged",
+        transform=ax.get_yaxis_transform(),
+        va="center",
+        ha="left",
+        fontsize=9,
+        color="0.3",
+    )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate (log scale)",
+        ylabel="distance of the final point\nto the nearest minimum (log scale)",
+        title=title or "Learning-rate tuning (large dots: chosen)",
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0, fontsize=9)
     return fig
 
 
-def plot_step_sizes(trajectories, *, title: str | None = None,
-                    marks: dict[str, float] | None = None) -> Figure:
+def plot_step_sizes(
+    trajectories, *, title: str | None = None, marks: dict[str, float] | None = None
+) -> Figure:
     """The per-coordinate effective step size η/(√d + ε) of adaptive trajectories against the
     step (log axes), one panel per coordinate; ``marks`` (label -> step) draws labelled
     vertical lines."""
@@ -498,10 +557,10 @@ def plot_step_sizes(trajectories, *, title: str | None = None,
             steps = np.arange(1, len(t.step_sizes) + 1)
             ax.plot(steps, t.step_sizes[:, i], lw=1.6, **trajectory_style(t))
         for k, (label, step) in enumerate((marks or {}).items()):
-            ax.axvline(step, color="0.35", ls=(0, (1, 2)) if k % 2 == 0 else "--", lw=1.2,
-                       label=label)
-        ax.set(xscale="log", yscale="log", xlabel="step (log scale)",
-               title=f"coordinate ${axis}$")
+            ax.axvline(
+                step, color="0.35", ls=(0, (1, 2)) if k % 2 == 0 else "--", lw=1.2, label=label
+            )
+        ax.set(xscale="log", yscale="log", xlabel="step (log scale)", title=f"coordinate ${axis}$")
     axes[0].set_ylabel(r"effective step size $\eta/(\sqrt{d}+\epsilon)$  (log scale)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=9)
@@ -539,8 +598,15 @@ def plot_alpha_sweep(problem, trajectories, *, title: str | None = None) -> Figu
     return fig
 
 
-def animate_trajectories(problem, trajectories, *, frames: int = 30, dpi: int = 60,
-                         figsize: tuple[float, float] = (7.2, 4.4), interval: int = 150):
+def animate_trajectories(
+    problem,
+    trajectories,
+    *,
+    frames: int = 30,
+    dpi: int = 60,
+    figsize: tuple[float, float] = (7.2, 4.4),
+    interval: int = 150,
+):
     """A :class:`matplotlib.animation.FuncAnimation` of the trajectories appearing step by step
     on ``problem``'s contours (``frames`` frames, steps spaced evenly on a square-root scale so
     the fast early motion is not lost). Display it with ``HTML(anim.to_jshtml())``; the figure
@@ -595,8 +661,15 @@ def animation_html(problem, trajectories, *, frames: int = 30, dpi: int = 72, **
     return html
 
 
-def draw_explorer(problem, optimizer: str = "adam", lr: float = 0.1, beta1: float = 0.9,
-                  beta2: float = 0.999, alpha: float = 0.5, steps: int = 200) -> Figure:
+def draw_explorer(
+    problem,
+    optimizer: str = "adam",
+    lr: float = 0.1,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    alpha: float = 0.5,
+    steps: int = 200,
+) -> Figure:
     """One trajectory of ``optimizer`` with the given hyperparameters (``beta1`` is SGD's
     momentum for ``"sgdm"``; ``beta2`` and ``alpha`` apply where the optimizer has them) on
     ``problem``: path and loss. The view behind :func:`trajectory_explorer`."""
@@ -610,9 +683,14 @@ def draw_explorer(problem, optimizer: str = "adam", lr: float = 0.1, beta1: floa
     if optimizer == "ada2ms":
         hp["alpha"] = float(alpha)
     t = run(problem, optimizer, int(steps), **hp)
-    fig = plot_race(problem, [t], title=(
-        f"{problem.title}: {t.label}, lr = {lr:.3g}, {t.steps} steps"
-        + (f" (diverged: {t.stop_reason})" if t.diverged else "")))
+    fig = plot_race(
+        problem,
+        [t],
+        title=(
+            f"{problem.title}: {t.label}, lr = {lr:.3g}, {t.steps} steps"
+            + (f" (diverged: {t.stop_reason})" if t.diverged else "")
+        ),
+    )
     return fig
 
 
@@ -635,10 +713,18 @@ def trajectory_explorer(problems, *, steps: int = 200):
     return widgets.interactive(
         show,
         problem=widgets.Dropdown(options=list(by_name)),
-        optimizer=widgets.Dropdown(options=["sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"],
-                                   value="adam"),
-        lr=widgets.FloatLogSlider(value=0.1, base=10, min=-4, max=1, step=0.1,
-                                  continuous_update=False, readout_format=".2g"),
+        optimizer=widgets.Dropdown(
+            options=["sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"], value="adam"
+        ),
+        lr=widgets.FloatLogSlider(
+            value=0.1,
+            base=10,
+            min=-4,
+            max=1,
+            step=0.1,
+            continuous_update=False,
+            readout_format=".2g",
+        ),
         beta1=widgets.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, **slider),
         beta2=widgets.FloatSlider(value=0.999, min=0.9, max=0.9999, step=0.0001, **slider),
         alpha=widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, **slider),
@@ -652,14 +738,15 @@ def plot_problem_gallery(problems, *, ncols: int = 4) -> Figure:
     problems = list(problems)
     nrows = -(-len(problems) // ncols)
     # a fixed layout: constrained layout would take several passes over 2 * len(problems) axes
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.7 * nrows), squeeze=False,
-                             layout="none")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.3 * ncols, 3.7 * nrows), squeeze=False, layout="none"
+    )
     fig.subplots_adjust(left=0.05, right=0.97, bottom=0.07, top=0.86, wspace=0.45, hspace=0.55)
     for ax, p in zip(axes.flat, problems, strict=False):
         draw_problem(p, ax, n=120, levels=12)
         ax.plot(*p.start, marker="o", ms=6, color="black", ls="none", zorder=6)
         ax.set_title(f"{p.title}\n${p.formula}$", fontsize=10)
-    for ax in axes.flat[len(problems):]:
+    for ax in axes.flat[len(problems) :]:
         ax.set_visible(False)
     fig.suptitle("The toy problems (star: global minimum, dot: start)")
     return fig
@@ -674,9 +761,16 @@ def _rolling_median(values, window: int):
     return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
-def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
-                    horizon: float | None = None, beta2_hat_run: str | None = None,
-                    smooth: int = 9, column: str = "run"):
+def draw_transition(
+    measurements,
+    colors: dict,
+    *,
+    styles: dict | None = None,
+    horizon: float | None = None,
+    beta2_hat_run: str | None = None,
+    smooth: int = 9,
+    column: str = "run",
+):
     """How SGD-like each run is over training: three stacked panels against the step (log axis)
     drawn from the tidy frame of :class:`~analysis_lib.training.TransitionCallback` measurements
     of several runs (``training.runs_frame(runs, "measurements")``).
@@ -693,9 +787,11 @@ def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
         raise ValueError(f"measurements has no {column!r} column (use training.runs_frame)")
     styles = styles or {}
     fig, axes = plt.subplots(3, 1, figsize=(8.5, 8.2), sharex=True)
-    panels = [("step_size_log10_iqr", "step-size spread\nlog$_{10}$(q$_{75}$ / q$_{25}$)"),
-              ("cosine_to_momentum", "cosine(update,\nmomentum direction)"),
-              ("preconditioner_drift", "preconditioner drift\n‖ΔP‖ / ‖P‖ per measurement")]
+    panels = [
+        ("step_size_log10_iqr", "step-size spread\nlog$_{10}$(q$_{75}$ / q$_{25}$)"),
+        ("cosine_to_momentum", "cosine(update,\nmomentum direction)"),
+        ("preconditioner_drift", "preconditioner drift\n‖ΔP‖ / ‖P‖ per measurement"),
+    ]
     gaps = np.unique(np.diff(np.sort(measurements["step"].unique())))
     if len(gaps) == 1:  # measured every k steps
         panels[2] = (panels[2][0], f"preconditioner drift\n‖ΔP‖ / ‖P‖ per {gaps[0]:,} steps")
@@ -707,8 +803,14 @@ def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
             y = frame[key].to_numpy(dtype=float)
             if key == "preconditioner_drift":
                 y = np.where(y > 0, y, np.nan)  # log axis: exact zeros (SGD) are not drawn
-            ax.plot(frame["step"], _rolling_median(y, smooth), color=colors[run],
-                    ls=styles.get(run, "-"), lw=1.6, label=label)
+            ax.plot(
+                frame["step"],
+                _rolling_median(y, smooth),
+                color=colors[run],
+                ls=styles.get(run, "-"),
+                lw=1.6,
+                label=label,
+            )
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_ylabel(label)
         ax.set_xscale("log")
@@ -718,16 +820,29 @@ def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
     axes[2].set_xlabel("step")
     axes[0].set_ylim(bottom=-0.02)
     if horizon is not None:
-        axes[0].annotate("AdamNX horizon\n1 / (1 − a)", (horizon, 1.0),
-                         xycoords=("data", "axes fraction"), xytext=(-4, -4),
-                         textcoords="offset points", va="top", ha="right", fontsize=9,
-                         color="0.3")
+        axes[0].annotate(
+            "AdamNX horizon\n1 / (1 − a)",
+            (horizon, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, -4),
+            textcoords="offset points",
+            va="top",
+            ha="right",
+            fontsize=9,
+            color="0.3",
+        )
     handles, labels = axes[0].get_legend_handles_labels()
     if beta2_hat_run is not None:
         frame = measurements[measurements[column] == beta2_hat_run].sort_values("step")
         twin = axes[2].twinx()
-        twin.plot(frame["step"], 1.0 - frame["beta2_hat"], color=colors[beta2_hat_run],
-                  ls="--", lw=1.2, alpha=0.8)
+        twin.plot(
+            frame["step"],
+            1.0 - frame["beta2_hat"],
+            color=colors[beta2_hat_run],
+            ls="--",
+            lw=1.2,
+            alpha=0.8,
+        )
         twin.set_yscale("log")
         twin.set_ylabel(f"1 − β̂$_{{2,t}}$ of {beta2_hat_run} (dashed)")
         twin.grid(False)
@@ -740,13 +855,16 @@ def draw_transition(measurements, colors: dict, *, styles: dict | None = None,
 # Functions below take analysis_lib.landscape.LandscapeGrid results (alphas, betas, loss with
 # loss[i, j] at (alphas[i], betas[j])) and Directions (for the PCA path).
 
+
 def _landscape_range(grids, vmin=None, vmax=None) -> tuple[float, float]:
     values = np.concatenate([np.ravel(g.loss) for g in grids])
     values = values[np.isfinite(values) & (values > 0)]
     if len(values) == 0:
         raise ValueError("Invalid grid: no finite positive loss to draw on a log scale")
-    return (float(values.min()) if vmin is None else float(vmin),
-            float(values.max()) if vmax is None else float(vmax))
+    return (
+        float(values.min()) if vmin is None else float(vmin),
+        float(values.max()) if vmax is None else float(vmax),
+    )
 
 
 def landscape_levels(grids, levels: int = 12, vmin=None, vmax=None) -> np.ndarray:
@@ -764,8 +882,16 @@ def _check_2d(grid) -> None:
         raise ValueError("Invalid grid: a 2-D landscape grid is needed (landscape.surface_2d)")
 
 
-def draw_landscape_contour(grid, ax=None, *, levels=12, labels: bool = True, color="0.2",
-                           linewidths: float = 0.8, fmt: str = "%.3g"):
+def draw_landscape_contour(
+    grid,
+    ax=None,
+    *,
+    levels=12,
+    labels: bool = True,
+    color="0.2",
+    linewidths: float = 0.8,
+    fmt: str = "%.3g",
+):
     """Contour lines of a 2-D landscape at log-spaced levels (an int: that many between the
     grid's smallest and largest loss; or the levels themselves), labelled with their loss.
     The centre (0, 0) is marked. Returns the axes."""
@@ -773,8 +899,9 @@ def draw_landscape_contour(grid, ax=None, *, levels=12, labels: bool = True, col
     ax = ax or plt.subplots(figsize=(5, 4.4))[1]
     if np.isscalar(levels):
         levels = landscape_levels(grid, int(levels))
-    cs = ax.contour(grid.alphas, grid.betas, grid.loss.T, levels=levels, colors=color,
-                    linewidths=linewidths)
+    cs = ax.contour(
+        grid.alphas, grid.betas, grid.loss.T, levels=levels, colors=color, linewidths=linewidths
+    )
     if labels:
         ax.clabel(cs, cs.levels[::2], inline=True, fontsize=7, fmt=fmt)
     ax.plot(0, 0, marker="x", color="k", ms=6, mew=1.5, ls="none")
@@ -784,8 +911,17 @@ def draw_landscape_contour(grid, ax=None, *, levels=12, labels: bool = True, col
     return ax
 
 
-def draw_landscape_filled(grid, ax=None, *, levels: int = 30, vmin=None, vmax=None,
-                          cmap: str = "viridis", colorbar: bool = True, lines: int = 10):
+def draw_landscape_filled(
+    grid,
+    ax=None,
+    *,
+    levels: int = 30,
+    vmin=None,
+    vmax=None,
+    cmap: str = "viridis",
+    colorbar: bool = True,
+    lines: int = 10,
+):
     """A filled contour of a 2-D landscape on a logarithmic colour scale (``vmin``/``vmax`` fix
     it, e.g. to share it between panels), with ``lines`` labelled log-spaced contour lines over
     it (0: none) and a colour bar. Returns (axes, the filled contour set)."""
@@ -793,11 +929,22 @@ def draw_landscape_filled(grid, ax=None, *, levels: int = 30, vmin=None, vmax=No
     ax = ax or plt.subplots(figsize=(5.4, 4.4))[1]
     fill_levels = landscape_levels(grid, levels, vmin, vmax)
     loss = np.clip(grid.loss, fill_levels[0], fill_levels[-1])
-    cf = ax.contourf(grid.alphas, grid.betas, loss.T, levels=fill_levels, cmap=cmap,
-                     norm=mcolors.LogNorm(fill_levels[0], fill_levels[-1]))
+    cf = ax.contourf(
+        grid.alphas,
+        grid.betas,
+        loss.T,
+        levels=fill_levels,
+        cmap=cmap,
+        norm=mcolors.LogNorm(fill_levels[0], fill_levels[-1]),
+    )
     if lines:
-        draw_landscape_contour(grid, ax, levels=landscape_levels(grid, lines, vmin, vmax),
-                               color="white", linewidths=0.6)
+        draw_landscape_contour(
+            grid,
+            ax,
+            levels=landscape_levels(grid, lines, vmin, vmax),
+            color="white",
+            linewidths=0.6,
+        )
     if colorbar:
         cb = ax.figure.colorbar(cf, ax=ax, label="loss")
         cb.ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%.3g"))
@@ -813,15 +960,24 @@ def draw_landscape_surface(grid, ax=None, *, cmap: str = "viridis", log: bool = 
         ax = plt.figure(figsize=(6, 5)).add_subplot(projection="3d")
     a, b = np.meshgrid(grid.alphas, grid.betas, indexing="ij")
     z = np.log10(grid.loss) if log else grid.loss
-    ax.plot_surface(a, b, z, cmap=cmap, linewidth=0, antialiased=True, rcount=len(grid.alphas),
-                    ccount=len(grid.betas))
+    ax.plot_surface(
+        a,
+        b,
+        z,
+        cmap=cmap,
+        linewidth=0,
+        antialiased=True,
+        rcount=len(grid.alphas),
+        ccount=len(grid.betas),
+    )
     ax.set(xlabel="α", ylabel="β")
     ax.set_zlabel("log$_{10}$ loss" if log else "loss", labelpad=10)
     return ax
 
 
-def draw_pca_path(directions, ax=None, *, color="k", label: str | None = None,
-                  axis_labels: bool = True):
+def draw_pca_path(
+    directions, ax=None, *, color="k", label: str | None = None, axis_labels: bool = True
+):
     """A trajectory projected on its PCA plane (``landscape.pca_directions``): the path, its
     start (circle) and end (star, at the origin); the axes name each component's explained
     variance. Returns the axes."""
@@ -834,14 +990,21 @@ def draw_pca_path(directions, ax=None, *, color="k", label: str | None = None,
     ax.plot(*path[-1], marker="*", color=color, ms=12, mec="white", ls="none")
     if axis_labels:
         ev = directions.explained_variance_ratio
-        ax.set(xlabel=f"PC 1 ({100 * ev[0]:.1f}% of the path)",
-               ylabel=f"PC 2 ({100 * ev[1]:.1f}%)")
+        ax.set(xlabel=f"PC 1 ({100 * ev[0]:.1f}% of the path)", ylabel=f"PC 2 ({100 * ev[1]:.1f}%)")
     return ax
 
 
-def plot_landscapes(grids, *, ncols: int | None = None, paths=None, colors=None,
-                    levels: int = 30, lines: int = 10, title: str | None = None,
-                    panel_size: float = 3.6):
+def plot_landscapes(
+    grids,
+    *,
+    ncols: int | None = None,
+    paths=None,
+    colors=None,
+    levels: int = 30,
+    lines: int = 10,
+    title: str | None = None,
+    panel_size: float = 3.6,
+):
     """2-D landscapes (a dict ``label -> grid``) side by side on one logarithmic colour scale
     with one colour bar; ``paths`` (``label -> Directions`` from ``pca_directions``) are drawn
     over their panels in ``colors[label]``. Returns (figure, axes)."""
@@ -850,21 +1013,26 @@ def plot_landscapes(grids, *, ncols: int | None = None, paths=None, colors=None,
         raise ValueError("Invalid grids: empty (expected a dict label -> LandscapeGrid)")
     ncols = ncols or len(grids)
     nrows = -(-len(grids) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 1.2,
-                                                    panel_size * nrows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols + 1.2, panel_size * nrows + 0.4), squeeze=False
+    )
     lo, hi = _landscape_range(list(grids.values()))
     cf = None
     for ax, (label, grid) in zip(axes.flat, grids.items(), strict=False):
-        _, cf = draw_landscape_filled(grid, ax, levels=levels, vmin=lo, vmax=hi,
-                                      colorbar=False, lines=lines)
+        _, cf = draw_landscape_filled(
+            grid, ax, levels=levels, vmin=lo, vmax=hi, colorbar=False, lines=lines
+        )
         if paths is not None and label in paths:
             color = (colors or {}).get(label, "w")
             draw_pca_path(paths[label], ax, color=color)
             ev = paths[label].explained_variance_ratio
-            ax.set(xlabel=f"PC 1 ({100 * ev[0]:.0f}%)", ylabel=f"PC 2 ({100 * ev[1]:.0f}%)",
-                   aspect="auto")
+            ax.set(
+                xlabel=f"PC 1 ({100 * ev[0]:.0f}%)",
+                ylabel=f"PC 2 ({100 * ev[1]:.0f}%)",
+                aspect="auto",
+            )
         ax.set_title(label)
-    for ax in list(axes.flat)[len(grids):]:
+    for ax in list(axes.flat)[len(grids) :]:
         ax.set_visible(False)
     cb = fig.colorbar(cf, ax=axes, label="loss", shrink=0.9)
     cb.ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%.3g"))
@@ -873,8 +1041,15 @@ def plot_landscapes(grids, *, ncols: int | None = None, paths=None, colors=None,
     return fig, axes
 
 
-def plot_interpolation(curves, *, names: tuple[str, str] = ("A", "B"), axes=None,
-                       colors=None, title: str | None = None, **line_kwargs):
+def plot_interpolation(
+    curves,
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    axes=None,
+    colors=None,
+    title: str | None = None,
+    **line_kwargs,
+):
     """Loss (log axis) and accuracy along a linear interpolation, one line per entry of
     ``curves`` (``label -> LandscapeGrid`` from ``landscape.interpolate``, e.g. train and
     test); alpha = 0 and 1 are marked with ``names``. Returns (figure, axes)."""
@@ -886,8 +1061,12 @@ def plot_interpolation(curves, *, names: tuple[str, str] = ("A", "B"), axes=None
     fig = axes[0].figure
     styles = ["-", "--", ":", "-."]
     for i, (label, c) in enumerate(curves.items()):
-        kw = {"color": (colors or {}).get(label, f"C{i}"), "ls": styles[i % 4], "lw": 1.8,
-              **line_kwargs}
+        kw = {
+            "color": (colors or {}).get(label, f"C{i}"),
+            "ls": styles[i % 4],
+            "lw": 1.8,
+            **line_kwargs,
+        }
         axes[0].plot(c.alphas, c.loss, label=label, **kw)
         axes[1].plot(c.alphas, c.accuracy, label=label, **kw)
     for ax in axes:

@@ -72,8 +72,13 @@ class Callback:
     def name(self) -> str:
         return type(self).__name__
 
-    def __call__(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 batch: tuple[Tensor, Tensor]) -> dict[str, float]:
+    def __call__(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: tuple[Tensor, Tensor],
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -114,8 +119,9 @@ class EvaluateCallback(Callback):
     """Loss (and accuracy) of the model on a split of ``task``, in eval mode: columns
     ``<split>_loss`` and ``<split>_accuracy``. Costs one forward pass over the split."""
 
-    def __init__(self, task: Task, split: str = "val", every: int = 100,
-                 batch_size: int | None = 4096) -> None:
+    def __init__(
+        self, task: Task, split: str = "val", every: int = 100, batch_size: int | None = 4096
+    ) -> None:
         super().__init__(every)
         task.split(split)  # validates the name
         self.task, self.split, self.batch_size = task, split, batch_size
@@ -234,7 +240,7 @@ class _Batches:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perm = torch.randperm(len(self.x), generator=gen).to(self.x.device)
             self._epoch = epoch
-        idx = self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+        idx = self._perm[j * self.batch_size : (j + 1) * self.batch_size]
         return self.x[idx], self.y[idx]
 
 
@@ -313,13 +319,16 @@ def train(
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, 1)
         if batch_size > task.n_train:
-            raise ValueError(f"Invalid batch_size: {batch_size} is larger than the training "
-                             f"set ({task.n_train} samples)")
+            raise ValueError(
+                f"Invalid batch_size: {batch_size} is larger than the training "
+                f"set ({task.n_train} samples)"
+            )
     if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
     if lr_schedule is not None and not callable(lr_schedule):
-        raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (expected a callable step -> "
-                         "multiplier)")
+        raise ValueError(
+            f"Invalid lr_schedule: {lr_schedule!r} (expected a callable step -> multiplier)"
+        )
     seed = check_int("seed", seed, 0)
     if not (isinstance(divergence_factor, int | float) and divergence_factor > 1):
         raise ValueError(f"Invalid divergence_factor: {divergence_factor!r} (expected > 1)")
@@ -332,25 +341,35 @@ def train(
     for i, cb in enumerate(callbacks):
         every = getattr(cb, "every", None)
         if not callable(cb) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"Invalid callbacks[{i}]: {cb!r} (expected a callable with an "
-                             "integer attribute every >= 1)")
+            raise ValueError(
+                f"Invalid callbacks[{i}]: {cb!r} (expected a callable with an "
+                "integer attribute every >= 1)"
+            )
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer: {optimizer!r} (known: {sorted(OPTIMIZERS)})")
         name = optimizer
     elif callable(optimizer):
         if lr is not None or hparams:
-            raise ValueError("lr and hyperparameters go into the optimizer factory itself; "
-                             "train() passes them on only for an optimizer given by name")
+            raise ValueError(
+                "lr and hyperparameters go into the optimizer factory itself; "
+                "train() passes them on only for an optimizer given by name"
+            )
         name = getattr(optimizer, "__name__", type(optimizer).__name__)
     else:
         raise ValueError(f"Invalid optimizer: {optimizer!r} (expected a name or a factory)")
 
     config = {
-        "task": task.name, "task_info": _describe(list(task.info.items())),
-        "optimizer": name, "lr": lr, "hparams": _describe(sorted(hparams.items())),
-        "batch_size": batch_size, "seed": seed, "lr_schedule": _describe(lr_schedule),
-        "divergence_factor": divergence_factor, "record_every": record_every,
+        "task": task.name,
+        "task_info": _describe(list(task.info.items())),
+        "optimizer": name,
+        "lr": lr,
+        "hparams": _describe(sorted(hparams.items())),
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr_schedule": _describe(lr_schedule),
+        "divergence_factor": divergence_factor,
+        "record_every": record_every,
     }
     device = default_device() if device is None else torch.device(device)
     task = task.to(device)
@@ -364,8 +383,10 @@ def train(
         else:
             opt = optimizer(params)
             if not isinstance(opt, torch.optim.Optimizer):
-                raise ValueError(f"the optimizer factory returned {type(opt).__name__}, not a "
-                                 "torch.optim.Optimizer")
+                raise ValueError(
+                    f"the optimizer factory returned {type(opt).__name__}, not a "
+                    "torch.optim.Optimizer"
+                )
         base_lrs = [g["lr"] for g in opt.param_groups]
         batches = _Batches(task.x_train, task.y_train, batch_size, seed)
         classify = task.has_accuracy
@@ -382,9 +403,13 @@ def train(
                 raise ValueError(f"{path.name} is not a training checkpoint of this library")
             saved = json.loads(ck["config"])
             if saved != json.loads(json.dumps(config)):
-                diff = sorted(k for k in config if saved.get(k) != json.loads(json.dumps(config))[k])
-                raise ValueError(f"checkpoint {path.name} was written by a different configuration "
-                                 f"(differs in {diff}); remove it or pass another path")
+                diff = sorted(
+                    k for k in config if saved.get(k) != json.loads(json.dumps(config))[k]
+                )
+                raise ValueError(
+                    f"checkpoint {path.name} was written by a different configuration "
+                    f"(differs in {diff}); remove it or pass another path"
+                )
             start = taken = int(ck["step"])
             if start > steps:
                 raise ValueError(f"checkpoint {path.name} is at step {start}, beyond steps={steps}")
@@ -400,23 +425,37 @@ def train(
             torch.set_rng_state(ck["rng"])
 
         def save_checkpoint(step: int) -> None:
-            _atomic_torch_save({
-                "format": _CHECKPOINT_FORMAT, "config": json.dumps(config), "step": step,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "records": torch.tensor(records, dtype=torch.float64).reshape(len(records), 6),
-                "measurements": measurements, "first_loss": first_loss,
-                "callback_seconds": callback_seconds,
-                "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else {}
-                              for cb in callbacks],
-                "rng": torch.get_rng_state(),
-            }, path)
+            _atomic_torch_save(
+                {
+                    "format": _CHECKPOINT_FORMAT,
+                    "config": json.dumps(config),
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "records": torch.tensor(records, dtype=torch.float64).reshape(len(records), 6),
+                    "measurements": measurements,
+                    "first_loss": first_loss,
+                    "callback_seconds": callback_seconds,
+                    "callbacks": [
+                        cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in callbacks
+                    ],
+                    "rng": torch.get_rng_state(),
+                },
+                path,
+            )
 
         # -- run --------------------------------------------------------------------------------------
         before = [torch.empty_like(p) for p in params]
         diverged, diverged_at, reason = False, None, None
         nan = float("nan")
-        bar = tqdm(total=steps, initial=start, desc=label or name, leave=False, mininterval=0.5,
-                   disable=not progress or progress_disabled())
+        bar = tqdm(
+            total=steps,
+            initial=start,
+            desc=label or name,
+            leave=False,
+            mininterval=0.5,
+            disable=not progress or progress_disabled(),
+        )
         t0 = time.perf_counter()
         model.train()
         step = start
@@ -425,8 +464,9 @@ def train(
                 if lr_schedule is not None:
                     factor = float(lr_schedule(step))
                     if not (math.isfinite(factor) and factor >= 0):
-                        raise ValueError(f"lr_schedule({step}) = {factor!r} (expected a finite "
-                                         "number >= 0)")
+                        raise ValueError(
+                            f"lr_schedule({step}) = {factor!r} (expected a finite number >= 0)"
+                        )
                     for g, base in zip(opt.param_groups, base_lrs, strict=True):
                         g["lr"] = base * factor
                 x, y = batches(step)
@@ -444,9 +484,12 @@ def train(
                         gnorm_v = _norm(torch._foreach_norm(_grads(params)))
                     records.append([step, loss_v, acc_v, gnorm_v, nan, lr_now])
                     diverged, diverged_at = True, step
-                    reason = ("non-finite loss" if not math.isfinite(loss_v) else
-                              f"loss {loss_v:.3g} > {divergence_factor:g} x first loss "
-                              f"{first_loss:.3g}")
+                    reason = (
+                        "non-finite loss"
+                        if not math.isfinite(loss_v)
+                        else f"loss {loss_v:.3g} > {divergence_factor:g} x first loss "
+                        f"{first_loss:.3g}"
+                    )
                     break
                 if step % record_every and step != steps:
                     opt.step()  # not recorded: a non-finite update shows in the next loss
@@ -463,8 +506,8 @@ def train(
                             norms.append((out.argmax(dim=-1) == y).sum().to(norms[0].dtype))
                         values = torch.stack(norms).tolist()
                     acc_v = values[-1] / len(y) if classify else nan
-                    gnorm_v = _norm(values[:len(grads)])
-                    unorm_v = _norm(values[len(grads):len(grads) + len(before)])
+                    gnorm_v = _norm(values[: len(grads)])
+                    unorm_v = _norm(values[len(grads) : len(grads) + len(before)])
                     records.append([step, loss_v, acc_v, gnorm_v, unorm_v, lr_now])
                     if not math.isfinite(unorm_v):
                         taken = step
@@ -478,7 +521,8 @@ def train(
                         tc = time.perf_counter()
                         row.update({k: float(v) for k, v in cb(step, model, opt, (x, y)).items()})
                         callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
-                            time.perf_counter() - tc)
+                            time.perf_counter() - tc
+                        )
                     measurements.append(row)
                 if path is not None and checkpoint_every and step % checkpoint_every == 0:
                     save_checkpoint(step)
@@ -490,16 +534,30 @@ def train(
             save_checkpoint(step)
 
         columns = ["step", "loss", "accuracy", "grad_norm", "update_norm", "lr"]
-        history = pd.DataFrame(np.asarray(records, dtype=np.float64).reshape(-1, 6), columns=columns)
+        history = pd.DataFrame(
+            np.asarray(records, dtype=np.float64).reshape(-1, 6), columns=columns
+        )
         history["step"] = history["step"].astype(np.int64)
         if not classify:
             history = history.drop(columns="accuracy")
         meas = pd.DataFrame(measurements)
         if len(meas):
             meas["step"] = meas["step"].astype(np.int64)
-        return Run(label=label or name, config=config, history=history, measurements=meas,
-                   model=model, optimizer=opt, task=task, diverged=diverged, diverged_at=diverged_at,
-                   reason=reason, steps=taken, seconds=seconds, callback_seconds=callback_seconds)
+        return Run(
+            label=label or name,
+            config=config,
+            history=history,
+            measurements=meas,
+            model=model,
+            optimizer=opt,
+            task=task,
+            diverged=diverged,
+            diverged_at=diverged_at,
+            reason=reason,
+            steps=taken,
+            seconds=seconds,
+            callback_seconds=callback_seconds,
+        )
 
     # The run draws from torch's global generator only through the model (e.g. dropout): it
     # gets its own, seeded from ``seed`` and saved in checkpoints; the caller's is left alone.

@@ -74,8 +74,14 @@ STOP_REASONS = ("completed", "non-finite", "left the region")
 _DTYPE = torch.float64
 _CACHE_VERSION = 1
 
-_NAMES = {"sgd": "SGD", "sgdm": "SGD+momentum", "adam": "Adam", "adamw": "AdamW",
-          "adamnx": "AdamNX", "ada2ms": "Ada2MS"}
+_NAMES = {
+    "sgd": "SGD",
+    "sgdm": "SGD+momentum",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adamnx": "AdamNX",
+    "ada2ms": "Ada2MS",
+}
 
 
 def method_label(optimizer: str, hparams: Mapping[str, Any] | None = None) -> str:
@@ -103,8 +109,13 @@ class Method:
 #: The methods the toy notebook compares: SGD, SGD with momentum, Adam, AdamW, AdamNX and Ada2MS
 #: at alpha = 1, 0.5 and 0.
 DEFAULT_METHODS: tuple[Method, ...] = (
-    Method("sgd"), Method("sgdm"), Method("adam"), Method("adamw"), Method("adamnx"),
-    Method("ada2ms", {"alpha": 1.0}), Method("ada2ms", {"alpha": 0.5}),
+    Method("sgd"),
+    Method("sgdm"),
+    Method("adam"),
+    Method("adamw"),
+    Method("adamnx"),
+    Method("ada2ms", {"alpha": 1.0}),
+    Method("ada2ms", {"alpha": 0.5}),
     Method("ada2ms", {"alpha": 0.0}),
 )
 
@@ -167,18 +178,26 @@ class Trajectory:
         when the problem has no minima)."""
         if not self.problem.minima:
             return math.nan
-        return math.inf if self.diverged else float(self.problem.distance_to_minimum(
-            self.final_point))
+        return (
+            math.inf if self.diverged else float(self.problem.distance_to_minimum(self.final_point))
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per point: method, optimizer, lr, step, x, y, loss, grad_norm, step_length
         (of the step that led there; NaN at the start), and the effective step sizes
         ``step_size_x``, ``step_size_y`` when recorded."""
         n = len(self.points)
-        data = {"method": self.label, "optimizer": self.optimizer, "lr": self.lr,
-                "step": np.arange(n), "x": self.points[:, 0], "y": self.points[:, 1],
-                "loss": self.losses, "grad_norm": self.grad_norms,
-                "step_length": np.concatenate([[np.nan], self.step_lengths])}
+        data = {
+            "method": self.label,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "step": np.arange(n),
+            "x": self.points[:, 0],
+            "y": self.points[:, 1],
+            "loss": self.losses,
+            "grad_norm": self.grad_norms,
+            "step_length": np.concatenate([[np.nan], self.step_lengths]),
+        }
         if self.step_sizes is not None:
             for i, axis in enumerate("xy"):
                 data[f"step_size_{axis}"] = np.concatenate([[np.nan], self.step_sizes[:, i]])
@@ -219,8 +238,10 @@ class TuneResult:
     tolerance: float
     best: Trajectory | None = None
 
-    CRITERION = ("distance of the final point to the nearest minimum; distances within the "
-                 "tolerance of the best are ties, broken by the lower mean loss over the run")
+    CRITERION = (
+        "distance of the final point to the nearest minimum; distances within the "
+        "tolerance of the best are ties, broken by the lower mean loss over the run"
+    )
 
     @property
     def label(self) -> str:
@@ -237,9 +258,16 @@ class TuneResult:
         best = np.zeros(len(self.lrs), dtype=bool)
         if self.best_index is not None:
             best[self.best_index] = True
-        return pd.DataFrame({"method": self.label, "lr": self.lrs,
-                             "final_distance": self.final_distance, "mean_loss": self.mean_loss,
-                             "diverged": self.diverged, "best": best})
+        return pd.DataFrame(
+            {
+                "method": self.label,
+                "lr": self.lrs,
+                "final_distance": self.final_distance,
+                "mean_loss": self.mean_loss,
+                "diverged": self.diverged,
+                "best": best,
+            }
+        )
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -291,8 +319,9 @@ def _check_grid(grid: Any) -> np.ndarray:
     except (TypeError, ValueError):
         lrs = np.array([np.nan])
     if lrs.ndim != 1 or lrs.size == 0 or not np.isfinite(lrs).all() or not (lrs > 0).all():
-        raise ValueError(f"Invalid grid: {grid!r} (expected a non-empty sequence of finite "
-                         "learning rates > 0)")
+        raise ValueError(
+            f"Invalid grid: {grid!r} (expected a non-empty sequence of finite learning rates > 0)"
+        )
     return lrs
 
 
@@ -360,9 +389,20 @@ class _Layout:
         return s * self.lrs if self.batched else s
 
 
-def _simulate(problem: ToyProblem, optimizer: str, steps: int, lrs: np.ndarray, *, start,
-              seed: int, clip: float | None, bounds_factor: float, batched: bool,
-              record_step_sizes: bool, hparams: dict) -> dict[str, np.ndarray]:
+def _simulate(
+    problem: ToyProblem,
+    optimizer: str,
+    steps: int,
+    lrs: np.ndarray,
+    *,
+    start,
+    seed: int,
+    clip: float | None,
+    bounds_factor: float,
+    batched: bool,
+    record_step_sizes: bool,
+    hparams: dict,
+) -> dict[str, np.ndarray]:
     """Run ``optimizer`` at each of ``lrs`` from ``start``. Returns arrays with a leading step
     axis of length ``steps + 1`` and a grid axis of length G: ``points`` (T+1, G, 2), ``losses``,
     ``grad_norms`` (T+1, G), ``step_sizes`` (T, G, 2) or absent, and per grid point ``last``
@@ -372,8 +412,7 @@ def _simulate(problem: ToyProblem, optimizer: str, steps: int, lrs: np.ndarray, 
     pts = torch.full((steps + 1, g_count, 2), math.nan, dtype=_DTYPE)
     losses = torch.full((steps + 1, g_count), math.nan, dtype=_DTYPE)
     gnorms = torch.full((steps + 1, g_count), math.nan, dtype=_DTYPE)
-    sizes = (torch.full((steps, g_count, 2), math.nan, dtype=_DTYPE)
-             if record_step_sizes else None)
+    sizes = torch.full((steps, g_count, 2), math.nan, dtype=_DTYPE) if record_step_sizes else None
     last = torch.full((g_count,), steps, dtype=torch.long)
     reason = torch.zeros(g_count, dtype=torch.long)
     alive = torch.ones(g_count, dtype=torch.bool)
@@ -413,8 +452,13 @@ def _simulate(problem: ToyProblem, optimizer: str, steps: int, lrs: np.ndarray, 
         if sizes is not None:
             sizes[k] = layout.step_sizes()
         p = layout.points()
-    out = {"points": pts.numpy(), "losses": losses.numpy(), "grad_norms": gnorms.numpy(),
-           "last": last.numpy(), "reason": reason.numpy()}
+    out = {
+        "points": pts.numpy(),
+        "losses": losses.numpy(),
+        "grad_norms": gnorms.numpy(),
+        "last": last.numpy(),
+        "reason": reason.numpy(),
+    }
     if sizes is not None:
         out["step_sizes"] = sizes.numpy()
     return out
@@ -440,17 +484,31 @@ def _trajectory(problem, optimizer, hparams, sim, row: int, seed: int) -> Trajec
     points = sim["points"][: n + 1, row].copy()
     sizes = sim.get("step_sizes")
     return Trajectory(
-        problem=problem, optimizer=optimizer, hparams=hparams, points=points,
-        losses=sim["losses"][: n + 1, row].copy(), grad_norms=sim["grad_norms"][: n + 1, row].copy(),
+        problem=problem,
+        optimizer=optimizer,
+        hparams=hparams,
+        points=points,
+        losses=sim["losses"][: n + 1, row].copy(),
+        grad_norms=sim["grad_norms"][: n + 1, row].copy(),
         step_lengths=np.hypot(*np.diff(points, axis=0).T),  # no overflow warning
         step_sizes=None if sizes is None else sizes[:n, row].copy(),
-        diverged=bool(sim["reason"][row] != 0), stop_reason=STOP_REASONS[int(sim["reason"][row])],
+        diverged=bool(sim["reason"][row] != 0),
+        stop_reason=STOP_REASONS[int(sim["reason"][row])],
         seed=seed,
     )
 
 
-def run(problem: ToyProblem, optimizer: str, steps: int, start=None, seed: int = 0, *,
-        clip: float | None = None, bounds_factor: float = 10.0, **hparams) -> Trajectory:
+def run(
+    problem: ToyProblem,
+    optimizer: str,
+    steps: int,
+    start=None,
+    seed: int = 0,
+    *,
+    clip: float | None = None,
+    bounds_factor: float = 10.0,
+    **hparams,
+) -> Trajectory:
     """Run ``optimizer`` (a name known to ``make_optimizer``) for ``steps`` steps on ``problem``.
 
     Args:
@@ -472,33 +530,66 @@ def run(problem: ToyProblem, optimizer: str, steps: int, start=None, seed: int =
         ValueError: a bad argument (named in the message), before any step is taken.
     """
     key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
+        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
+    )
     lr = hparams.pop("lr", None)
     if lr is None:  # the optimizer's own default
         lr = make_optimizer(key, [torch.zeros(2, requires_grad=True)], **hparams).defaults["lr"]
-    sim = _simulate(problem, key, steps, np.array([lr], dtype=np.float64), start=start,
-                    seed=seed, clip=clip, bounds_factor=bounds_factor, batched=False,
-                    record_step_sizes=key in ADAPTIVE, hparams=hparams)
+    sim = _simulate(
+        problem,
+        key,
+        steps,
+        np.array([lr], dtype=np.float64),
+        start=start,
+        seed=seed,
+        clip=clip,
+        bounds_factor=bounds_factor,
+        batched=False,
+        record_step_sizes=key in ADAPTIVE,
+        hparams=hparams,
+    )
     return _trajectory(problem, key, {"lr": lr, **hparams}, sim, 0, seed)
 
 
-def run_batch(problem: ToyProblem, optimizer: str, steps: int, lrs: Sequence[float],
-              start=None, seed: int = 0, *, clip: float | None = None,
-              bounds_factor: float = 10.0, record_step_sizes: bool = False,
-              **hparams) -> list[Trajectory]:
+def run_batch(
+    problem: ToyProblem,
+    optimizer: str,
+    steps: int,
+    lrs: Sequence[float],
+    start=None,
+    seed: int = 0,
+    *,
+    clip: float | None = None,
+    bounds_factor: float = 10.0,
+    record_step_sizes: bool = False,
+    **hparams,
+) -> list[Trajectory]:
     """:func:`run` at each learning rate of ``lrs``, evaluated as one batched run (see the
     module docstring); the result equals running each learning rate on its own, to rounding.
     ``hparams`` must not contain ``lr``."""
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (give the learning rates as lrs)")
     key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
+        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
+    )
     lrs = _check_grid(lrs)
-    sim = _simulate(problem, key, steps, lrs, start=start, seed=seed, clip=clip,
-                    bounds_factor=bounds_factor, batched=True,
-                    record_step_sizes=record_step_sizes and key in ADAPTIVE, hparams=hparams)
-    return [_trajectory(problem, key, {"lr": float(lr), **hparams}, sim, i, seed)
-            for i, lr in enumerate(lrs)]
+    sim = _simulate(
+        problem,
+        key,
+        steps,
+        lrs,
+        start=start,
+        seed=seed,
+        clip=clip,
+        bounds_factor=bounds_factor,
+        batched=True,
+        record_step_sizes=record_step_sizes and key in ADAPTIVE,
+        hparams=hparams,
+    )
+    return [
+        _trajectory(problem, key, {"lr": float(lr), **hparams}, sim, i, seed)
+        for i, lr in enumerate(lrs)
+    ]
 
 
 # -- tuning -----------------------------------------------------------------------------------
@@ -512,8 +603,12 @@ def _scores(problem: ToyProblem, sim: dict[str, np.ndarray]) -> dict[str, np.nda
     kept = steps <= sim["last"][None, :]
     mean_loss = np.where(kept, sim["losses"], 0.0).sum(0) / kept.sum(0)
     mean_loss = np.where(diverged, np.inf, mean_loss)
-    return {"final_distance": distance, "mean_loss": mean_loss, "diverged": diverged,
-            "final_points": final}
+    return {
+        "final_distance": distance,
+        "mean_loss": mean_loss,
+        "diverged": diverged,
+        "final_points": final,
+    }
 
 
 def _choose(distance: np.ndarray, mean_loss: np.ndarray, tolerance: float) -> int | None:
@@ -526,10 +621,21 @@ def _choose(distance: np.ndarray, mean_loss: np.ndarray, tolerance: float) -> in
 _SIM_KEYS = ("points", "losses", "grad_norms", "step_sizes", "last", "reason")
 
 
-def tune_lr(problem: ToyProblem, optimizer: str, steps: int, grid: Sequence[float] | None = None,
-            *, start=None, seed: int = 0, clip: float | None = None, tolerance: float = 1e-6,
-            bounds_factor: float = 10.0, keep_best: bool = False, cache: bool = True,
-            **hparams) -> TuneResult:
+def tune_lr(
+    problem: ToyProblem,
+    optimizer: str,
+    steps: int,
+    grid: Sequence[float] | None = None,
+    *,
+    start=None,
+    seed: int = 0,
+    clip: float | None = None,
+    tolerance: float = 1e-6,
+    bounds_factor: float = 10.0,
+    keep_best: bool = False,
+    cache: bool = True,
+    **hparams,
+) -> TuneResult:
     """Grid-search the learning rate of ``optimizer`` on ``problem``.
 
     Criterion: the distance of each run's final point to the nearest known minimum, smallest
@@ -554,7 +660,8 @@ def tune_lr(problem: ToyProblem, optimizer: str, steps: int, grid: Sequence[floa
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (it is what tune_lr searches; give grid)")
     key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
+        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
+    )
     if not problem.minima:
         raise ValueError(f"Invalid problem: {problem.name!r} has no minima to tune against")
     lrs = _check_grid(lr_grid() if grid is None else grid)
@@ -565,21 +672,45 @@ def tune_lr(problem: ToyProblem, optimizer: str, steps: int, grid: Sequence[floa
     keep_best = bool(keep_best)
 
     def compute() -> dict[str, np.ndarray]:
-        sim = _simulate(problem, key, steps, lrs, start=start, seed=seed, clip=clip,
-                        bounds_factor=bounds_factor, batched=True,
-                        record_step_sizes=keep_best and key in ADAPTIVE, hparams=hparams)
+        sim = _simulate(
+            problem,
+            key,
+            steps,
+            lrs,
+            start=start,
+            seed=seed,
+            clip=clip,
+            bounds_factor=bounds_factor,
+            batched=True,
+            record_step_sizes=keep_best and key in ADAPTIVE,
+            hparams=hparams,
+        )
         scores = _scores(problem, sim)
         out = {"lrs": lrs, **scores}
         best = _choose(scores["final_distance"], scores["mean_loss"], tolerance)
         if keep_best and best is not None:  # the chosen row, as a batch of one
-            out.update({f"best_{k}": sim[k][..., [best]] if sim[k].ndim == 1 else
-                        sim[k][:, [best]] for k in _SIM_KEYS if k in sim})
+            out.update(
+                {
+                    f"best_{k}": sim[k][..., [best]] if sim[k].ndim == 1 else sim[k][:, [best]]
+                    for k in _SIM_KEYS
+                    if k in sim
+                }
+            )
         return out
 
     if cache:
-        config = {"version": _CACHE_VERSION, "problem": problem.config(), "optimizer": key,
-                  "hparams": hparams, "steps": steps, "grid": lrs.tolist(), "start": start,
-                  "seed": seed, "clip": clip, "bounds_factor": bounds_factor}
+        config = {
+            "version": _CACHE_VERSION,
+            "problem": problem.config(),
+            "optimizer": key,
+            "hparams": hparams,
+            "steps": steps,
+            "grid": lrs.tolist(),
+            "start": start,
+            "seed": seed,
+            "clip": clip,
+            "bounds_factor": bounds_factor,
+        }
         if keep_best:  # the kept run depends on the tie tolerance
             config.update(keep_best=True, tolerance=tolerance)
         arrays = io.cached("tune_lr", config, compute)
@@ -591,10 +722,16 @@ def tune_lr(problem: ToyProblem, optimizer: str, steps: int, grid: Sequence[floa
         sim = {k: arrays[f"best_{k}"] for k in _SIM_KEYS if f"best_{k}" in arrays}
         best = _trajectory(problem, key, {"lr": float(lrs[best_index]), **hparams}, sim, 0, seed)
     return TuneResult(
-        optimizer=key, hparams=hparams, lrs=arrays["lrs"],
-        final_distance=arrays["final_distance"], mean_loss=arrays["mean_loss"],
-        diverged=arrays["diverged"].astype(bool), final_points=arrays["final_points"],
-        best_index=best_index, tolerance=tolerance, best=best,
+        optimizer=key,
+        hparams=hparams,
+        lrs=arrays["lrs"],
+        final_distance=arrays["final_distance"],
+        mean_loss=arrays["mean_loss"],
+        diverged=arrays["diverged"].astype(bool),
+        final_points=arrays["final_points"],
+        best_index=best_index,
+        tolerance=tolerance,
+        best=best,
     )
 
 
@@ -612,9 +749,17 @@ class Comparison:
         nearest minimum, diverged."""
         rows = []
         for label, t in self.trajectories.items():
-            rows.append({"method": label, "lr": t.lr, "tuned": label in self.tuning,
-                         "steps": t.steps, "final_loss": float(t.losses[-1]),
-                         "final_distance": t.final_distance, "diverged": t.diverged})
+            rows.append(
+                {
+                    "method": label,
+                    "lr": t.lr,
+                    "tuned": label in self.tuning,
+                    "steps": t.steps,
+                    "final_loss": float(t.losses[-1]),
+                    "final_distance": t.final_distance,
+                    "diverged": t.diverged,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -626,9 +771,18 @@ def _as_method(m: Any) -> Method:
     raise ValueError(f"Invalid methods entry: {m!r} (expected a Method or an optimizer name)")
 
 
-def compare(problem: ToyProblem, methods: Iterable[Method | str] = DEFAULT_METHODS,
-            steps: int = 500, *, grid: Sequence[float] | None = None, lr: float | None = None,
-            start=None, seed: int = 0, cache: bool = True, progress: bool = True) -> Comparison:
+def compare(
+    problem: ToyProblem,
+    methods: Iterable[Method | str] = DEFAULT_METHODS,
+    steps: int = 500,
+    *,
+    grid: Sequence[float] | None = None,
+    lr: float | None = None,
+    start=None,
+    seed: int = 0,
+    cache: bool = True,
+    progress: bool = True,
+) -> Comparison:
     """Run each method on ``problem`` at its own best learning rate (:func:`tune_lr` on
     ``grid``; the trajectory is the chosen row of the batched tuning run, which equals
     :func:`run` at that learning rate to rounding), or at the common learning rate ``lr`` when
@@ -644,22 +798,40 @@ def compare(problem: ToyProblem, methods: Iterable[Method | str] = DEFAULT_METHO
         lr = _check_positive("lr", lr)
     grid = _check_grid(lr_grid() if grid is None else grid)
     trajectories, tuning = {}, {}
-    bar = tqdm(methods, desc=problem.title, unit="method", leave=False,
-               disable=not progress or progress_disabled())
+    bar = tqdm(
+        methods,
+        desc=problem.title,
+        unit="method",
+        leave=False,
+        disable=not progress or progress_disabled(),
+    )
     for m in bar:
         bar.set_postfix_str(m.label)
         rate = lr
         if rate is None:
-            result = tune_lr(problem, m.optimizer, steps, grid, start=start, seed=seed,
-                             keep_best=True, cache=cache, **m.hparams)
+            result = tune_lr(
+                problem,
+                m.optimizer,
+                steps,
+                grid,
+                start=start,
+                seed=seed,
+                keep_best=True,
+                cache=cache,
+                **m.hparams,
+            )
             tuning[m.label] = result
             if result.best is not None:
                 trajectories[m.label] = result.best
                 continue
             rate = float(grid.min())
-            warnings.warn(f"{m.label} diverged at every learning rate of the grid on "
-                          f"{problem.title}; shown at lr = {rate:g}", RuntimeWarning,
-                          stacklevel=2)
-        trajectories[m.label] = run(problem, m.optimizer, steps, start=start, seed=seed,
-                                    lr=rate, **m.hparams)
+            warnings.warn(
+                f"{m.label} diverged at every learning rate of the grid on "
+                f"{problem.title}; shown at lr = {rate:g}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        trajectories[m.label] = run(
+            problem, m.optimizer, steps, start=start, seed=seed, lr=rate, **m.hparams
+        )
     return Comparison(problem, trajectories, tuning)

@@ -83,8 +83,9 @@ def loss_landscapes_plane(model, loss_fn, x, y, steps: int, distance: float):
     except ImportError:
         return None
     metric = loss_landscapes.metrics.Loss(loss_fn, x, y)
-    return lambda: loss_landscapes.random_plane(model, metric, distance, steps,
-                                                normalization="filter", deepcopy_model=True)
+    return lambda: loss_landscapes.random_plane(
+        model, metric, distance, steps, normalization="filter", deepcopy_model=True
+    )
 
 
 def main(argv=None) -> int:
@@ -92,13 +93,22 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", type=int, default=41, help="points per axis (default 41)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads on the CPU (default 1; 0 leaves torch's)")
-    ap.add_argument("--chunk-size", type=int, default=None,
-                    help="points per vectorised call (default: automatic)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads on the CPU (default 1; 0 leaves torch's)",
+    )
+    ap.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="points per vectorised call (default: automatic)",
+    )
     ap.add_argument("--quick", action="store_true", help="a 9x9 grid, one round: a smoke run")
-    ap.add_argument("--check", action="store_true",
-                    help="exit with status 1 when the target is not met")
+    ap.add_argument(
+        "--check", action="store_true", help="exit with status 1 when the target is not met"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.grid, args.repeats = 9, 1
@@ -115,19 +125,31 @@ def main(argv=None) -> int:
     alphas = betas = np.linspace(-1.0, 1.0, args.grid)
     points = len(alphas) * len(betas)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"digits MLP, {n_params:,} parameters; {len(x)} samples; {args.grid}x{args.grid} = "
-          f"{points:,} points; device {device}; threads {torch.get_num_threads()}")
+    print(
+        f"digits MLP, {n_params:,} parameters; {len(x)} samples; {args.grid}x{args.grid} = "
+        f"{points:,} points; device {device}; threads {torch.get_num_threads()}"
+    )
 
     def ours(first_layer: str, force_vmap: bool = False):
         def run():
             saved = surface._VMAP_ON_CPU
             surface._VMAP_ON_CPU = force_vmap or saved
             try:
-                return landscape.surface_2d(model, task.loss_fn, data, dirs.d1, dirs.d2, alphas,
-                                            betas, first_layer=first_layer, progress=False,
-                                            chunk_size=args.chunk_size).loss
+                return landscape.surface_2d(
+                    model,
+                    task.loss_fn,
+                    data,
+                    dirs.d1,
+                    dirs.d2,
+                    alphas,
+                    betas,
+                    first_layer=first_layer,
+                    progress=False,
+                    chunk_size=args.chunk_size,
+                ).loss
             finally:
                 surface._VMAP_ON_CPU = saved
+
         return run
 
     variants = {
@@ -150,8 +172,11 @@ def main(argv=None) -> int:
         if not err < 1e-4:
             print(f"FAIL: {name} disagrees with the loop")
             return 1
-    chunk = landscape.auto_chunk_size(model, data, points) if args.chunk_size is None \
+    chunk = (
+        landscape.auto_chunk_size(model, data, points)
+        if args.chunk_size is None
         else args.chunk_size
+    )
     print(f"chunk size {chunk} points")
 
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -164,20 +189,28 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - start)
 
     base_med, base_min = statistics.median(times["loop"]), min(times["loop"])
-    print(f"\n{'variant':<16} {'points/s (median)':>18} {'points/s (best)':>16} "
-          f"{'x loop (median)':>16} {'x loop (best)':>14}")
+    print(
+        f"\n{'variant':<16} {'points/s (median)':>18} {'points/s (best)':>16} "
+        f"{'x loop (median)':>16} {'x loop (best)':>14}"
+    )
     for name, ts in times.items():
         med, best = statistics.median(ts), min(ts)
-        print(f"{name:<16} {points / med:>18,.0f} {points / best:>16,.0f} "
-              f"{base_med / med:>16.2f} {base_min / best:>14.2f}")
+        print(
+            f"{name:<16} {points / med:>18,.0f} {points / best:>16,.0f} "
+            f"{base_med / med:>16.2f} {base_min / best:>14.2f}"
+        )
     target = 10.0 if device.type == "cuda" else 1.0
     ratio = base_min / min(times["first-layer"])
-    print(f"\ntarget: surface_2d's default path for this model (first-layer) >= {target:g}x the "
-          f"loop on {device.type}: {'met' if ratio >= target else 'NOT met'} ({ratio:.2f}x, "
-          "fastest rounds)")
+    print(
+        f"\ntarget: surface_2d's default path for this model (first-layer) >= {target:g}x the "
+        f"loop on {device.type}: {'met' if ratio >= target else 'NOT met'} ({ratio:.2f}x, "
+        "fastest rounds)"
+    )
     if device.type == "cpu":
-        print("(the generic path is a per-point loop on the CPU: parity with the loop is what "
-              "it can reach there)")
+        print(
+            "(the generic path is a per-point loop on the CPU: parity with the loop is what "
+            "it can reach there)"
+        )
     return 1 if args.check and ratio < target else 0
 
 

@@ -55,11 +55,20 @@ def bare_loop(task, steps: int, batch_size: int | None, seed: int = 0) -> None:
         opt.step()
 
 
-def harness(task, steps: int, batch_size: int | None, callbacks=(), record_every: int = 1
-            ) -> training.Run:
+def harness(
+    task, steps: int, batch_size: int | None, callbacks=(), record_every: int = 1
+) -> training.Run:
     opt = lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=False)  # noqa: E731
-    return training.train(task, opt, steps, batch_size=batch_size, callbacks=callbacks,
-                          device="cpu", progress=False, record_every=record_every)
+    return training.train(
+        task,
+        opt,
+        steps,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        device="cpu",
+        progress=False,
+        record_every=record_every,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,16 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.repeats = 50, 3
     torch.set_num_threads(1)  # a per-step overhead is what is measured: no thread noise
     task = tasks.digits()
-    print(f"digits MLP, {sum(p.numel() for p in task.make_model().parameters())} parameters, "
-          f"AdamW (for-loop), {args.steps} steps x {args.repeats} rounds, 1 thread")
+    print(
+        f"digits MLP, {sum(p.numel() for p in task.make_model().parameters())} parameters, "
+        f"AdamW (for-loop), {args.steps} steps x {args.repeats} rounds, 1 thread"
+    )
     print(f"{'batch':>6} {'variant':>9} {'ms/step':>9} {'median ratio':>13} {'min ratio':>10}")
     ok = True
     for batch_size in (None, 64):
         times: dict[str, list[float]] = {"bare": [], "train": [], "train/10": []}
         harness(task, 10, batch_size)  # warm-up
-        runs = {"bare": lambda: bare_loop(task, args.steps, batch_size),  # noqa: B023
-                "train": lambda: harness(task, args.steps, batch_size),  # noqa: B023
-                "train/10": lambda: harness(task, args.steps, batch_size, record_every=10)}  # noqa: B023
+        runs = {
+            "bare": lambda b=batch_size: bare_loop(task, args.steps, b),
+            "train": lambda b=batch_size: harness(task, args.steps, b),
+            "train/10": lambda b=batch_size: harness(task, args.steps, b, record_every=10),
+        }
         for _ in range(args.repeats):
             for name, fn in runs.items():
                 t = time.perf_counter()
@@ -94,20 +107,31 @@ def main(argv: list[str] | None = None) -> int:
             fastest = min(ours) / min(bare)
             if name == "train":
                 ok &= fastest <= TARGET
-            print(f"{batch_size or 'full':>6} {name:>9} {1e3 * statistics.median(ours):9.3f} "
-                  f"{med:13.3f} {fastest:10.3f}")
+            print(
+                f"{batch_size or 'full':>6} {name:>9} {1e3 * statistics.median(ours):9.3f} "
+                f"{med:13.3f} {fastest:10.3f}"
+            )
 
     step = statistics.median(times["train"])
     every = 10
-    run = harness(task, args.steps, 64, [training.TransitionCallback(every=every),
-                                         training.EvaluateCallback(task, "val", every=every)])
+    run = harness(
+        task,
+        args.steps,
+        64,
+        [
+            training.TransitionCallback(every=every),
+            training.EvaluateCallback(task, "val", every=every),
+        ],
+    )
     calls = args.steps // every
     print(f"\ncallback cost per call, batch 64 (one training step = {1e3 * step:.3f} ms):")
     for name, seconds in run.callback_seconds.items():
         per = seconds / calls
         print(f"  {name:<20} {1e3 * per:8.3f} ms = {per / step:5.2f} steps")
-    print(f"\ntarget train/bare (min ratio, recording every step) <= {TARGET}: "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(
+        f"\ntarget train/bare (min ratio, recording every step) <= {TARGET}: "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return 1 if args.check and not ok else 0
 
 

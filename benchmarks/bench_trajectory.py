@@ -56,14 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':<14} {'batched s':>10} {'loop s':>8} {'speed-up':>9} {'max diff':>9}")
     trajectory.run(problem, "adam", 5, lr=0.1)  # warm up torch
     for m in trajectory.DEFAULT_METHODS:
-        t_batch, batch = _time(lambda m=m: trajectory.run_batch(
-            problem, m.optimizer, steps, grid, **m.hparams), repeats)
-        t_loop, loop = _time(lambda m=m: [trajectory.run(
-            problem, m.optimizer, steps, lr=float(lr), **m.hparams) for lr in grid], repeats)
-        diff = max(float(np.max(np.abs(b.points - s.points))) if b.points.shape == s.points.shape
-                   else np.inf for b, s in zip(batch, loop, strict=True))
-        print(f"{m.label:<14} {t_batch:>10.3f} {t_loop:>8.3f} {t_loop / t_batch:>8.1f}x "
-              f"{diff:>9.1e}")
+        t_batch, batch = _time(
+            lambda m=m: trajectory.run_batch(problem, m.optimizer, steps, grid, **m.hparams),
+            repeats,
+        )
+        t_loop, loop = _time(
+            lambda m=m: [
+                trajectory.run(problem, m.optimizer, steps, lr=float(lr), **m.hparams)
+                for lr in grid
+            ],
+            repeats,
+        )
+        diff = max(
+            float(np.max(np.abs(b.points - s.points)))
+            if b.points.shape == s.points.shape
+            else np.inf
+            for b, s in zip(batch, loop, strict=True)
+        )
+        print(
+            f"{m.label:<14} {t_batch:>10.3f} {t_loop:>8.3f} {t_loop / t_batch:>8.1f}x {diff:>9.1e}"
+        )
     return 0
 
 

@@ -118,16 +118,22 @@ def stable_widget_ids(nb: nbformat.NotebookNode) -> None:
             for ref in re.findall(r"IPY_MODEL_([0-9A-Za-z_-]+)", text):
                 visit(ref)
 
-    views = [out["data"][_WIDGET_VIEW] for cell in nb.cells for out in cell.get("outputs", [])
-             if _WIDGET_VIEW in out.get("data", {})]
+    views = [
+        out["data"][_WIDGET_VIEW]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if _WIDGET_VIEW in out.get("data", {})
+    ]
     for view in views:
         visit(view.get("model_id", ""))
-    rest = sorted((m for m in state if m not in order),
-                  key=lambda m: json.dumps(state[m], sort_keys=True))
+    rest = sorted(
+        (m for m in state if m not in order), key=lambda m: json.dumps(state[m], sort_keys=True)
+    )
     for m in rest:
         visit(m)
-    new = {old: hashlib.sha256(f"widget-{i}".encode()).hexdigest()[:32]
-           for i, old in enumerate(order)}
+    new = {
+        old: hashlib.sha256(f"widget-{i}".encode()).hexdigest()[:32] for i, old in enumerate(order)
+    }
     pattern = re.compile("|".join(re.escape(k) for k in new))
     renamed = json.loads(pattern.sub(lambda m: new[m.group(0)], json.dumps(dict(state))))
     nb.metadata.widgets[_WIDGET_STATE]["state"] = {new[k]: renamed[new[k]] for k in order}
@@ -186,8 +192,7 @@ def _client(nb, path: Path, timeout: int, bar: tqdm | None):
     def on_cell_start(cell, cell_index, **_):
         current["index"] = cell_index
         if bar is not None:
-            bar.set_postfix_str(f"{path.name} cell {cell_index + 1}/{len(nb.cells)}",
-                                refresh=True)
+            bar.set_postfix_str(f"{path.name} cell {cell_index + 1}/{len(nb.cells)}", refresh=True)
 
     def timeout_for(cell) -> int:
         return min(timeout, INTERACTIVE_TIMEOUT) if _is_interactive(cell) else timeout
@@ -220,11 +225,16 @@ def run_notebook(
             index = current["index"]
             if attempt == 1 and index is not None and _is_interactive(nb.cells[index]):
                 continue  # the widget reply was lost: once more, from a fresh kernel
-            return Result(path, False, time.perf_counter() - start,
-                          error=_describe_error(exc, index))
+            return Result(
+                path, False, time.perf_counter() - start, error=_describe_error(exc, index)
+            )
         except Exception as exc:  # a cell's error, a dead kernel, a failed start, ...
-            return Result(path, False, time.perf_counter() - start,
-                          error=_describe_error(exc, current["index"]))
+            return Result(
+                path,
+                False,
+                time.perf_counter() - start,
+                error=_describe_error(exc, current["index"]),
+            )
     seconds = time.perf_counter() - start
     if save:
         strip_timing(nb)

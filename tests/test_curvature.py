@@ -55,7 +55,7 @@ def tiny_data(dtype=torch.float64, seed=0, regression=False):
 def batches(x, y, sizes=(5, 5, 3)):
     out, start = [], 0
     for s in sizes:
-        out.append((x[start:start + s], y[start:start + s]))
+        out.append((x[start : start + s], y[start : start + s]))
         start += s
     return out
 
@@ -110,8 +110,10 @@ def test_ragged_batches_are_weighted_by_size(problem):
     op = HessianOperator(model, F.cross_entropy, batches(x, y, sizes=(12, 1)))
     torch.testing.assert_close(op.dense(), h, rtol=1e-10, atol=1e-12)
     # the unweighted mean of the two batch Hessians (what per-batch averaging gives) differs
-    naive = (dense_hessian(model, F.cross_entropy, x[:12], y[:12])
-             + dense_hessian(model, F.cross_entropy, x[12:], y[12:])) / 2
+    naive = (
+        dense_hessian(model, F.cross_entropy, x[:12], y[:12])
+        + dense_hessian(model, F.cross_entropy, x[12:], y[12:])
+    ) / 2
     assert (naive - h).abs().max() > 1e-2
 
 
@@ -125,10 +127,13 @@ def test_data_may_be_a_dataloader(problem):
 def test_backends_agree_in_float32():
     model = tiny_mlp(torch.float32)
     x, y = tiny_data(torch.float32)
-    v = torch.randn(sum(p.numel() for p in model.parameters()),
-                    generator=torch.Generator().manual_seed(1))
-    hv = [HessianOperator(model, F.cross_entropy, batches(x, y), backend=b).matvec(v)
-          for b in BACKENDS]
+    v = torch.randn(
+        sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(1)
+    )
+    hv = [
+        HessianOperator(model, F.cross_entropy, batches(x, y), backend=b).matvec(v)
+        for b in BACKENDS
+    ]
     assert hv[0].dtype == torch.float32
     torch.testing.assert_close(hv[0], hv[1], rtol=1e-5, atol=1e-6)
 
@@ -143,7 +148,7 @@ def test_parameter_subset_is_the_block_of_the_full_hessian(problem):
     single = HessianOperator(model, F.cross_entropy, batches(x, y), params="0.bias")
     i = names.index("0.bias")
     lo = sum(p.numel() for p in list(model.parameters())[:i])
-    torch.testing.assert_close(single.dense(), h[lo:lo + 5, lo:lo + 5], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(single.dense(), h[lo : lo + 5, lo : lo + 5], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="params"):
         HessianOperator(model, F.cross_entropy, batches(x, y), params=["3"])
 
@@ -172,7 +177,8 @@ def explicit_ggn(model, x, y, output_hessian):
     space = ParameterSpace(named)
     theta = space.flatten({n: p.detach() for n, p in named})
     jac = torch.autograd.functional.jacobian(
-        lambda flat: functional_call(model, space.unflatten(flat), (x,)), theta)  # (N, C, n)
+        lambda flat: functional_call(model, space.unflatten(flat), (x,)), theta
+    )  # (N, C, n)
     z = model(x).detach()
     return sum(jac[i].T @ output_hessian(z[i]) @ jac[i] for i in range(len(x)))
 
@@ -194,11 +200,17 @@ def test_ggn_for_mse_is_jt_h_j_and_equals_the_hessian_of_a_linear_model():
     model = tiny_mlp()
     x, y = tiny_data(regression=True)
     g = GGNOperator(model, F.mse_loss, batches(x, y)).dense()
-    expected = explicit_ggn(model, x, y, lambda z: 2 * torch.eye(3, dtype=z.dtype) / (N_SAMPLES * 3))
+    expected = explicit_ggn(
+        model, x, y, lambda z: 2 * torch.eye(3, dtype=z.dtype) / (N_SAMPLES * 3)
+    )
     torch.testing.assert_close(g, expected, rtol=1e-10, atol=1e-12)
     linear = nn.Linear(4, 3).double()
-    torch.testing.assert_close(GGNOperator(linear, F.mse_loss, batches(x, y)).dense(),
-                               dense_hessian(linear, F.mse_loss, x, y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        GGNOperator(linear, F.mse_loss, batches(x, y)).dense(),
+        dense_hessian(linear, F.mse_loss, x, y),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def reference_denominator(name, opt, p):
@@ -221,8 +233,11 @@ def reference_denominator(name, opt, p):
 def test_preconditioned_hessian_is_p_inv_sqrt_h_p_inv_sqrt(name):
     model = tiny_mlp()
     x, y = tiny_data()
-    factory = {"adamw": torch.optim.AdamW, "adamnx": AdamNX,
-               "ada2ms": lambda ps, lr: Ada2MS(ps, lr=lr, alpha=0.4)}[name]
+    factory = {
+        "adamw": torch.optim.AdamW,
+        "adamnx": AdamNX,
+        "ada2ms": lambda ps, lr: Ada2MS(ps, lr=lr, alpha=0.4),
+    }[name]
     opt = factory(model.parameters(), lr=0.05)
     for _ in range(3):
         opt.zero_grad()
@@ -234,8 +249,7 @@ def test_preconditioned_hessian_is_p_inv_sqrt_h_p_inv_sqrt(name):
     op = preconditioned_hessian(model, F.cross_entropy, batches(x, y), opt)
     torch.testing.assert_close(op.dense(), expected, rtol=1e-9, atol=1e-12)
     # the same through curvature_operator, and on one layer only
-    sub = curvature_operator(model, F.cross_entropy, batches(x, y), preconditioner=opt,
-                             params="2")
+    sub = curvature_operator(model, F.cross_entropy, batches(x, y), preconditioner=opt, params="2")
     k = sub.size
     torch.testing.assert_close(sub.dense(), expected[-k:, -k:], rtol=1e-9, atol=1e-12)
 
@@ -244,8 +258,9 @@ def test_preconditioner_needs_optimizer_state():
     model = tiny_mlp()
     x, y = tiny_data()
     with pytest.raises(ValueError, match="optimizer"):
-        preconditioned_hessian(model, F.cross_entropy, batches(x, y),
-                               torch.optim.AdamW(model.parameters()))
+        preconditioned_hessian(
+            model, F.cross_entropy, batches(x, y), torch.optim.AdamW(model.parameters())
+        )
 
 
 # -- Lanczos and power iteration -----------------------------------------------------------------
@@ -260,8 +275,9 @@ def test_lanczos_eigenpairs_of_a_dense_matrix(which):
     assert res.converged and res.matvecs < len(lam)
     cosines = (q[:, wanted] * res.vectors).sum(dim=0).abs()
     assert bool((cosines > 1 - 1e-9).all()), cosines
-    explicit = torch.linalg.vector_norm(a @ res.vectors - res.vectors * torch.as_tensor(res.values),
-                                        dim=0).numpy()
+    explicit = torch.linalg.vector_norm(
+        a @ res.vectors - res.vectors * torch.as_tensor(res.values), dim=0
+    ).numpy()
     np.testing.assert_allclose(res.residuals, explicit, rtol=1e-2, atol=1e-13)
 
 
@@ -414,8 +430,7 @@ def test_entry_points_on_the_tiny_model(problem):
     assert dens.grid.shape == dens.density.shape == (200,) and dens.matvecs == 30
     assert abs(np.trapezoid(dens.density, dens.grid) - 1) < 1e-3
 
-    power = hessian_eigenvalues(model, F.cross_entropy, data, which="LM", method="power",
-                                tol=1e-3)
+    power = hessian_eigenvalues(model, F.cross_entropy, data, which="LM", method="power", tol=1e-3)
     lm = exact[np.argmax(np.abs(exact))]
     assert abs(power.values[0] - lm) <= power.residuals[0] + 1e-12
 
@@ -438,31 +453,40 @@ def test_cuda_matches_cpu(problem):
 
 
 # -- bad input -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("call, match", [
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=44), "k"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=0), "k"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, which="BE"), "which"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, tol=0.0), "tol"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, max_matvecs=0), "max_matvecs"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=3, max_matvecs=2), "max_matvecs"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, seed=-1), "seed"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, method="arnoldi"), "method"),
-    (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=2, method="power"), "power"),
-    (lambda m, d: hessian_trace(m, F.cross_entropy, d, matvecs=0), "matvecs"),
-    (lambda m, d: hessian_trace(m, F.cross_entropy, d, matvecs=3), "matvecs"),
-    (lambda m, d: hessian_trace(m, F.cross_entropy, d, method="hutchinson", matvecs=1), "matvecs"),
-    (lambda m, d: hessian_trace(m, F.cross_entropy, d, method="exact"), "method"),
-    (lambda m, d: spectral_density(m, F.cross_entropy, d, lanczos_steps=0), "lanczos_steps"),
-    (lambda m, d: spectral_density(m, F.cross_entropy, d, runs=0), "runs"),
-    (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma=-1.0), "sigma"),
-    (lambda m, d: curvature_operator(m, F.cross_entropy, d, matrix="fisher"), "matrix"),
-    (lambda m, d: curvature_operator(m, F.cross_entropy, d, backend="jax"), "backend"),
-    (lambda m, d: curvature_operator(m, F.cross_entropy, []), "data"),
-    (lambda m, d: curvature_operator(m, F.cross_entropy, [(d[0][0][:0], d[0][1][:0])]), "data"),
-    (lambda m, d: curvature_operator(m, F.cross_entropy, d[0]), "data"),
-    (lambda m, d: curvature_operator(m, "cross_entropy", d), "loss_fn"),
-    (lambda m, d: lanczos(curvature_operator(m, F.cross_entropy, d), v0=torch.zeros(43)), "v0"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=44), "k"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=0), "k"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, which="BE"), "which"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, tol=0.0), "tol"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, max_matvecs=0), "max_matvecs"),
+        (
+            lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=3, max_matvecs=2),
+            "max_matvecs",
+        ),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, seed=-1), "seed"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, method="arnoldi"), "method"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=2, method="power"), "power"),
+        (lambda m, d: hessian_trace(m, F.cross_entropy, d, matvecs=0), "matvecs"),
+        (lambda m, d: hessian_trace(m, F.cross_entropy, d, matvecs=3), "matvecs"),
+        (
+            lambda m, d: hessian_trace(m, F.cross_entropy, d, method="hutchinson", matvecs=1),
+            "matvecs",
+        ),
+        (lambda m, d: hessian_trace(m, F.cross_entropy, d, method="exact"), "method"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, lanczos_steps=0), "lanczos_steps"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, runs=0), "runs"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma=-1.0), "sigma"),
+        (lambda m, d: curvature_operator(m, F.cross_entropy, d, matrix="fisher"), "matrix"),
+        (lambda m, d: curvature_operator(m, F.cross_entropy, d, backend="jax"), "backend"),
+        (lambda m, d: curvature_operator(m, F.cross_entropy, []), "data"),
+        (lambda m, d: curvature_operator(m, F.cross_entropy, [(d[0][0][:0], d[0][1][:0])]), "data"),
+        (lambda m, d: curvature_operator(m, F.cross_entropy, d[0]), "data"),
+        (lambda m, d: curvature_operator(m, "cross_entropy", d), "loss_fn"),
+        (lambda m, d: lanczos(curvature_operator(m, F.cross_entropy, d), v0=torch.zeros(43)), "v0"),
+    ],
+)
 def test_bad_arguments_raise_value_errors_naming_them(problem, call, match):
     model, x, y, _ = problem
     with pytest.raises(ValueError, match=match):
@@ -474,8 +498,18 @@ def tiny_task():
     from analysis_lib.problems.tasks import Task
 
     x, y = tiny_data()
-    return Task("tiny", x, y, x[:4], y[:4], x[:4], y[:4], model_factory=lambda: tiny_mlp(),
-                loss="cross_entropy", num_classes=3)
+    return Task(
+        "tiny",
+        x,
+        y,
+        x[:4],
+        y[:4],
+        x[:4],
+        y[:4],
+        model_factory=lambda: tiny_mlp(),
+        loss="cross_entropy",
+        num_classes=3,
+    )
 
 
 def test_stability_thresholds_follow_the_optimizer():
@@ -495,8 +529,16 @@ def test_sharpness_callback_tracks_the_top_eigenvalue_with_warm_starts():
     task = tiny_task()
     data = task.data("train", batch_size=5)  # ragged: 5, 5, 3
     cb = SharpnessCallback(task.loss_fn, data, every=4, tol=1e-9)
-    run = train(task, "sgd", steps=20, lr=0.5, callbacks=[cb], device="cpu", progress=False,
-                lr_schedule=lambda t: 1.0 if t <= 10 else 0.5)
+    run = train(
+        task,
+        "sgd",
+        steps=20,
+        lr=0.5,
+        callbacks=[cb],
+        device="cpu",
+        progress=False,
+        lr_schedule=lambda t: 1.0 if t <= 10 else 0.5,
+    )
     m = run.measurements
     assert list(m["step"]) == [4, 8, 12, 16, 20]
     exact = torch.linalg.eigvalsh(dense_hessian(run.model, task.loss_fn, *task.split("train")))
@@ -531,8 +573,9 @@ def test_dense_hessian_helper_matches_the_reference(problem):
     from analysis_lib.curvature import dense_hessian as library_dense
 
     model, x, y, h = problem
-    torch.testing.assert_close(library_dense(model, F.cross_entropy, batches(x, y)), h,
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        library_dense(model, F.cross_entropy, batches(x, y)), h, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_progress_bar_follows_tqdm_disable(monkeypatch):

@@ -27,10 +27,18 @@ from analysis_lib.optim import Ada2MS, AdamNX
 from analysis_lib.optim._base import FOREACH, LOOP
 from analysis_lib.problems import tasks
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))]
-PATHS = {"default": {}, "loop": dict(foreach=False), "foreach": dict(foreach=True),
-         "fused": dict(fused=True)}
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
+PATHS = {
+    "default": {},
+    "loop": dict(foreach=False),
+    "foreach": dict(foreach=True),
+    "fused": dict(fused=True),
+}
 
 
 def _on(device, tensors):
@@ -58,8 +66,9 @@ def test_optimizers_match_the_float64_reference(device, path, name):
             p.grad = torch.as_tensor(g, dtype=p.dtype, device=device)
         opt.step()
     assert all(p.device.type == device for p in params)
-    assert all(s.device.type == device for p in params
-               for k, s in opt.state[p].items() if k != "step")
+    assert all(
+        s.device.type == device for p in params for k, s in opt.state[p].items() if k != "step"
+    )
     assert_close_list([p.cpu() for p in params], theta, rtol=1e-10)
     assert_close_list([opt.state[p]["exp_avg_sq"].cpu() for p in params], v, rtol=1e-12)
 
@@ -82,9 +91,14 @@ def test_landscape_matches_the_loop(device, make):
     moved = make().double().to(device)
     moved.load_state_dict(model.state_dict())
     grid = landscape.surface_2d(
-        moved, F.cross_entropy, [(x.to(device), y.to(device)) for x, y in data],
+        moved,
+        F.cross_entropy,
+        [(x.to(device), y.to(device)) for x, y in data],
         {k: d.to(device) for k, d in dirs.d1.items()},
-        {k: d.to(device) for k, d in dirs.d2.items()}, ALPHAS, BETAS)
+        {k: d.to(device) for k, d in dirs.d2.items()},
+        ALPHAS,
+        BETAS,
+    )
     np.testing.assert_allclose(grid.loss, ref_loss, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grid.accuracy, ref_acc, rtol=0, atol=1e-12)
     generic = "vmap" if device == "cuda" else "per-point"
@@ -95,9 +109,20 @@ def test_landscape_matches_the_loop(device, make):
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_on_the_device_matches_the_cpu(device):
     task = tasks.digits(hidden=(16,), seed=0)
-    runs = [training.train(task.to(d), "ada2ms", steps=40, batch_size=64, lr=3e-3, seed=1,
-                           device=d, progress=False, alpha=0.5)
-            for d in ("cpu", device)]
+    runs = [
+        training.train(
+            task.to(d),
+            "ada2ms",
+            steps=40,
+            batch_size=64,
+            lr=3e-3,
+            seed=1,
+            device=d,
+            progress=False,
+            alpha=0.5,
+        )
+        for d in ("cpu", device)
+    ]
     cpu, dev = (r.history["loss"].to_numpy() for r in runs)
     assert not runs[1].diverged and next(runs[1].model.parameters()).device.type == device
     np.testing.assert_allclose(dev, cpu, rtol=1e-4)

@@ -27,8 +27,9 @@ def _conda_packages() -> set[str]:
 def test_every_runtime_dependency_is_in_environment_yml():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     conda = _conda_packages()
-    missing = [d for d in project["dependencies"]
-               if CONDA_NAMES.get(_name(d), _name(d)) not in conda]
+    missing = [
+        d for d in project["dependencies"] if CONDA_NAMES.get(_name(d), _name(d)) not in conda
+    ]
     assert not missing, f"add these to environment.yml: {missing}"
     assert "python" in conda
 

@@ -24,9 +24,13 @@ def data(tmp_path, monkeypatch):
 
 def sample_arrays():
     rng = np.random.default_rng(0)
-    return {"lrs": np.geomspace(1e-4, 1, 5), "points": rng.standard_normal((5, 2)),
-            "diverged": np.array([False, True, False, False, True]),
-            "steps": np.arange(5, dtype=np.int64), "names": np.array(["a", "bc"])}
+    return {
+        "lrs": np.geomspace(1e-4, 1, 5),
+        "points": rng.standard_normal((5, 2)),
+        "diverged": np.array([False, True, False, False, True]),
+        "steps": np.arange(5, dtype=np.int64),
+        "names": np.array(["a", "bc"]),
+    }
 
 
 # -- keys -------------------------------------------------------------------------------------
@@ -39,15 +43,19 @@ def test_config_key_is_the_sha256_of_canonical_json():
 
 def test_config_key_ignores_key_order_tuples_and_numpy_scalars():
     a = {"steps": 100, "grid": (0.1, 0.01), "problem": {"name": "q", "kappa": 20.0}}
-    b = {"problem": {"kappa": np.float64(20.0), "name": "q"}, "grid": [0.1, 0.01],
-         "steps": np.int64(100)}
+    b = {
+        "problem": {"kappa": np.float64(20.0), "name": "q"},
+        "grid": [0.1, 0.01],
+        "steps": np.int64(100),
+    }
     assert io.config_key(a) == io.config_key(b)
     assert io.config_key(a) != io.config_key({**a, "steps": 101})
     assert io.config_key(a) != io.config_key({**a, "grid": [0.1, 0.010000000000000002]})
 
 
-@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": lambda t: t}, {"x": object()},
-                                 {1: "non-string key"}])
+@pytest.mark.parametrize(
+    "bad", [{"x": float("nan")}, {"x": lambda t: t}, {"x": object()}, {1: "non-string key"}]
+)
 def test_config_without_a_json_form_is_rejected(bad):
     with pytest.raises(ValueError, match="config"):
         io.config_key(bad)
@@ -120,8 +128,12 @@ def test_file_without_checksum_or_with_a_pickled_array_is_corrupt(tmp_path):
     with pytest.raises(io.CacheCorruptError):
         io.load_arrays(path)
     pickled = tmp_path / "pickled.npz"
-    np.savez(pickled, a=np.array([{"x": 1}], dtype=object), __meta__=np.array("{}"),
-             __checksum__=np.array("0"))
+    np.savez(
+        pickled,
+        a=np.array([{"x": 1}], dtype=object),
+        __meta__=np.array("{}"),
+        __checksum__=np.array("0"),
+    )
     with pytest.raises(io.CacheCorruptError):
         io.load_arrays(pickled)
 

@@ -20,8 +20,9 @@ BETAS = np.linspace(-0.5, 1.0, 4)  # contains 0
 # -- fixtures and references ---------------------------------------------------------------------
 def mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(),
-                         nn.Linear(6, 3)).double()
+    return nn.Sequential(
+        nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3)
+    ).double()
 
 
 class Residual(nn.Module):
@@ -40,8 +41,14 @@ class Residual(nn.Module):
 
 def cnn() -> nn.Sequential:
     torch.manual_seed(2)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3),
-                         nn.Tanh(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
+    ).double()
 
 
 def bn_model(seed: int = 0) -> nn.Sequential:
@@ -58,7 +65,7 @@ def batches(n: int = 23, size: int = 8, image: bool = False, seed: int = 0):
     shape = (n, 1, 4, 4) if image else (n, 5)
     x = torch.randn(*shape, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (n,), generator=gen)
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, n, size)]  # ragged last batch
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, n, size)]  # ragged last batch
 
 
 def loop_loss(model, loss_fn, data, point: dict):
@@ -102,8 +109,17 @@ def test_surface_2d_equals_loop(make, image, first_layer, generic_vmap):
     model = make().double()
     data = batches(image=image)
     dirs = landscape.random_directions(model, seed=3, one_d="keep")
-    grid = landscape.surface_2d(model, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS,
-                                first_layer=first_layer, chunk_size=7)
+    grid = landscape.surface_2d(
+        model,
+        F.cross_entropy,
+        data,
+        dirs.d1,
+        dirs.d2,
+        ALPHAS,
+        BETAS,
+        first_layer=first_layer,
+        chunk_size=7,
+    )
     loss, acc = loop_grid(model, data, dirs.d1, dirs.d2, ALPHAS, BETAS)
     assert grid.loss.shape == (len(ALPHAS), len(BETAS))
     np.testing.assert_allclose(grid.loss, loss, rtol=1e-10, atol=1e-12)
@@ -111,8 +127,9 @@ def test_surface_2d_equals_loop(make, image, first_layer, generic_vmap):
     generic = "vmap" if generic_vmap else "per-point"
     expected = "first-layer" if first_layer == "auto" and make is not Residual else generic
     assert grid.method == expected
-    assert grid.center_loss == pytest.approx(loop_loss(model, F.cross_entropy, data, dict(
-        model.named_parameters()))[0], rel=1e-12)
+    assert grid.center_loss == pytest.approx(
+        loop_loss(model, F.cross_entropy, data, dict(model.named_parameters()))[0], rel=1e-12
+    )
 
 
 def test_surface_float32_digits_matches_loop_and_eval_mode():
@@ -148,8 +165,10 @@ def test_surface_1d_equals_loop():
     d = landscape.random_direction(model, seed=5, norm="layer")
     line = landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS)
     theta = dict(model.named_parameters())
-    ref = [loop_loss(model, F.cross_entropy, data, {k: theta[k] + a * d[k] for k in theta})[0]
-           for a in ALPHAS]
+    ref = [
+        loop_loss(model, F.cross_entropy, data, {k: theta[k] + a * d[k] for k in theta})[0]
+        for a in ALPHAS
+    ]
     assert line.betas is None
     np.testing.assert_allclose(line.loss, ref, rtol=1e-10)
     frame = line.to_frame()
@@ -161,9 +180,20 @@ def test_chunked_and_unchunked_agree(first_layer, generic_vmap):
     model = mlp()
     data = batches()
     dirs = landscape.random_directions(model, seed=1)
-    grids = [landscape.surface_2d(model, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS,
-                                  chunk_size=c, first_layer=first_layer)
-             for c in (1, 3, 7, len(ALPHAS) * len(BETAS), None)]
+    grids = [
+        landscape.surface_2d(
+            model,
+            F.cross_entropy,
+            data,
+            dirs.d1,
+            dirs.d2,
+            ALPHAS,
+            BETAS,
+            chunk_size=c,
+            first_layer=first_layer,
+        )
+        for c in (1, 3, 7, len(ALPHAS) * len(BETAS), None)
+    ]
     for g in grids[1:]:
         np.testing.assert_allclose(g.loss, grids[0].loss, rtol=1e-13)
         np.testing.assert_array_equal(g.accuracy, grids[0].accuracy)
@@ -208,8 +238,9 @@ def test_layer_none_and_keep_options():
             torch.testing.assert_close(none_zero[k], raw[k], rtol=0, atol=0)
             # direction preserved: a positive multiple of the raw draw
             ratio = layer[k] / raw[k]
-            torch.testing.assert_close(ratio, torch.full_like(ratio, float(p.norm() /
-                                                                            raw[k].norm())))
+            torch.testing.assert_close(
+                ratio, torch.full_like(ratio, float(p.norm() / raw[k].norm()))
+            )
 
 
 def test_second_direction_orthogonal_after_normalisation_with_cosine_reported():
@@ -270,18 +301,17 @@ def test_pca_explained_variance_matches_numpy_svd():
     plane = landscape.pca_directions(snaps)
     diffs = rows - rows[-1]
     s = np.linalg.svd(diffs, compute_uv=False)
-    np.testing.assert_allclose(plane.explained_variance_ratio, s[:2] ** 2 / (s ** 2).sum())
+    np.testing.assert_allclose(plane.explained_variance_ratio, s[:2] ** 2 / (s**2).sum())
     centred = landscape.pca_directions(snaps, center=True)
     s = np.linalg.svd(diffs - diffs.mean(0), compute_uv=False)
-    np.testing.assert_allclose(centred.explained_variance_ratio, s[:2] ** 2 / (s ** 2).sum())
+    np.testing.assert_allclose(centred.explained_variance_ratio, s[:2] ** 2 / (s**2).sum())
 
 
 def test_snapshot_callback_with_training():
     task = tasks.digits(hidden=(8,), seed=0)
     snaps = landscape.SnapshotCallback(every=5)
     snaps.record(task.make_model(seed=0), step=0)
-    run = training.train(task, "sgd", 20, lr=0.1, callbacks=[snaps], progress=False,
-                         device="cpu")
+    run = training.train(task, "sgd", 20, lr=0.1, callbacks=[snaps], progress=False, device="cpu")
     assert snaps.steps == [0, 5, 10, 15, 20]
     for k, p in run.model.named_parameters():
         torch.testing.assert_close(snaps.snapshots[-1][k], p.detach().double())
@@ -299,8 +329,7 @@ def test_eigenvector_directions_are_hessian_eigenvectors():
 
     def loss(v):
         params = landscape.unflatten(v, dict(model.named_parameters()))
-        return F.cross_entropy(torch.func.functional_call(model, params, (data[0][0],)),
-                               data[0][1])
+        return F.cross_entropy(torch.func.functional_call(model, params, (data[0][0],)), data[0][1])
 
     hess = torch.autograd.functional.hessian(loss, flat)
     values, vectors = torch.linalg.eigh(hess)
@@ -319,8 +348,10 @@ def test_interpolation_endpoints_equal_the_models_losses():
     ends = [loop_loss(m, F.cross_entropy, data, dict(m.named_parameters()))[0] for m in (a, b)]
     assert line.loss[2] == pytest.approx(ends[0], rel=1e-12)  # alpha = 0
     assert line.loss[6] == pytest.approx(ends[1], rel=1e-10)  # alpha = 1
-    mid = {k: 0.5 * pa + 0.5 * pb for (k, pa), pb in zip(a.named_parameters(), b.parameters(),
-                                                           strict=True)}
+    mid = {
+        k: 0.5 * pa + 0.5 * pb
+        for (k, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True)
+    }
     assert line.loss[4] == pytest.approx(loop_loss(a, F.cross_entropy, data, mid)[0], rel=1e-10)
 
 
@@ -384,13 +415,13 @@ def test_cache_round_trip(cache_dir):
     np.testing.assert_array_equal(again.accuracy, first.accuracy)
     np.testing.assert_array_equal(again.alphas, ALPHAS)
     # anything that changes the result changes the key
-    landscape.surface_2d(model, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS[:3],
-                         cache=True)
+    landscape.surface_2d(
+        model, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS[:3], cache=True
+    )
     other = copy.deepcopy(model)
     with torch.no_grad():
         other[0].bias.add_(1e-3)
-    landscape.surface_2d(other, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS,
-                         cache=True)
+    landscape.surface_2d(other, F.cross_entropy, data, dirs.d1, dirs.d2, ALPHAS, BETAS, cache=True)
     assert len(list(cache_dir.iterdir())) == 3
 
 
@@ -493,8 +524,9 @@ def test_plot_helpers_draw_and_reject_bad_input():
 def test_cpu_tanh_matches_torch(dtype):
     from analysis_lib.landscape.surface import _tanh_
 
-    x = torch.linspace(-20, 20, 100_003, dtype=dtype).reshape(-1, 1) * torch.tensor([1.0, 1e-3],
-                                                                                    dtype=dtype)
+    x = torch.linspace(-20, 20, 100_003, dtype=dtype).reshape(-1, 1) * torch.tensor(
+        [1.0, 1e-3], dtype=dtype
+    )
     ref = torch.tanh(x)
     out = _tanh_(x.clone())
     tiny = torch.finfo(dtype).eps

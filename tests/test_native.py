@@ -8,23 +8,41 @@ import torch
 from analysis_lib.optim import Ada2MS, _native
 
 SEG = 16384  # the kernel's segment length (_square_sums.c): sizes around it cut segments oddly
-SHAPES = [(0,), (1,), (31,), (32,), (33,), (1023,), (1025,), (SEG - 1,), (SEG,), (SEG + 1,),
-          (4 * SEG + 5,), (64, 512), (7, 3, 5), (9 * SEG,)]
+SHAPES = [
+    (0,),
+    (1,),
+    (31,),
+    (32,),
+    (33,),
+    (1023,),
+    (1025,),
+    (SEG - 1,),
+    (SEG,),
+    (SEG + 1,),
+    (4 * SEG + 5,),
+    (64, 512),
+    (7, 3, 5),
+    (9 * SEG,),
+]
 
 needs_kernel = pytest.mark.skipif(_native.library() is None, reason="no C compiler with OpenMP")
 
 
 def _reference(grads, sums, beta2):
     """torch.lerp(s, sum(g^2), 1 - beta2) with the sum of squares taken in float64."""
-    return [torch.lerp(s, g.double().square().sum().reshape(1), 1 - beta2) for g, s in
-            zip(grads, sums, strict=True)]
+    return [
+        torch.lerp(s, g.double().square().sum().reshape(1), 1 - beta2)
+        for g, s in zip(grads, sums, strict=True)
+    ]
 
 
 def _grads(dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     # scales spread over many decades, as real gradients are
-    return [torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** (k % 7 - 4)
-            for k, s in enumerate(SHAPES)]
+    return [
+        torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** (k % 7 - 4)
+        for k, s in enumerate(SHAPES)
+    ]
 
 
 @needs_kernel
@@ -67,15 +85,22 @@ def test_bit_reproducible_and_thread_count_only_reorders():
 
 
 @needs_kernel
-@pytest.mark.parametrize("case", ["bfloat16", "non-contiguous", "mixed dtypes", "float32 sums",
-                                  "empty list"])
+@pytest.mark.parametrize(
+    "case", ["bfloat16", "non-contiguous", "mixed dtypes", "float32 sums", "empty list"]
+)
 def test_declines_what_it_does_not_handle(case):
     g = torch.randn(8, 8)
-    grads = {"bfloat16": [g.bfloat16()], "non-contiguous": [g.t()],
-             "mixed dtypes": [g, g.double()], "float32 sums": [g],
-             "empty list": []}[case]
-    sums = [torch.ones(1, dtype=torch.float32 if case == "float32 sums" else torch.float64)
-            for _ in grads]
+    grads = {
+        "bfloat16": [g.bfloat16()],
+        "non-contiguous": [g.t()],
+        "mixed dtypes": [g, g.double()],
+        "float32 sums": [g],
+        "empty list": [],
+    }[case]
+    sums = [
+        torch.ones(1, dtype=torch.float32 if case == "float32 sums" else torch.float64)
+        for _ in grads
+    ]
     before = [s.clone() for s in sums]
     assert not _native.square_sums_ema_(grads, sums, 0.9)
     assert all(torch.equal(a, b) for a, b in zip(sums, before, strict=True))
@@ -118,16 +143,19 @@ def test_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
     assert not any((tmp_path / "cache").iterdir())
 
 
-def _assert_fused_matches_loop(steps: int, native: bool = True,
-                               dtype: torch.dtype = torch.float64) -> None:
+def _assert_fused_matches_loop(
+    steps: int, native: bool = True, dtype: torch.dtype = torch.float64
+) -> None:
     """Ada2MS's fused path against its for-loop reference (float64: 1e-12; float32: 1e-6, the
     tolerance of tests/test_optim.py's path agreement)."""
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     gen = torch.Generator().manual_seed(0)
     shapes = [(300, 200), (200,), (5 * SEG + 3,), (1,)]
     start = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
-    grads = [[torch.randn(s, generator=gen, dtype=dtype) * 10.0 ** -k
-              for k, s in enumerate(shapes)] for _ in range(steps)]
+    grads = [
+        [torch.randn(s, generator=gen, dtype=dtype) * 10.0**-k for k, s in enumerate(shapes)]
+        for _ in range(steps)
+    ]
     results = []
     for fused in (False, True):
         params = [p.clone().requires_grad_() for p in start]

@@ -33,8 +33,9 @@ def gradient_sequence(steps, shapes=SHAPES, seed=0, scales=None):
     rng = np.random.default_rng(seed)
     if scales is None:
         scales = np.exp(rng.uniform(-3, 3, size=(steps, len(shapes))))
-    return [[scales[t, k] * rng.standard_normal(s) for k, s in enumerate(shapes)]
-            for t in range(steps)]
+    return [
+        [scales[t, k] * rng.standard_normal(s) for k, s in enumerate(shapes)] for t in range(steps)
+    ]
 
 
 def make_params(shapes=SHAPES, dtype=torch.float64, seed=1):
@@ -96,7 +97,9 @@ def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope):
 
 def assert_close_list(actual, expected, rtol, atol=0.0):
     for a, e in zip(actual, expected, strict=True):
-        np.testing.assert_allclose(torch.as_tensor(a).detach().double().numpy(), e, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            torch.as_tensor(a).detach().double().numpy(), e, rtol=rtol, atol=atol
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,10 +187,13 @@ def test_adamnx_beta2_hat_reports_the_last_step():
 # Ada2MS
 def test_ada2ms_defaults():
     sig = inspect.signature(Ada2MS)
-    got = {k: sig.parameters[k].default
-           for k in ("lr", "betas", "eps", "weight_decay", "alpha", "scope")}
-    assert got == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, alpha=0.5,
-                       scope="group")
+    got = {
+        k: sig.parameters[k].default
+        for k in ("lr", "betas", "eps", "weight_decay", "alpha", "scope")
+    }
+    assert got == dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, alpha=0.5, scope="group"
+    )
     assert "reconstruction" in Ada2MS.__doc__
 
 
@@ -218,11 +224,16 @@ def test_ada2ms_alpha_one_is_adamw(path):
     ours = _train(lambda p: Ada2MS(p, alpha=1.0, **hp, **path), dtype=torch.float64)
     ref = _train(lambda p: torch.optim.AdamW(p, **hp), dtype=torch.float64)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    assert (ours - _train(lambda p: torch.optim.SGD(p, lr=1e-2), dtype=torch.float64)).abs().max() > 1e-2
+    assert (
+        ours - _train(lambda p: torch.optim.SGD(p, lr=1e-2), dtype=torch.float64)
+    ).abs().max() > 1e-2
     # ... and 100 steps of a fixed float32 gradient sequence (no feedback that amplifies rounding)
     grads = gradient_sequence(100)
     runs = []
-    for make in (lambda p: Ada2MS(p, alpha=1.0, **hp, **path), lambda p: torch.optim.AdamW(p, **hp)):
+    for make in (
+        lambda p: Ada2MS(p, alpha=1.0, **hp, **path),
+        lambda p: torch.optim.AdamW(p, **hp),
+    ):
         params = make_params(dtype=torch.float32)
         drive(make(params), params, grads)
         runs.append(torch.cat([p.detach().flatten() for p in params]))
@@ -252,8 +263,9 @@ def test_ada2ms_alpha_zero_is_momentum_sgd_with_one_global_scale(path):
     v_hat = torch.cat([opt.state[p]["exp_avg_sq"].flatten() for p in params]) / (1 - beta2**t)
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before, strict=True)])
     expected_scale = -lr / (v_hat.mean().sqrt() + eps)
-    torch.testing.assert_close(step / m_hat, torch.full_like(step, expected_scale), rtol=1e-10,
-                               atol=0)
+    torch.testing.assert_close(
+        step / m_hat, torch.full_like(step, expected_scale), rtol=1e-10, atol=0
+    )
 
 
 @pytest.mark.parametrize("scope", ["group", "tensor"])
@@ -292,8 +304,12 @@ def test_ada2ms_scopes_differ_as_defined():
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
 def test_ada2ms_with_zero_eps_is_invariant_to_loss_scale(alpha):
     def run(scale):
-        return _train(lambda p: Ada2MS(p, lr=1e-2, eps=0.0, alpha=alpha), steps=40,
-                      dtype=torch.float64, scale=scale)
+        return _train(
+            lambda p: Ada2MS(p, lr=1e-2, eps=0.0, alpha=alpha),
+            steps=40,
+            dtype=torch.float64,
+            scale=scale,
+        )
 
     torch.testing.assert_close(run(1.0), run(1000.0), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(run(1.0), run(1e-3), rtol=1e-9, atol=1e-12)
@@ -347,19 +363,26 @@ def test_ada2ms_schedule_out_of_range_raises_before_any_state_changes():
 def _multi_group_setup(cls, dtype, path, **hp):
     params = make_params(dtype=dtype)
     frozen = torch.zeros(2, dtype=dtype, requires_grad=True)  # never gets a gradient
-    groups = [{"params": [params[0], frozen]},
-              {"params": params[1:], "lr": 3e-3, "weight_decay": 0.0}]
+    groups = [
+        {"params": [params[0], frozen]},
+        {"params": params[1:], "lr": 3e-3, "weight_decay": 0.0},
+    ]
     return params, frozen, cls(groups, lr=1e-2, **hp, **path)
 
 
-CASES = [(AdamNX, {}), (Ada2MS, {}), (Ada2MS, dict(scope="tensor", alpha=0.3)),
-         (Ada2MS, dict(alpha=ExponentialAlpha(0.0, 5.0)))]
+CASES = [
+    (AdamNX, {}),
+    (Ada2MS, {}),
+    (Ada2MS, dict(scope="tensor", alpha=0.3)),
+    (Ada2MS, dict(alpha=ExponentialAlpha(0.0, 5.0))),
+]
 CASE_IDS = ["adamnx", "ada2ms", "ada2ms-tensor", "ada2ms-schedule"]
 
 
 @pytest.mark.parametrize("cls,hp", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)],
-                         ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)], ids=["float64", "float32"]
+)
 def test_paths_agree(cls, hp, dtype, tol):
     grads = gradient_sequence(25)
     results = []
@@ -500,8 +523,10 @@ def test_bad_hyperparameters_are_named(cls, kwargs, arg, value):
         cls(make_params(), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,arg", [(dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"),
-                                        (dict(scope="layer"), "scope")])
+@pytest.mark.parametrize(
+    "kwargs,arg",
+    [(dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"), (dict(scope="layer"), "scope")],
+)
 def test_bad_ada2ms_arguments_are_named(kwargs, arg):
     with pytest.raises(ValueError, match=rf"Invalid {arg}.*{next(iter(kwargs.values()))}"):
         Ada2MS(make_params(), **kwargs)
@@ -551,9 +576,17 @@ def test_hyperparameters_edited_after_construction_are_checked_at_step():
 
 # ---------------------------------------------------------------------------------------------
 # make_optimizer
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("sgdm", torch.optim.SGD),
-                                      ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                      ("AdamNX", AdamNX), ("ada2ms", Ada2MS)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("sgd", torch.optim.SGD),
+        ("sgdm", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("AdamNX", AdamNX),
+        ("ada2ms", Ada2MS),
+    ],
+)
 def test_make_optimizer(name, cls):
     opt = make_optimizer(name, make_params(), lr=0.1)
     assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.1
@@ -587,10 +620,12 @@ def test_effective_step_sizes_of_adamnx_are_lr_over_sqrt_v_plus_eps():
 def test_effective_step_sizes_of_ada2ms_span_adamw_to_a_single_value():
     grads = gradient_sequence(10)
     sizes = {}
-    for name, make in [("adamw", lambda p: torch.optim.AdamW(p, lr=0.1)),
-                       ("a1", lambda p: Ada2MS(p, lr=0.1, alpha=1.0)),
-                       ("a0", lambda p: Ada2MS(p, lr=0.1, alpha=0.0)),
-                       ("a0-tensor", lambda p: Ada2MS(p, lr=0.1, alpha=0.0, scope="tensor"))]:
+    for name, make in [
+        ("adamw", lambda p: torch.optim.AdamW(p, lr=0.1)),
+        ("a1", lambda p: Ada2MS(p, lr=0.1, alpha=1.0)),
+        ("a0", lambda p: Ada2MS(p, lr=0.1, alpha=0.0)),
+        ("a0-tensor", lambda p: Ada2MS(p, lr=0.1, alpha=0.0, scope="tensor")),
+    ]:
         params = make_params()
         opt = make(params)
         drive(opt, params, grads)
@@ -673,5 +708,6 @@ def test_compiled_power_with_a_tensor_exponent_matches_pow(dtype, rtol, e):
     (out,) = CompiledOps.pow([x], torch.tensor(e, dtype=dtype))
     torch.testing.assert_close(out, x.pow(e), rtol=rtol, atol=0)
     compiled = torch.compile(lambda t, p: CompiledOps.pow([t], p)[0], fullgraph=True)
-    torch.testing.assert_close(compiled(x, torch.tensor(e, dtype=dtype)), x.pow(e), rtol=rtol,
-                               atol=0)
+    torch.testing.assert_close(
+        compiled(x, torch.tensor(e, dtype=dtype)), x.pow(e), rtol=rtol, atol=0
+    )

@@ -152,8 +152,10 @@ def widget_notebook(ids: list[str]) -> nbformat.NotebookNode:
     """A notebook whose output shows widget ids[0], a box holding ids[1] and ids[2] (a slider
     and its style), plus an unreferenced model ids[3]: what ipywidgets saves, with its ids."""
     nb = nbformat.v4.new_notebook()
-    out = nbformat.v4.new_output("display_data", data={
-        "application/vnd.jupyter.widget-view+json": {"model_id": ids[0], "version_major": 2}})
+    out = nbformat.v4.new_output(
+        "display_data",
+        data={"application/vnd.jupyter.widget-view+json": {"model_id": ids[0], "version_major": 2}},
+    )
     nb.cells = [nbformat.v4.new_code_cell("box", outputs=[out], id="show-box")]
     state = {
         ids[0]: {"model_name": "VBoxModel", "state": {"children": [f"IPY_MODEL_{ids[1]}"]}},
@@ -161,8 +163,13 @@ def widget_notebook(ids: list[str]) -> nbformat.NotebookNode:
         ids[2]: {"model_name": "SliderStyleModel", "state": {}},
         ids[3]: {"model_name": "LayoutModel", "state": {}},
     }
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
-        "state": dict(sorted(state.items())), "version_major": 2, "version_minor": 0}}
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": dict(sorted(state.items())),
+            "version_major": 2,
+            "version_minor": 0,
+        }
+    }
     return nb
 
 
@@ -194,8 +201,9 @@ if n == 0:
 
 
 @pytest.mark.parametrize("tagged", [True, False], ids=["interactive", "plain"])
-def test_a_timed_out_interactive_cell_is_run_once_more(run_notebooks, tmp_path, monkeypatch,
-                                                       tagged):
+def test_a_timed_out_interactive_cell_is_run_once_more(
+    run_notebooks, tmp_path, monkeypatch, tagged
+):
     """A cell tagged interactive that hangs (as a lost widget reply does) times out after
     INTERACTIVE_TIMEOUT and its notebook runs again; any other timeout is a failure at once."""
     path = write_notebook(tmp_path / "widgets.ipynb", SLOW_FIRST_TIME, "print('after')")
@@ -204,8 +212,9 @@ def test_a_timed_out_interactive_cell_is_run_once_more(run_notebooks, tmp_path, 
         nb.cells[0].metadata["tags"] = ["interactive"]
     nbformat.write(nb, path)
     monkeypatch.setattr(run_notebooks, "INTERACTIVE_TIMEOUT", 3)
-    result = run_notebooks.run_notebook(path, timeout=3 if not tagged else 600, quick=True,
-                                        save=False)
+    result = run_notebooks.run_notebook(
+        path, timeout=3 if not tagged else 600, quick=True, save=False
+    )
     attempts = int((tmp_path / "attempts.txt").read_text())
     if tagged:
         assert result.ok and attempts == 2 and result.seconds < 60

@@ -21,8 +21,9 @@ def test_digits_splits_are_seeded_disjoint_and_complete():
     assert sum(tuple(r) in train for r in a.x_test.numpy().round(5)) <= 5  # a few duplicates
     # the MLP inputs are standardised on the training split, constant pixels dropped
     assert a.x_train.shape[1] < 64
-    torch.testing.assert_close(a.x_train.mean(0), torch.zeros(a.x_train.shape[1]), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        a.x_train.mean(0), torch.zeros(a.x_train.shape[1]), atol=1e-5, rtol=0
+    )
     assert torch.all(a.x_train.std(0, correction=0) > 0.99)
 
 
@@ -71,13 +72,16 @@ def test_teacher_student_targets_are_the_teacher_plus_noise():
         task.accuracy(task.y_train, task.y_train)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(val_fraction=0.5, test_fraction=0.5), "no training data"),
-    (dict(test_fraction=-0.1), "test_fraction"),
-    (dict(model="resnet"), "model"),
-    (dict(seed=-1), "seed"),
-    (dict(activation="sigmoidal"), "activation"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(val_fraction=0.5, test_fraction=0.5), "no training data"),
+        (dict(test_fraction=-0.1), "test_fraction"),
+        (dict(model="resnet"), "model"),
+        (dict(seed=-1), "seed"),
+        (dict(activation="sigmoidal"), "activation"),
+    ],
+)
 def test_digits_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tasks.digits(**kwargs)
@@ -90,8 +94,16 @@ def test_task_rejects_bad_splits_and_names():
     with pytest.raises(ValueError, match="batch_size"):
         task.data("train", 0)
     with pytest.raises(ValueError, match="targets"):
-        Task("bad", task.x_train, task.y_train[:-1], task.x_val, task.y_val, task.x_test,
-             task.y_test, model_factory=lambda: None)
+        Task(
+            "bad",
+            task.x_train,
+            task.y_train[:-1],
+            task.x_val,
+            task.y_val,
+            task.x_test,
+            task.y_test,
+            model_factory=lambda: None,
+        )
 
 
 # -- CIFAR-10 ----------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ def hand_gradient(name: str, x: float, y: float, **params) -> tuple[float, float
         a, b = x * x + y - 11, x + y * y - 7
         return 4 * x * a + 2 * b, 2 * a + 4 * y * b
     if name == "rastrigin":
-        return (2 * x + 20 * math.pi * math.sin(2 * math.pi * x),
-                2 * y + 20 * math.pi * math.sin(2 * math.pi * y))
+        return (
+            2 * x + 20 * math.pi * math.sin(2 * math.pi * x),
+            2 * y + 20 * math.pi * math.sin(2 * math.pi * y),
+        )
     if name == "saddle":
         return 2 * x, -2 * y
     if name == "badly_scaled":
@@ -84,15 +86,20 @@ def test_gradients_match_finite_differences(problem):
     g = problem.gradient(torch.tensor(pts)).numpy()
     h = 1e-6
     for k, e in enumerate(np.eye(2)):
+
         def f(q):
             return problem.value(torch.tensor(q)).numpy()
+
         fd = (f(pts + h * e) - f(pts - h * e)) / (2 * h)
         scale = np.abs(g).max() + 1.0
         np.testing.assert_allclose(g[:, k], fd, rtol=1e-6, atol=1e-6 * scale)
 
 
-@pytest.mark.parametrize("problem", [p for p in PROBLEMS if p.name != "rotated_quadratic"],
-                         ids=[p.name for p in PROBLEMS if p.name != "rotated_quadratic"])
+@pytest.mark.parametrize(
+    "problem",
+    [p for p in PROBLEMS if p.name != "rotated_quadratic"],
+    ids=[p.name for p in PROBLEMS if p.name != "rotated_quadratic"],
+)
 def test_gradients_match_hand_derivations(problem):
     rng = np.random.default_rng(3)
     (x0, x1), (y0, y1) = problem.bounds
@@ -104,8 +111,9 @@ def test_gradients_match_hand_derivations(problem):
 @pytest.mark.parametrize(("condition", "angle"), [(20.0, 30.0), (100.0, -60.0), (1.0, 0.0)])
 def test_rotated_quadratic_has_the_asked_condition_number_and_valley_angle(condition, angle):
     p = toy.rotated_quadratic(condition=condition, angle=angle)
-    hess = torch.autograd.functional.hessian(p.value, torch.tensor([0.3, -0.2],
-                                                                   dtype=torch.float64))
+    hess = torch.autograd.functional.hessian(
+        p.value, torch.tensor([0.3, -0.2], dtype=torch.float64)
+    )
     eigvals, eigvecs = torch.linalg.eigh(hess)
     np.testing.assert_allclose(eigvals.tolist(), [1 / condition, 1.0], rtol=1e-12)
     if condition > 1:  # the valley floor (low curvature) runs at `angle` degrees
@@ -173,17 +181,20 @@ def test_distance_to_the_nearest_minimum():
     np.testing.assert_allclose(d, [0.0, 0.5, 0.0], atol=1e-15)
 
 
-@pytest.mark.parametrize(("call", "arg"), [
-    (lambda: toy.rotated_quadratic(condition=0.5), "condition"),
-    (lambda: toy.rotated_quadratic(angle=float("nan")), "angle"),
-    (lambda: toy.badly_scaled(ratio=-1), "ratio"),
-    (lambda: toy.rastrigin(amplitude=0), "amplitude"),
-    (lambda: toy.rosenbrock().scaled(0.0), "factor"),
-    (lambda: toy.rosenbrock().with_noise(-1.0), "std"),
-    (lambda: toy.toy_problem("nope"), "name"),
-    (lambda: toy.rosenbrock().value(torch.zeros(3)), "points"),
-    (lambda: toy.rosenbrock().grid(1), "n"),
-])
+@pytest.mark.parametrize(
+    ("call", "arg"),
+    [
+        (lambda: toy.rotated_quadratic(condition=0.5), "condition"),
+        (lambda: toy.rotated_quadratic(angle=float("nan")), "angle"),
+        (lambda: toy.badly_scaled(ratio=-1), "ratio"),
+        (lambda: toy.rastrigin(amplitude=0), "amplitude"),
+        (lambda: toy.rosenbrock().scaled(0.0), "factor"),
+        (lambda: toy.rosenbrock().with_noise(-1.0), "std"),
+        (lambda: toy.toy_problem("nope"), "name"),
+        (lambda: toy.rosenbrock().value(torch.zeros(3)), "points"),
+        (lambda: toy.rosenbrock().grid(1), "n"),
+    ],
+)
 def test_bad_input_is_named(call, arg):
     with pytest.raises(ValueError, match=f"Invalid {arg}"):
         call()

@@ -28,8 +28,17 @@ def quiet_train(*args, **kwargs):
 
 
 # -- learning --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "lr"), [("sgd", 0.1), ("sgdm", 0.05), ("adam", 1e-3),
-                                          ("adamw", 1e-3), ("adamnx", 1e-3), ("ada2ms", 1e-3)])
+@pytest.mark.parametrize(
+    ("name", "lr"),
+    [
+        ("sgd", 0.1),
+        ("sgdm", 0.05),
+        ("adam", 1e-3),
+        ("adamw", 1e-3),
+        ("adamnx", 1e-3),
+        ("ada2ms", 1e-3),
+    ],
+)
 def test_loss_decreases_on_digits_for_every_optimizer(digits, name, lr):
     run = quiet_train(digits, name, 150, batch_size=64, lr=lr, seed=1)
     loss = run.history["loss"].to_numpy()
@@ -55,10 +64,12 @@ def test_divergence_is_flagged_not_raised(digits):
 
 def test_ada2ms_alpha_one_trains_exactly_as_adamw(digits):
     hp = dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    a = quiet_train(digits, lambda p: torch.optim.AdamW(p, lr=2e-3, foreach=False, **hp), 60,
-                    batch_size=128)
-    b = quiet_train(digits, lambda p: Ada2MS(p, lr=2e-3, alpha=1.0, foreach=False, **hp), 60,
-                    batch_size=128)
+    a = quiet_train(
+        digits, lambda p: torch.optim.AdamW(p, lr=2e-3, foreach=False, **hp), 60, batch_size=128
+    )
+    b = quiet_train(
+        digits, lambda p: Ada2MS(p, lr=2e-3, alpha=1.0, foreach=False, **hp), 60, batch_size=128
+    )
     pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
 
 
@@ -81,8 +92,18 @@ def _two_parameter_task(loss: str) -> Task:
     else:
         y = torch.tensor([0, 1, 0, 1])
         factory = lambda: nn.Linear(1, 2, bias=False)  # noqa: E731
-    return Task("tiny", x, y, x, y, x, y, model_factory=factory, loss=loss,
-                num_classes=None if loss == "mse" else 2)
+    return Task(
+        "tiny",
+        x,
+        y,
+        x,
+        y,
+        x,
+        y,
+        model_factory=factory,
+        loss=loss,
+        num_classes=None if loss == "mse" else 2,
+    )
 
 
 def test_records_match_a_hand_computation_for_regression():
@@ -139,8 +160,14 @@ def test_weight_decay_is_part_of_the_update_norm():
 
 def test_lr_schedule_sets_the_learning_rate_of_each_step(digits):
     schedule = training.cosine_schedule(20, warmup=5, final=0.1)
-    run = quiet_train(digits, "sgdm", 20, lr=0.2, lr_schedule=schedule,
-                      callbacks=[training.TransitionCallback(every=5)])
+    run = quiet_train(
+        digits,
+        "sgdm",
+        20,
+        lr=0.2,
+        lr_schedule=schedule,
+        callbacks=[training.TransitionCallback(every=5)],
+    )
     expected = [0.2 * schedule(t) for t in range(1, 21)]
     np.testing.assert_allclose(run.history["lr"], expected, rtol=1e-15)
     assert schedule(5) == 1.0 and schedule(20) == pytest.approx(0.1)
@@ -148,15 +175,29 @@ def test_lr_schedule_sets_the_learning_rate_of_each_step(digits):
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "hparams"), [
-    ("adamw", {}), ("adamnx", {}), ("sgdm", {}),
-    ("ada2ms", dict(alpha=ExponentialAlpha.reaching(0.0, steps=30))),
-])
+@pytest.mark.parametrize(
+    ("name", "hparams"),
+    [
+        ("adamw", {}),
+        ("adamnx", {}),
+        ("sgdm", {}),
+        ("ada2ms", dict(alpha=ExponentialAlpha.reaching(0.0, steps=30))),
+    ],
+)
 def test_resume_continues_bit_identically(digits, tmp_path, name, hparams):
     def go(steps, checkpoint=None, every=None):
-        return quiet_train(digits, name, steps, batch_size=50, lr=1e-2, seed=2,
-                           callbacks=[training.TransitionCallback(every=4)],
-                           checkpoint=checkpoint, checkpoint_every=every, **hparams)
+        return quiet_train(
+            digits,
+            name,
+            steps,
+            batch_size=50,
+            lr=1e-2,
+            seed=2,
+            callbacks=[training.TransitionCallback(every=4)],
+            checkpoint=checkpoint,
+            checkpoint_every=every,
+            **hparams,
+        )
 
     straight = go(30)
     path = tmp_path / "run.pt"
@@ -183,17 +224,20 @@ def test_resume_refuses_another_configuration(digits, tmp_path):
 
 
 # -- bad input -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(optimizer="lion"), "Unknown optimizer.*ada2ms"),
-    (dict(steps=0), "steps"),
-    (dict(batch_size=10_000), "batch_size"),
-    (dict(lr=-1.0), "lr"),
-    (dict(lr=float("nan")), "lr"),
-    (dict(callbacks=[object()]), r"callbacks\[0\]"),
-    (dict(divergence_factor=1.0), "divergence_factor"),
-    (dict(checkpoint_every=5), "checkpoint_every"),
-    (dict(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), lr=0.1), "factory"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(optimizer="lion"), "Unknown optimizer.*ada2ms"),
+        (dict(steps=0), "steps"),
+        (dict(batch_size=10_000), "batch_size"),
+        (dict(lr=-1.0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(callbacks=[object()]), r"callbacks\[0\]"),
+        (dict(divergence_factor=1.0), "divergence_factor"),
+        (dict(checkpoint_every=5), "checkpoint_every"),
+        (dict(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), lr=0.1), "factory"),
+    ],
+)
 def test_bad_arguments_are_rejected_before_any_work(digits, kwargs, match):
     args = dict(optimizer="sgd", steps=5) | kwargs
     with pytest.raises(ValueError, match=match):
@@ -233,8 +277,9 @@ def test_transition_measures_match_a_direct_computation_from_adamw_state(digits)
             s_parts.append((3e-3 / ((v / (1 - 0.99**t)).sqrt() + 1e-8)).flatten())
             m_parts.append((m / (1 - 0.9**t)).flatten())
         states[steps] = torch.cat(s_parts), torch.cat(m_parts)
-    measured = quiet_train(digits, "adamw", 20, callbacks=[training.TransitionCallback(10)],
-                           **kw).measurements.set_index("step")
+    measured = quiet_train(
+        digits, "adamw", 20, callbacks=[training.TransitionCallback(10)], **kw
+    ).measurements.set_index("step")
     s, m = states[20]
     q25, q50, q75 = np.percentile(s.numpy(), [25, 50, 75])
     row = measured.loc[20]
@@ -251,23 +296,40 @@ def test_transition_measures_match_a_direct_computation_from_adamw_state(digits)
 
 def test_transition_measures_of_adamnx_and_ada2ms(digits):
     cb = [training.TransitionCallback(every=5)]
-    nx = quiet_train(digits, "adamnx", 15, batch_size=64, lr=1e-3, callbacks=cb,
-                     betas=(0.9, 0.9)).measurements
+    nx = quiet_train(
+        digits, "adamnx", 15, batch_size=64, lr=1e-3, callbacks=cb, betas=(0.9, 0.9)
+    ).measurements
     assert nx["beta2_hat"].tolist() == pytest.approx(
-        [adamnx_betas(0.9, 0.9, t)[1] for t in (5, 10, 15)], rel=1e-15)
+        [adamnx_betas(0.9, 0.9, t)[1] for t in (5, 10, 15)], rel=1e-15
+    )
 
     schedule = ExponentialAlpha(final=0.0, tau=10.0)
-    ms = quiet_train(digits, "ada2ms", 15, batch_size=64, lr=1e-3, alpha=schedule,
-                     callbacks=[training.TransitionCallback(every=5)]).measurements
+    ms = quiet_train(
+        digits,
+        "ada2ms",
+        15,
+        batch_size=64,
+        lr=1e-3,
+        alpha=schedule,
+        callbacks=[training.TransitionCallback(every=5)],
+    ).measurements
     assert ms["alpha"].tolist() == pytest.approx([schedule(t) for t in (5, 10, 15)])
-    sgd_like = quiet_train(digits, "ada2ms", 15, batch_size=64, lr=1e-3, alpha=0.0,
-                           callbacks=[training.TransitionCallback(every=5)]).measurements
+    sgd_like = quiet_train(
+        digits,
+        "ada2ms",
+        15,
+        batch_size=64,
+        lr=1e-3,
+        alpha=0.0,
+        callbacks=[training.TransitionCallback(every=5)],
+    ).measurements
     np.testing.assert_allclose(sgd_like["cosine_to_momentum"], 1.0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sgd_like["step_size_log10_iqr"], 0.0, atol=1e-12)
     np.testing.assert_allclose(sgd_like["step_size_cv"], 0.0, atol=1e-6)
 
-    sgdm = quiet_train(digits, "sgdm", 10, batch_size=64, lr=0.1,
-                       callbacks=[training.TransitionCallback(every=5)]).measurements
+    sgdm = quiet_train(
+        digits, "sgdm", 10, batch_size=64, lr=0.1, callbacks=[training.TransitionCallback(every=5)]
+    ).measurements
     np.testing.assert_allclose(sgdm["cosine_to_momentum"], 1.0, atol=1e-12)
     assert sgdm["preconditioner_drift"].iloc[1] == 0.0
     assert sgdm["step_size_median"].tolist() == pytest.approx([0.1, 0.1], rel=1e-7)
@@ -295,10 +357,20 @@ def test_record_every_keeps_every_kth_row_and_the_same_training(digits):
 
 
 def test_a_model_with_dropout_resumes_bit_identically_and_leaves_the_global_rng(digits, tmp_path):
-    task = Task("digits-dropout", digits.x_train, digits.y_train, digits.x_val, digits.y_val,
-                digits.x_test, digits.y_test, loss="cross_entropy", num_classes=10,
-                model_factory=lambda: nn.Sequential(nn.Linear(digits.x_train.shape[1], 32),
-                                                    nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)))
+    task = Task(
+        "digits-dropout",
+        digits.x_train,
+        digits.y_train,
+        digits.x_val,
+        digits.y_val,
+        digits.x_test,
+        digits.y_test,
+        loss="cross_entropy",
+        num_classes=10,
+        model_factory=lambda: nn.Sequential(
+            nn.Linear(digits.x_train.shape[1], 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)
+        ),
+    )
     torch.manual_seed(7)
     expected_next = torch.rand(2)
     torch.manual_seed(7)

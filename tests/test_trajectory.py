@@ -38,8 +38,11 @@ def reference(problem, name, lr, steps, start=None, seed=0, **hp):
         problem.value(p).backward()
         if problem.noise:
             with torch.no_grad():
-                p.grad += problem.scale * problem.noise * torch.randn(2, generator=gen,
-                                                                      dtype=torch.float64)
+                p.grad += (
+                    problem.scale
+                    * problem.noise
+                    * torch.randn(2, generator=gen, dtype=torch.float64)
+                )
         opt.step()
         points.append(p.detach().clone())
         if name in tr.ADAPTIVE:
@@ -49,16 +52,21 @@ def reference(problem, name, lr, steps, start=None, seed=0, **hp):
 
 # -- batched runs equal the real optimizer, one learning rate at a time -----------------------
 @pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
-@pytest.mark.parametrize("problem", [toy.rosenbrock(), toy.badly_scaled().with_noise(0.3)],
-                         ids=["rosenbrock", "noisy_badly_scaled"])
+@pytest.mark.parametrize(
+    "problem",
+    [toy.rosenbrock(), toy.badly_scaled().with_noise(0.3)],
+    ids=["rosenbrock", "noisy_badly_scaled"],
+)
 def test_batched_rows_equal_the_real_optimizer_at_each_lr(problem, method):
     lrs = [1e-4, 3e-3, 0.05, 0.3, 3.0]  # includes learning rates that diverge
     steps = 60
-    batch = tr.run_batch(problem, method.optimizer, steps, lrs, seed=7, record_step_sizes=True,
-                         **method.hparams)
+    batch = tr.run_batch(
+        problem, method.optimizer, steps, lrs, seed=7, record_step_sizes=True, **method.hparams
+    )
     for lr, t in zip(lrs, batch, strict=True):
-        ref_points, ref_sizes = reference(problem, method.optimizer, lr, steps, seed=7,
-                                          **method.hparams)
+        ref_points, ref_sizes = reference(
+            problem, method.optimizer, lr, steps, seed=7, **method.hparams
+        )
         n = t.steps
         assert n == steps or t.diverged
         np.testing.assert_allclose(t.points, ref_points[: n + 1], rtol=1e-11, atol=1e-12)
@@ -94,11 +102,13 @@ def test_gradient_descent_on_the_quadratic_follows_the_closed_form():
     lr, steps = 0.7, 50
     traj = tr.run(p, "sgd", steps, lr=lr)
     x0 = np.array(p.start)
-    expected = np.stack([np.linalg.matrix_power(np.eye(2) - lr * a, k) @ x0
-                         for k in range(steps + 1)])
+    expected = np.stack(
+        [np.linalg.matrix_power(np.eye(2) - lr * a, k) @ x0 for k in range(steps + 1)]
+    )
     np.testing.assert_allclose(traj.points, expected, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(traj.losses, 0.5 * np.einsum("ti,ij,tj->t", expected, a, expected),
-                               rtol=1e-11, atol=1e-300)
+    np.testing.assert_allclose(
+        traj.losses, 0.5 * np.einsum("ti,ij,tj->t", expected, a, expected), rtol=1e-11, atol=1e-300
+    )
     np.testing.assert_allclose(traj.grad_norms, np.linalg.norm(expected @ a, axis=1), rtol=1e-12)
     # no clipping by default: each step is exactly lr times the gradient
     np.testing.assert_allclose(traj.step_lengths, lr * traj.grad_norms[:-1], rtol=1e-12)
@@ -111,8 +121,9 @@ def test_clipping_caps_the_step_only_when_asked():
     clipped = tr.run(p, "sgd", 5, lr=1e-3, clip=1.0)
     assert free.step_lengths[0] == pytest.approx(1e-3 * free.grad_norms[0])
     assert free.step_lengths[0] > 1e-3 * 1.0  # the start's gradient norm is > 1
-    np.testing.assert_allclose(clipped.step_lengths, 1e-3 * np.minimum(clipped.grad_norms[:-1], 1.0),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        clipped.step_lengths, 1e-3 * np.minimum(clipped.grad_norms[:-1], 1.0), rtol=1e-12
+    )
 
 
 def test_adam_is_invariant_to_the_loss_scale_and_sgd_is_not():
@@ -196,7 +207,8 @@ def test_tuning_scores_match_the_runs_and_follow_the_stated_criterion():
             assert result.final_distance[i] == math.inf and result.mean_loss[i] == math.inf
         else:
             assert result.final_distance[i] == pytest.approx(
-                np.linalg.norm(t.final_point - [1.0, 1.0]), rel=1e-9)
+                np.linalg.norm(t.final_point - [1.0, 1.0]), rel=1e-9
+            )
             assert result.mean_loss[i] == pytest.approx(t.losses.mean(), rel=1e-9)
     d, m = result.final_distance, result.mean_loss
     ties = [i for i in range(len(grid)) if d[i] <= d.min() + 1e-3]
@@ -272,8 +284,7 @@ def test_corrupt_tuning_cache_is_recomputed(data):
 def test_compare_runs_each_method_at_its_tuned_rate():
     p = toy.rotated_quadratic()
     grid = tr.lr_grid(1e-2, 3.0, 2)
-    c = tr.compare(p, ["sgd", tr.Method("ada2ms", {"alpha": 0.5})], 120, grid=grid,
-                   progress=False)
+    c = tr.compare(p, ["sgd", tr.Method("ada2ms", {"alpha": 0.5})], 120, grid=grid, progress=False)
     assert list(c.trajectories) == ["SGD", "Ada2MS α=0.5"]
     for label, t in c.trajectories.items():
         assert t.lr == c.tuning[label].best_lr
@@ -291,12 +302,20 @@ def test_compare_runs_each_method_at_its_tuned_rate():
 
 
 # -- validation ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "arg"), [
-    (dict(steps=0), "steps"), (dict(steps=2.5), "steps"), (dict(start=(1.0,)), "start"),
-    (dict(start=(0.0, float("inf"))), "start"), (dict(seed=-1), "seed"), (dict(clip=0.0), "clip"),
-    (dict(optimizer="lbfgs"), "optimizer"), (dict(problem="rosenbrock"), "problem"),
-    (dict(bounds_factor=0.5), "bounds_factor"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(start=(1.0,)), "start"),
+        (dict(start=(0.0, float("inf"))), "start"),
+        (dict(seed=-1), "seed"),
+        (dict(clip=0.0), "clip"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(problem="rosenbrock"), "problem"),
+        (dict(bounds_factor=0.5), "bounds_factor"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, arg):
     call = {"problem": toy.rosenbrock(), "optimizer": "adam", "steps": 10, **kwargs}
     with pytest.raises(ValueError, match=f"Invalid {arg}"):

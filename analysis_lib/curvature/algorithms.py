@@ -190,8 +190,9 @@ class _State:
         return len(self.alphas)
 
 
-def _lanczos_process(op: LinearOperator, v0: Tensor, max_steps: int, gen: torch.Generator,
-                     bar) -> Iterator[_State]:
+def _lanczos_process(
+    op: LinearOperator, v0: Tensor, max_steps: int, gen: torch.Generator, bar
+) -> Iterator[_State]:
     """Run Lanczos with full reorthogonalisation from ``v0`` for up to ``max_steps`` (<= n)
     steps, yielding the decomposition after each product. After an (exact or numerical)
     breakdown it continues from a random vector orthogonal to the basis, with a zero
@@ -262,9 +263,16 @@ def default_max_matvecs(k: int, n: int) -> int:
 
 
 # -- eigenvalues -------------------------------------------------------------------------------
-def lanczos(op: LinearOperator, k: int = 1, which: str = "LA", tol: float = 1e-6,
-            max_matvecs: int | None = None, v0: Tensor | None = None,
-            seed: int | torch.Generator = 0, progress: bool | None = None) -> EigenResult:
+def lanczos(
+    op: LinearOperator,
+    k: int = 1,
+    which: str = "LA",
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    v0: Tensor | None = None,
+    seed: int | torch.Generator = 0,
+    progress: bool | None = None,
+) -> EigenResult:
     """``k`` extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalisation.
 
     Args:
@@ -299,8 +307,11 @@ def lanczos(op: LinearOperator, k: int = 1, which: str = "LA", tol: float = 1e-6
         raise ValueError(f"Invalid which: {which!r} (expected one of {WHICH})")
     if not isinstance(tol, int | float) or not tol > 0:
         raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
-    budget = default_max_matvecs(k, n) if max_matvecs is None else check_int(
-        "max_matvecs", max_matvecs, k)
+    budget = (
+        default_max_matvecs(k, n)
+        if max_matvecs is None
+        else check_int("max_matvecs", max_matvecs, k)
+    )
     budget = min(budget, n)
     gen = _generator(seed)
     v = _start_vector(op, v0, gen)
@@ -327,14 +338,26 @@ def lanczos(op: LinearOperator, k: int = 1, which: str = "LA", tol: float = 1e-6
     ritz = torch.as_tensor(s[:, idx], dtype=op.dtype, device=op.device)
     vectors = state.basis.T @ ritz
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
-    return EigenResult(values=theta[idx].copy(), vectors=vectors, residuals=residuals,
-                       matvecs=state.steps, seconds=time.perf_counter() - start,
-                       converged=converged, history=np.array(history))
+    return EigenResult(
+        values=theta[idx].copy(),
+        vectors=vectors,
+        residuals=residuals,
+        matvecs=state.steps,
+        seconds=time.perf_counter() - start,
+        converged=converged,
+        history=np.array(history),
+    )
 
 
-def power_iteration(op: LinearOperator, tol: float = 1e-6, max_matvecs: int = 1000,
-                    v0: Tensor | None = None, seed: int | torch.Generator = 0,
-                    criterion: str = "residual", progress: bool | None = None) -> EigenResult:
+def power_iteration(
+    op: LinearOperator,
+    tol: float = 1e-6,
+    max_matvecs: int = 1000,
+    v0: Tensor | None = None,
+    seed: int | torch.Generator = 0,
+    criterion: str = "residual",
+    progress: bool | None = None,
+) -> EigenResult:
     """The largest-magnitude eigenpair by power iteration (for comparisons with Lanczos).
 
     Each product ``w = A v`` gives the Rayleigh quotient ``theta = v . w`` of the current unit
@@ -347,8 +370,9 @@ def power_iteration(op: LinearOperator, tol: float = 1e-6, max_matvecs: int = 10
     start = time.perf_counter()
     _check_operator(op)
     if criterion not in ("residual", "relative_change"):
-        raise ValueError(f"Invalid criterion: {criterion!r} (expected 'residual' or "
-                         "'relative_change')")
+        raise ValueError(
+            f"Invalid criterion: {criterion!r} (expected 'residual' or 'relative_change')"
+        )
     if not isinstance(tol, int | float) or not tol > 0:
         raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
     budget = check_int("max_matvecs", max_matvecs)
@@ -373,14 +397,24 @@ def power_iteration(op: LinearOperator, tol: float = 1e-6, max_matvecs: int = 10
             if converged or float(norm) == 0.0:
                 break
             v = w / norm
-    return EigenResult(values=np.array([theta]), vectors=v[:, None], residuals=np.array([residual]),
-                       matvecs=len(history), seconds=time.perf_counter() - start,
-                       converged=converged, history=np.array(history))
+    return EigenResult(
+        values=np.array([theta]),
+        vectors=v[:, None],
+        residuals=np.array([residual]),
+        matvecs=len(history),
+        seconds=time.perf_counter() - start,
+        converged=converged,
+        history=np.array(history),
+    )
 
 
 # -- trace -------------------------------------------------------------------------------------
-def hutchinson(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generator = 0,
-               progress: bool | None = None) -> TraceResult:
+def hutchinson(
+    op: LinearOperator,
+    matvecs: int = 100,
+    seed: int | torch.Generator = 0,
+    progress: bool | None = None,
+) -> TraceResult:
     """Hutchinson's estimate ``tr A ~ mean_i z_i^T A z_i`` over ``matvecs`` Rademacher vectors,
     with standard error ``std(z^T A z) / sqrt(matvecs)`` (``matvecs >= 2``)."""
     start = time.perf_counter()
@@ -393,13 +427,22 @@ def hutchinson(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generat
             z = _rademacher(op, gen)
             samples[i] = float(torch.dot(z, op.matvec(z)))
             bar.update(1)
-    return TraceResult(estimate=float(samples.mean()), stderr=float(samples.std(ddof=1) / m**0.5),
-                       matvecs=m, seconds=time.perf_counter() - start, method="hutchinson",
-                       samples=samples)
+    return TraceResult(
+        estimate=float(samples.mean()),
+        stderr=float(samples.std(ddof=1) / m**0.5),
+        matvecs=m,
+        seconds=time.perf_counter() - start,
+        method="hutchinson",
+        samples=samples,
+    )
 
 
-def hutchpp(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generator = 0,
-            progress: bool | None = None) -> TraceResult:
+def hutchpp(
+    op: LinearOperator,
+    matvecs: int = 100,
+    seed: int | torch.Generator = 0,
+    progress: bool | None = None,
+) -> TraceResult:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): with ``s = matvecs // 3`` Rademacher
     sketch vectors ``S``, ``Q = orth(A S)`` and
 
@@ -432,24 +475,36 @@ def hutchpp(op: LinearOperator, matvecs: int = 100, seed: int | torch.Generator 
             g = g - q @ (q.T @ g)
             samples[i] = float(torch.dot(g, op.matvec(g)))
             bar.update(1)
-    return TraceResult(estimate=sketch_trace + float(samples.mean()),
-                       stderr=float(samples.std(ddof=1) / rest**0.5), matvecs=m,
-                       seconds=time.perf_counter() - start, method="hutch++", samples=samples,
-                       sketch_trace=sketch_trace)
+    return TraceResult(
+        estimate=sketch_trace + float(samples.mean()),
+        stderr=float(samples.std(ddof=1) / rest**0.5),
+        matvecs=m,
+        seconds=time.perf_counter() - start,
+        method="hutch++",
+        samples=samples,
+        sketch_trace=sketch_trace,
+    )
 
 
 # -- spectral density --------------------------------------------------------------------------
-def gaussian_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray,
-                     sigma: float) -> np.ndarray:
+def gaussian_density(
+    nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float
+) -> np.ndarray:
     """``mean_r sum_k w_rk N(grid; nodes_rk, sigma^2)`` for ``(runs, steps)`` nodes/weights."""
     z = (np.asarray(grid)[:, None] - nodes.reshape(1, -1)) / sigma
     kernel = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
     return kernel @ weights.reshape(-1) / nodes.shape[0]
 
 
-def slq(op: LinearOperator, lanczos_steps: int = 80, runs: int = 10,
-        seed: int | torch.Generator = 0, sigma: float | None = None,
-        grid: np.ndarray | int = 1000, progress: bool | None = None) -> DensityResult:
+def slq(
+    op: LinearOperator,
+    lanczos_steps: int = 80,
+    runs: int = 10,
+    seed: int | torch.Generator = 0,
+    sigma: float | None = None,
+    grid: np.ndarray | int = 1000,
+    progress: bool | None = None,
+) -> DensityResult:
     """The spectral density of ``op`` by stochastic Lanczos quadrature.
 
     For each of ``runs`` Rademacher starts ``z``, ``lanczos_steps`` (at most ``n``) steps of
@@ -490,6 +545,12 @@ def slq(op: LinearOperator, lanczos_steps: int = 80, runs: int = 10,
     if isinstance(grid, int | np.integer):
         grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, int(grid))
     grid = np.asarray(grid, dtype=np.float64)
-    return DensityResult(grid=grid, density=gaussian_density(nodes, weights, grid, sigma),
-                         nodes=nodes, weights=weights, sigma=float(sigma), matvecs=matvecs,
-                         seconds=time.perf_counter() - start)
+    return DensityResult(
+        grid=grid,
+        density=gaussian_density(nodes, weights, grid, sigma),
+        nodes=nodes,
+        weights=weights,
+        sigma=float(sigma),
+        matvecs=matvecs,
+        seconds=time.perf_counter() - start,
+    )

@@ -184,8 +184,10 @@ def select_parameters(
     dtypes = {p.dtype for _, p in chosen}
     devices = {p.device for _, p in chosen}
     if len(dtypes) > 1 or len(devices) > 1:
-        raise ValueError(f"Invalid model: parameters must share one dtype and device, got "
-                         f"{sorted(map(str, dtypes))} on {sorted(map(str, devices))}")
+        raise ValueError(
+            f"Invalid model: parameters must share one dtype and device, got "
+            f"{sorted(map(str, dtypes))} on {sorted(map(str, devices))}"
+        )
     if not next(iter(dtypes)).is_floating_point:
         raise ValueError(f"Invalid model: parameters of dtype {next(iter(dtypes))}")
     return chosen
@@ -213,8 +215,10 @@ def materialize_data(data: Iterable, device: torch.device) -> list[tuple[Any, An
     ``(inputs, targets, weight)`` on ``device``, with ``weight = n_b / N``: the loss of the whole
     data is the sample-weighted mean of the batch losses, so a ragged last batch counts right."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        raise ValueError("Invalid data: expected an iterable of (inputs, targets) batches, "
-                         "got one (inputs, targets) pair; wrap it in a list: [(inputs, targets)]")
+        raise ValueError(
+            "Invalid data: expected an iterable of (inputs, targets) batches, "
+            "got one (inputs, targets) pair; wrap it in a list: [(inputs, targets)]"
+        )
     batches = []
     for i, batch in enumerate(data):
         try:
@@ -226,8 +230,9 @@ def materialize_data(data: Iterable, device: torch.device) -> list[tuple[Any, An
             batches.append((_to(inputs, device), _to(targets, device), n))
     total = sum(n for *_, n in batches)
     if total == 0:
-        raise ValueError("Invalid data: no samples (expected a non-empty iterable of "
-                         "(inputs, targets) batches)")
+        raise ValueError(
+            "Invalid data: no samples (expected a non-empty iterable of (inputs, targets) batches)"
+        )
     return [(x, y, n / total) for x, y, n in batches]
 
 
@@ -236,8 +241,9 @@ def _quiet_forward_ad():
     """Silence the DeprecationWarning that torch's forward-mode AD raises (from
     ``torch.jit.script``, inside torch) when it first loads its decompositions."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning
+        )
         yield
 
 
@@ -260,7 +266,10 @@ def _warn_batchnorm(model: torch.nn.Module) -> None:
     if any(isinstance(m, _BATCHNORM) for m in model.modules()):
         warnings.warn(
             "the model has batch norm layers: curvature is evaluated in eval mode, with the "
-            "running statistics (not the batch statistics)", UserWarning, stacklevel=3)
+            "running statistics (not the batch statistics)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class _ModelOperator(LinearOperator):
@@ -363,8 +372,13 @@ class HessianOperator(_ModelOperator):
         with torch.enable_grad():
             leaves = {n: t.requires_grad_() for n, t in p.items()}
             tensors = list(leaves.values())
-            g = torch.autograd.grad(self._loss(leaves, x, y), tensors, create_graph=True,
-                                    allow_unused=True, materialize_grads=True)
+            g = torch.autograd.grad(
+                self._loss(leaves, x, y),
+                tensors,
+                create_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
             dot = sum((gi * vs[n]).sum() for gi, n in zip(g, leaves, strict=True))
             return torch.autograd.grad(dot, tensors, allow_unused=True, materialize_grads=True)
 
@@ -423,8 +437,9 @@ def dense_hessian(model: torch.nn.Module, loss_fn, data, params=None) -> Tensor:
 
 
 # -- Adam-family preconditioning ---------------------------------------------------------------
-def adam_preconditioner(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
-                        params=None) -> Tensor:
+def adam_preconditioner(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, params=None
+) -> Tensor:
     """The diagonal ``P = sqrt(d) + eps`` of an Adam-family optimizer's last step, as a flat
     vector over the parameters ``params`` of ``model`` (see :func:`select_parameters`).
 
@@ -446,17 +461,21 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, model: torch.nn.Module
     out = []
     for name, p in select_parameters(model, params):
         if p not in sizes:
-            raise ValueError(f"Invalid optimizer: no state for parameter {name!r} "
-                             "(take an optimizer step first)")
+            raise ValueError(
+                f"Invalid optimizer: no state for parameter {name!r} (take an optimizer step first)"
+            )
         if not lrs[p] > 0:
-            raise ValueError(f"Invalid optimizer: lr = {lrs[p]!r} for parameter {name!r} "
-                             "(the preconditioner lr / step size needs lr > 0)")
+            raise ValueError(
+                f"Invalid optimizer: lr = {lrs[p]!r} for parameter {name!r} "
+                "(the preconditioner lr / step size needs lr > 0)"
+            )
         out.append((lrs[p] / sizes[p]).reshape(-1))
     return torch.cat(out)
 
 
-def preconditioned_hessian(model, loss_fn, data, optimizer, params=None,
-                           backend: str | None = None) -> DiagonalScaledOperator:
+def preconditioned_hessian(
+    model, loss_fn, data, optimizer, params=None, backend: str | None = None
+) -> DiagonalScaledOperator:
     """``P^(-1/2) H P^(-1/2)`` with ``P`` from :func:`adam_preconditioner`: its eigenvalues are
     those of ``P^(-1) H``, whose largest is the preconditioned sharpness that Adam-like methods
     hold at ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022)."""

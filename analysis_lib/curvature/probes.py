@@ -32,9 +32,16 @@ TRACE_METHODS = ("hutch++", "hutchinson")
 EIGEN_METHODS = ("lanczos", "power")
 
 
-def curvature_operator(model: torch.nn.Module, loss_fn, data, *, matrix: str = "hessian",
-                       params=None, preconditioner: torch.optim.Optimizer | None = None,
-                       backend: str | None = None) -> LinearOperator:
+def curvature_operator(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    *,
+    matrix: str = "hessian",
+    params=None,
+    preconditioner: torch.optim.Optimizer | None = None,
+    backend: str | None = None,
+) -> LinearOperator:
     """The curvature of the mean loss over ``data`` as an operator on flat parameter vectors.
 
     Args:
@@ -64,12 +71,24 @@ def _timed(result, start: float):
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
-def hessian_eigenvalues(model: torch.nn.Module, loss_fn, data, k: int = 1, which: str = "LA",
-                        tol: float = 1e-6, max_matvecs: int | None = None,
-                        seed: int | torch.Generator = 0, *, method: str = "lanczos",
-                        v0: torch.Tensor | None = None, matrix: str = "hessian", params=None,
-                        preconditioner: torch.optim.Optimizer | None = None,
-                        backend: str | None = None, progress: bool | None = None) -> EigenResult:
+def hessian_eigenvalues(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    k: int = 1,
+    which: str = "LA",
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    seed: int | torch.Generator = 0,
+    *,
+    method: str = "lanczos",
+    v0: torch.Tensor | None = None,
+    matrix: str = "hessian",
+    params=None,
+    preconditioner: torch.optim.Optimizer | None = None,
+    backend: str | None = None,
+    progress: bool | None = None,
+) -> EigenResult:
     """``k`` extreme eigenvalues (and eigenvectors, residuals, cost) of the Hessian of the mean
     loss over ``data``.
 
@@ -82,49 +101,113 @@ def hessian_eigenvalues(model: torch.nn.Module, loss_fn, data, k: int = 1, which
     start = time.perf_counter()
     if method not in EIGEN_METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {EIGEN_METHODS})")
-    op = curvature_operator(model, loss_fn, data, matrix=matrix, params=params,
-                            preconditioner=preconditioner, backend=backend)
+    op = curvature_operator(
+        model,
+        loss_fn,
+        data,
+        matrix=matrix,
+        params=params,
+        preconditioner=preconditioner,
+        backend=backend,
+    )
     if method == "power":
         if k != 1 or which != "LM":
-            raise ValueError(f"Invalid k/which for method='power': k={k!r}, which={which!r} "
-                             "(power iteration finds one eigenvalue, the largest in magnitude: "
-                             "k=1, which='LM')")
-        res = power_iteration(op, tol=tol, max_matvecs=1000 if max_matvecs is None else max_matvecs,
-                              v0=v0, seed=seed, progress=progress)
+            raise ValueError(
+                f"Invalid k/which for method='power': k={k!r}, which={which!r} "
+                "(power iteration finds one eigenvalue, the largest in magnitude: "
+                "k=1, which='LM')"
+            )
+        res = power_iteration(
+            op,
+            tol=tol,
+            max_matvecs=1000 if max_matvecs is None else max_matvecs,
+            v0=v0,
+            seed=seed,
+            progress=progress,
+        )
     else:
-        res = lanczos(op, k=k, which=which, tol=tol, max_matvecs=max_matvecs, v0=v0, seed=seed,
-                      progress=progress)
+        res = lanczos(
+            op,
+            k=k,
+            which=which,
+            tol=tol,
+            max_matvecs=max_matvecs,
+            v0=v0,
+            seed=seed,
+            progress=progress,
+        )
     return _timed(res, start)
 
 
-def hessian_trace(model: torch.nn.Module, loss_fn, data, matvecs: int = 100,
-                  method: str = "hutch++", seed: int | torch.Generator = 0, *,
-                  matrix: str = "hessian", params=None,
-                  preconditioner: torch.optim.Optimizer | None = None,
-                  backend: str | None = None, progress: bool | None = None) -> TraceResult:
+def hessian_trace(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    matvecs: int = 100,
+    method: str = "hutch++",
+    seed: int | torch.Generator = 0,
+    *,
+    matrix: str = "hessian",
+    params=None,
+    preconditioner: torch.optim.Optimizer | None = None,
+    backend: str | None = None,
+    progress: bool | None = None,
+) -> TraceResult:
     """The trace of the Hessian of the mean loss over ``data`` with ``matvecs`` products, by
     ``method="hutch++"`` (:func:`~analysis_lib.curvature.hutchpp`) or ``"hutchinson"``, with its
     standard error. Operator options as :func:`curvature_operator`."""
     start = time.perf_counter()
     if method not in TRACE_METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {TRACE_METHODS})")
-    op = curvature_operator(model, loss_fn, data, matrix=matrix, params=params,
-                            preconditioner=preconditioner, backend=backend)
+    op = curvature_operator(
+        model,
+        loss_fn,
+        data,
+        matrix=matrix,
+        params=params,
+        preconditioner=preconditioner,
+        backend=backend,
+    )
     estimator = hutchpp if method == "hutch++" else hutchinson
     return _timed(estimator(op, matvecs=matvecs, seed=seed, progress=progress), start)
 
 
-def spectral_density(model: torch.nn.Module, loss_fn, data, lanczos_steps: int = 80,
-                     runs: int = 10, seed: int | torch.Generator = 0, *, sigma: float | None = None,
-                     grid=1000, matrix: str = "hessian", params=None,
-                     preconditioner: torch.optim.Optimizer | None = None,
-                     backend: str | None = None, progress: bool | None = None) -> DensityResult:
+def spectral_density(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    lanczos_steps: int = 80,
+    runs: int = 10,
+    seed: int | torch.Generator = 0,
+    *,
+    sigma: float | None = None,
+    grid=1000,
+    matrix: str = "hessian",
+    params=None,
+    preconditioner: torch.optim.Optimizer | None = None,
+    backend: str | None = None,
+    progress: bool | None = None,
+) -> DensityResult:
     """The spectral density of the Hessian of the mean loss over ``data`` by stochastic Lanczos
     quadrature (:func:`~analysis_lib.curvature.slq`): ``runs`` starts of ``lanczos_steps``
     products each. Operator options as :func:`curvature_operator`."""
     start = time.perf_counter()
-    op = curvature_operator(model, loss_fn, data, matrix=matrix, params=params,
-                            preconditioner=preconditioner, backend=backend)
-    res = slq(op, lanczos_steps=lanczos_steps, runs=runs, seed=seed, sigma=sigma, grid=grid,
-              progress=progress)
+    op = curvature_operator(
+        model,
+        loss_fn,
+        data,
+        matrix=matrix,
+        params=params,
+        preconditioner=preconditioner,
+        backend=backend,
+    )
+    res = slq(
+        op,
+        lanczos_steps=lanczos_steps,
+        runs=runs,
+        seed=seed,
+        sigma=sigma,
+        grid=grid,
+        progress=progress,
+    )
     return _timed(res, start)

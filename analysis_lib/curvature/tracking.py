@@ -28,8 +28,9 @@ __all__ = ["SharpnessCallback", "stability_thresholds"]
 def _is_adam_family(optimizer: torch.optim.Optimizer) -> bool:
     """torch's Adam / AdamW, or one of this library's (AdamNX, Ada2MS), which report their
     effective step sizes themselves."""
-    return (isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
-            or callable(getattr(optimizer, "effective_step_sizes", None)))
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) or callable(
+        getattr(optimizer, "effective_step_sizes", None)
+    )
 
 
 def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> dict[str, float]:
@@ -46,8 +47,9 @@ def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> di
     if isinstance(optimizer, torch.optim.SGD) and g.get("momentum", 0.0) > 0:
         beta, damp = float(g["momentum"]), float(g.get("dampening", 0.0))
         scale = (1.0 + 2.0 * beta) if g.get("nesterov") else 1.0
-        out["threshold_momentum"] = ((2.0 + 2.0 * beta) * inv / (scale * (1.0 - damp))
-                                     if damp < 1 else math.inf)
+        out["threshold_momentum"] = (
+            (2.0 + 2.0 * beta) * inv / (scale * (1.0 - damp)) if damp < 1 else math.inf
+        )
     if _is_adam_family(optimizer):
         beta1 = float(g["betas"][0])
         out["threshold_adam"] = (2.0 + 2.0 * beta1) / (1.0 - beta1) * inv
@@ -82,9 +84,18 @@ class SharpnessCallback:
         seed: seeds the start of the first call (later calls start from the last eigenvector).
     """
 
-    def __init__(self, loss_fn, data, every: int = 10, preconditioned: bool = True,
-                 tol: float = 1e-3, max_matvecs: int = 50, params=None,
-                 backend: str | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        loss_fn,
+        data,
+        every: int = 10,
+        preconditioned: bool = True,
+        tol: float = 1e-3,
+        max_matvecs: int = 50,
+        params=None,
+        backend: str | None = None,
+        seed: int = 0,
+    ) -> None:
         every = check_int("every", every, 1)
         max_matvecs = check_int("max_matvecs", max_matvecs, 1)
         if not isinstance(tol, int | float) or not tol > 0:
@@ -105,27 +116,47 @@ class SharpnessCallback:
         return type(self).__name__
 
     def _top(self, key: str, op) -> dict[str, float]:
-        res = lanczos(op, k=1, which="LA", tol=self.tol, max_matvecs=self.max_matvecs,
-                      v0=self._vectors.get(key), seed=self._generator, progress=False)
+        res = lanczos(
+            op,
+            k=1,
+            which="LA",
+            tol=self.tol,
+            max_matvecs=self.max_matvecs,
+            v0=self._vectors.get(key),
+            seed=self._generator,
+            progress=False,
+        )
         self._vectors[key] = res.vectors[:, 0].detach()
-        return {key: float(res.values[0]), f"{key}_residual": float(res.residuals[0]),
-                f"{key}_matvecs": float(res.matvecs)}
+        return {
+            key: float(res.values[0]),
+            f"{key}_residual": float(res.residuals[0]),
+            f"{key}_matvecs": float(res.matvecs),
+        }
 
-    def __call__(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 batch: Any = None) -> dict[str, float]:
-        hessian = HessianOperator(model, self.loss_fn, self.data, params=self.params,
-                                  backend=self.backend)
+    def __call__(
+        self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any = None
+    ) -> dict[str, float]:
+        hessian = HessianOperator(
+            model, self.loss_fn, self.data, params=self.params, backend=self.backend
+        )
         out = self._top("sharpness", hessian)
         thresholds = stability_thresholds(optimizer)
         if self.preconditioned and "threshold_adam" in thresholds:
             if thresholds["lr"] > 0:
                 p = adam_preconditioner(optimizer, model, self.params).to(hessian.dtype)
-                out.update(self._top("preconditioned_sharpness",
-                                     DiagonalScaledOperator(hessian, p.rsqrt())))
+                out.update(
+                    self._top(
+                        "preconditioned_sharpness", DiagonalScaledOperator(hessian, p.rsqrt())
+                    )
+                )
             else:
-                out.update({"preconditioned_sharpness": math.nan,
-                            "preconditioned_sharpness_residual": math.nan,
-                            "preconditioned_sharpness_matvecs": 0.0})
+                out.update(
+                    {
+                        "preconditioned_sharpness": math.nan,
+                        "preconditioned_sharpness_residual": math.nan,
+                        "preconditioned_sharpness_matvecs": 0.0,
+                    }
+                )
         out.update(thresholds)
         return out
 

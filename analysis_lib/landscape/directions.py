@@ -97,19 +97,25 @@ def _check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> D
     """``direction`` checked against ``reference`` (same keys and shapes), moved to its dtype
     and device."""
     if not isinstance(direction, Mapping):
-        raise ValueError(f"Invalid {name}: {type(direction).__name__} (expected a dict keyed "
-                         "like model.named_parameters())")
+        raise ValueError(
+            f"Invalid {name}: {type(direction).__name__} (expected a dict keyed "
+            "like model.named_parameters())"
+        )
     missing = [k for k in reference if k not in direction]
     extra = [k for k in direction if k not in reference]
     if missing or extra:
-        raise ValueError(f"Invalid {name}: keys do not match the model's parameters "
-                         f"(missing {missing}, unexpected {extra})")
+        raise ValueError(
+            f"Invalid {name}: keys do not match the model's parameters "
+            f"(missing {missing}, unexpected {extra})"
+        )
     out = {}
     for key, ref in reference.items():
         value = torch.as_tensor(direction[key])
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"Invalid {name}[{key!r}]: shape {tuple(value.shape)} (the "
-                             f"parameter has shape {tuple(ref.shape)})")
+            raise ValueError(
+                f"Invalid {name}[{key!r}]: shape {tuple(value.shape)} (the "
+                f"parameter has shape {tuple(ref.shape)})"
+            )
         out[key] = value.detach().to(dtype=ref.dtype, device=ref.device)
     return out
 
@@ -132,7 +138,7 @@ def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Direction:
         raise ValueError(f"Invalid vector: {vector.numel()} entries (the parameters have {n})")
     out, i = {}, 0
     for key, t in like.items():
-        out[key] = vector[i:i + t.numel()].reshape(t.shape).to(dtype=t.dtype, device=t.device)
+        out[key] = vector[i : i + t.numel()].reshape(t.shape).to(dtype=t.dtype, device=t.device)
         i += t.numel()
     return out
 
@@ -142,8 +148,12 @@ def _check_choice(name: str, value, options) -> None:
         raise ValueError(f"Invalid {name}: {value!r} (expected one of {options})")
 
 
-def normalize(direction: Mapping[str, Tensor], params: Mapping[str, Tensor],
-              norm: str = "filter", one_d: str = "zero") -> Direction:
+def normalize(
+    direction: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+    norm: str = "filter",
+    one_d: str = "zero",
+) -> Direction:
     """``direction`` rescaled to the scale of ``params``.
 
     ``norm="filter"``: each filter (slice ``[i]`` along the first, output dimension of a tensor
@@ -170,8 +180,10 @@ def normalize(direction: Mapping[str, Tensor], params: Mapping[str, Tensor],
             out[key] = d * _ratio(theta.norm(), d.norm())
         elif norm == "filter":
             dims = tuple(range(1, d.dim()))
-            scale = _ratio(torch.linalg.vector_norm(theta, dim=dims, keepdim=True),
-                           torch.linalg.vector_norm(d, dim=dims, keepdim=True))
+            scale = _ratio(
+                torch.linalg.vector_norm(theta, dim=dims, keepdim=True),
+                torch.linalg.vector_norm(d, dim=dims, keepdim=True),
+            )
             out[key] = d * scale
         elif norm == "layer":
             out[key] = d * _ratio(theta.norm(), d.norm())
@@ -181,12 +193,14 @@ def normalize(direction: Mapping[str, Tensor], params: Mapping[str, Tensor],
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
-                       torch.zeros_like(den))
+    return torch.where(
+        den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den)
+    )
 
 
-def orthogonalize(d1: Mapping[str, Tensor], d2: Mapping[str, Tensor],
-                  keep_norm: bool = True) -> tuple[Direction, float]:
+def orthogonalize(
+    d1: Mapping[str, Tensor], d2: Mapping[str, Tensor], keep_norm: bool = True
+) -> tuple[Direction, float]:
     """``d2`` with its component along ``d1`` removed (Gram-Schmidt, in float64), and the
     cosine between ``d1`` and ``d2`` before. ``keep_norm`` rescales the result to ``d2``'s norm,
     so both axes of a plot keep the scale normalisation gave them. Zero entries of both stay
@@ -208,13 +222,13 @@ def _generator(seed) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0 or a "
-                         "torch.Generator)")
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0 or a torch.Generator)")
     return torch.Generator().manual_seed(seed)
 
 
-def random_direction(model: nn.Module, seed: int | torch.Generator = 0, norm: str = "filter",
-                     one_d: str = "zero") -> Direction:
+def random_direction(
+    model: nn.Module, seed: int | torch.Generator = 0, norm: str = "filter", one_d: str = "zero"
+) -> Direction:
     """A Gaussian direction ``N(0, I)`` (drawn on the CPU in float64 from ``seed``, the same on
     every device), normalised to the model's parameters by :func:`normalize`."""
     _check_choice("norm", norm, NORMALIZATIONS)
@@ -227,8 +241,13 @@ def random_direction(model: nn.Module, seed: int | torch.Generator = 0, norm: st
     return {k: v.to(dtype=params[k].dtype, device=params[k].device) for k, v in d.items()}
 
 
-def random_directions(model: nn.Module, seed: int | torch.Generator = 0, norm: str = "filter",
-                      one_d: str = "zero", orthogonal: bool = True) -> Directions:
+def random_directions(
+    model: nn.Module,
+    seed: int | torch.Generator = 0,
+    norm: str = "filter",
+    one_d: str = "zero",
+    orthogonal: bool = True,
+) -> Directions:
     """Two random directions for a 2-D slice (Li et al. 2018): each Gaussian, normalised by
     :func:`normalize` (``norm``, ``one_d``); then, with ``orthogonal``, ``d2`` is orthogonalised
     against ``d1`` (after the normalisation, which would otherwise undo it) and rescaled to its
@@ -264,8 +283,12 @@ class SnapshotCallback:
 
     def record(self, model: nn.Module, step: int = 0) -> None:
         """Keep a copy of ``model``'s parameters, labelled ``step``."""
-        self.snapshots.append({k: p.detach().to("cpu", torch.float64, copy=True)
-                               for k, p in parameters(model).items()})
+        self.snapshots.append(
+            {
+                k: p.detach().to("cpu", torch.float64, copy=True)
+                for k, p in parameters(model).items()
+            }
+        )
         self.steps.append(int(step))
 
     def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
@@ -273,9 +296,12 @@ class SnapshotCallback:
         return {}
 
 
-def pca_directions(snapshots: Sequence[Mapping[str, Tensor]] | SnapshotCallback,
-                   final: Mapping[str, Tensor] | nn.Module | None = None,
-                   steps: Sequence[int] | None = None, center: bool = False) -> Directions:
+def pca_directions(
+    snapshots: Sequence[Mapping[str, Tensor]] | SnapshotCallback,
+    final: Mapping[str, Tensor] | nn.Module | None = None,
+    steps: Sequence[int] | None = None,
+    center: bool = False,
+) -> Directions:
     """The plane of a training trajectory (Li et al. 2018, section 7): the first two principal
     directions of the matrix of rows ``theta_t - theta_final`` over the snapshots.
 
@@ -300,15 +326,20 @@ def pca_directions(snapshots: Sequence[Mapping[str, Tensor]] | SnapshotCallback,
     snapshots = list(snapshots)
     if len(snapshots) < 2:
         raise ValueError(f"Invalid snapshots: {len(snapshots)} (expected at least 2)")
-    like = {k: torch.as_tensor(v).detach().to("cpu", torch.float64)
-            for k, v in snapshots[-1].items()}
+    like = {
+        k: torch.as_tensor(v).detach().to("cpu", torch.float64) for k, v in snapshots[-1].items()
+    }
     if final is None:
         final = like
     elif isinstance(final, nn.Module):
         final = parameters(final)
     final = _check_direction("final", final, like)
-    rows = torch.stack([flatten(_check_direction(f"snapshots[{i}]", s, like)) - flatten(final)
-                        for i, s in enumerate(snapshots)])
+    rows = torch.stack(
+        [
+            flatten(_check_direction(f"snapshots[{i}]", s, like)) - flatten(final)
+            for i, s in enumerate(snapshots)
+        ]
+    )
     if steps is None:
         steps = np.arange(len(snapshots))
     steps = np.asarray(steps, dtype=np.int64)
@@ -322,15 +353,22 @@ def pca_directions(snapshots: Sequence[Mapping[str, Tensor]] | SnapshotCallback,
     # a fixed sign: the start of the path lies at non-negative coordinates
     signs = torch.where(rows[0] @ comps.T < 0, -1.0, 1.0).to(comps.dtype)
     comps = comps * signs[:, None]
-    ratio = (s[:2] ** 2 / (s ** 2).sum()).numpy()
+    ratio = (s[:2] ** 2 / (s**2).sum()).numpy()
     path = (rows @ comps.T).numpy()
-    return Directions(unflatten(comps[0], like), unflatten(comps[1], like), kind="pca",
-                      explained_variance_ratio=ratio, path=path, steps=steps)
+    return Directions(
+        unflatten(comps[0], like),
+        unflatten(comps[1], like),
+        kind="pca",
+        explained_variance_ratio=ratio,
+        path=path,
+        steps=steps,
+    )
 
 
 # -- eigenvectors and interpolation --------------------------------------------------------------
-def eigenvector_directions(model: nn.Module, loss_fn, data, k: int = 2, which: str = "LA",
-                           seed: int = 0, **kwargs) -> Directions:
+def eigenvector_directions(
+    model: nn.Module, loss_fn, data, k: int = 2, which: str = "LA", seed: int = 0, **kwargs
+) -> Directions:
     """The plane of the two leading Hessian eigenvectors of the mean loss over ``data`` (the
     first two of :func:`analysis_lib.curvature.hessian_eigenvalues` with ``k``, ``which``,
     ``seed`` and ``kwargs``); unit norm, in the model's dtype and device. ``eigenvalues`` holds
@@ -343,14 +381,17 @@ def eigenvector_directions(model: nn.Module, loss_fn, data, k: int = 2, which: s
     res = hessian_eigenvalues(model, loss_fn, data, k=k, which=which, seed=seed, **kwargs)
     vectors = res.vectors
     if vectors.shape[0] != sum(p.numel() for p in params.values()):
-        raise ValueError("eigenvector_directions needs the eigenvectors over all parameters "
-                         "(do not pass params=...)")
+        raise ValueError(
+            "eigenvector_directions needs the eigenvectors over all parameters "
+            "(do not pass params=...)"
+        )
     d1, d2 = (unflatten(vectors[:, i], params) for i in range(2))
     return Directions(d1, d2, kind="eigen", eigenvalues=np.asarray(res.values[:2], dtype=float))
 
 
-def difference(model_a: nn.Module | Mapping[str, Tensor],
-               model_b: nn.Module | Mapping[str, Tensor]) -> Direction:
+def difference(
+    model_a: nn.Module | Mapping[str, Tensor], model_b: nn.Module | Mapping[str, Tensor]
+) -> Direction:
     """``theta_b - theta_a``: ``theta_a + alpha * difference`` walks from a (alpha = 0) to b
     (alpha = 1)."""
     a = parameters(model_a) if isinstance(model_a, nn.Module) else dict(model_a)

@@ -53,15 +53,30 @@ __all__ = [
 FIRST_LAYER_OPTIONS = ("auto", "off")
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # parameter-free modules that act element by element (so on a batch of points as they are)
-_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Identity, nn.LeakyReLU,
-                nn.ELU, nn.Softplus, nn.Mish, nn.Hardtanh)
+_ELEMENTWISE = (
+    nn.Tanh,
+    nn.ReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Identity,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardtanh,
+)
 
 
 def _tanh_(z: Tensor) -> Tensor:
     """tanh in place. On the CPU through NumPy's SIMD kernel, which is as accurate (a few ulp) and
     was measured 7x faster than torch 2.13's CPU tanh on these activations; elsewhere torch's."""
-    if z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64) \
-            and z.is_contiguous() and not z.requires_grad:
+    if (
+        z.device.type == "cpu"
+        and z.dtype in (torch.float32, torch.float64)
+        and z.is_contiguous()
+        and not z.requires_grad
+    ):
         a = z.numpy()
         np.tanh(a, out=a)
         return z
@@ -124,11 +139,18 @@ class LandscapeGrid:
         import pandas as pd
 
         if self.betas is None:
-            return pd.DataFrame({"alpha": self.alphas, "loss": self.loss,
-                                 "accuracy": self.accuracy})
+            return pd.DataFrame(
+                {"alpha": self.alphas, "loss": self.loss, "accuracy": self.accuracy}
+            )
         a, b = np.meshgrid(self.alphas, self.betas, indexing="ij")
-        return pd.DataFrame({"alpha": a.ravel(), "beta": b.ravel(), "loss": self.loss.ravel(),
-                             "accuracy": self.accuracy.ravel()})
+        return pd.DataFrame(
+            {
+                "alpha": a.ravel(),
+                "beta": b.ravel(),
+                "loss": self.loss.ravel(),
+                "accuracy": self.accuracy.ravel(),
+            }
+        )
 
 
 # -- checks --------------------------------------------------------------------------------------
@@ -146,11 +168,12 @@ def _check_grid(name: str, values) -> np.ndarray:
 
 def _check_data(data, device) -> list[tuple[Tensor, Tensor]]:
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        raise ValueError("Invalid data: a single (inputs, targets) pair (expected an iterable of "
-                         "batches, e.g. [(inputs, targets)])")
+        raise ValueError(
+            "Invalid data: a single (inputs, targets) pair (expected an iterable of "
+            "batches, e.g. [(inputs, targets)])"
+        )
     try:
-        batches = [(torch.as_tensor(x).to(device), torch.as_tensor(y).to(device))
-                   for x, y in data]
+        batches = [(torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)) for x, y in data]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid data: {exc} (expected (inputs, targets) batches)") from exc
     batches = [(x, y) for x, y in batches if len(x) > 0]
@@ -186,8 +209,7 @@ def _activation_bytes(model: nn.Module, x: Tensor) -> int:
         if isinstance(output, Tensor):
             total[0] += output.numel() * output.element_size()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
             model(x)
@@ -224,26 +246,34 @@ def auto_chunk_size(model: nn.Module, data, points: int, memory: int | None = No
 class _Evaluator:
     """Evaluates ``theta + sum_k c_k D_k`` for chunks of coefficient rows ``c``."""
 
-    def __init__(self, model, loss_fn, data, directions: Sequence[Mapping[str, Tensor]],
-                 accuracy_fn, first_layer: str) -> None:
+    def __init__(
+        self,
+        model,
+        loss_fn,
+        data,
+        directions: Sequence[Mapping[str, Tensor]],
+        accuracy_fn,
+        first_layer: str,
+    ) -> None:
         if first_layer not in FIRST_LAYER_OPTIONS:
-            raise ValueError(f"Invalid first_layer: {first_layer!r} (expected one of "
-                             f"{FIRST_LAYER_OPTIONS})")
+            raise ValueError(
+                f"Invalid first_layer: {first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
+            )
         if not callable(loss_fn):
             raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
         self.model = model
         self.params = parameters(model)
         ref = next(iter(self.params.values()))
         self.dtype, self.device = ref.dtype, ref.device
-        self.dirs = [_check_direction(f"d{i + 1}", d, self.params)
-                     for i, d in enumerate(directions)]
+        self.dirs = [
+            _check_direction(f"d{i + 1}", d, self.params) for i, d in enumerate(directions)
+        ]
         self.buffers = {k: b.detach() for k, b in model.named_buffers()}
         self.batches = _check_data(data, self.device)
         self.n = sum(len(x) for x, _ in self.batches)
         self.loss_fn = loss_fn
         if accuracy_fn is None:
-            integer = all(not y.is_floating_point() and not y.is_complex()
-                          for _, y in self.batches)
+            integer = all(not y.is_floating_point() and not y.is_complex() for _, y in self.batches)
             accuracy_fn = _default_accuracy if integer else None
         self.accuracy_fn = accuracy_fn
         self._buffers: dict[tuple, Tensor] = {}
@@ -259,7 +289,7 @@ class _Evaluator:
         local = [k for k in self.params if k.startswith(prefix)]
 
         def layer(weights: Mapping[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(first, {k[len(prefix):]: weights[k] for k in local}, (x,))
+            return functional_call(first, {k[len(prefix) :]: weights[k] for k in local}, (x,))
 
         self.rest = rest
         self.rest_params = [k for k in self.params if not k.startswith(prefix)]
@@ -281,8 +311,7 @@ class _Evaluator:
         ``params``): linear layers as one batched matrix product with the bias fused in,
         element-wise activations applied directly, anything else through vmap."""
         for name, module in self.rest.named_children():
-            local = {k[len(name) + 1:]: v for k, v in params.items()
-                     if k.startswith(f"{name}.")}
+            local = {k[len(name) + 1 :]: v for k, v in params.items() if k.startswith(f"{name}.")}
             if type(module) is nn.Linear and z.dim() == 3:
                 w = local["weight"].transpose(1, 2)
                 bias = local.get("bias")
@@ -296,8 +325,11 @@ class _Evaluator:
             elif type(module) in _ELEMENTWISE:
                 z = module(z)
             else:
-                bufs = {k[len(name) + 1:]: v for k, v in self.buffers.items()
-                        if k.startswith(f"{name}.")}
+                bufs = {
+                    k[len(name) + 1 :]: v
+                    for k, v in self.buffers.items()
+                    if k.startswith(f"{name}.")
+                }
 
                 def call(p, inp, module=module, bufs=bufs):
                     return functional_call(module, (p, bufs), (inp,))
@@ -315,7 +347,7 @@ class _Evaluator:
         buf = self._buffers.get(slot)
         if buf is None or buf.shape[0] < shape[0]:
             buf = self._buffers[slot] = torch.empty(shape, dtype=dtype, device=self.device)
-        return buf[:shape[0]]
+        return buf[: shape[0]]
 
     def _point_params(self, coeffs: Tensor, names) -> dict[str, Tensor]:
         out = {}
@@ -344,8 +376,13 @@ class _Evaluator:
             weights = torch.cat([torch.ones_like(c[:, :1]), c], dim=1)  # (points, 1 + k)
             for (_, y), terms in zip(self.batches, self.first_terms, strict=True):
                 # z_p = f(x; W0) + sum_k c_pk f(x; D_k) for every point p: one matrix product
-                z = torch.mm(weights, terms, out=self._workspace(
-                    f"first-{id(terms)}", (len(c), terms.shape[1]), terms.dtype))
+                z = torch.mm(
+                    weights,
+                    terms,
+                    out=self._workspace(
+                        f"first-{id(terms)}", (len(c), terms.shape[1]), terms.dtype
+                    ),
+                )
                 z = z.reshape(len(c), *self.first_shapes[id(terms)])
                 out = self._run_rest(params, z)
                 lo, ac = vmap(self._metrics, in_dims=(0, None))(out, y)
@@ -362,26 +399,38 @@ class _Evaluator:
                 if self.method == "vmap":
                     lo, ac = vmap(point, in_dims=(0, None, None))(params, x, y)
                 else:
-                    per_point = [point({k: v[i] for k, v in params.items()}, x, y)
-                                 for i in range(len(c))]
+                    per_point = [
+                        point({k: v[i] for k, v in params.items()}, x, y) for i in range(len(c))
+                    ]
                     lo, ac = (torch.stack(t) for t in zip(*per_point, strict=True))
                 loss += lo.double() * len(y)
                 acc += ac.double() * len(y)
         return (loss / self.n).cpu().numpy(), (acc / self.n).cpu().numpy()
 
 
-def evaluate_points(model: nn.Module, loss_fn, data, directions: Sequence[Mapping[str, Tensor]],
-                    coefficients, *, chunk_size: int | None = None, accuracy_fn=None,
-                    first_layer: str = "auto", progress: bool = True,
-                    memory: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_points(
+    model: nn.Module,
+    loss_fn,
+    data,
+    directions: Sequence[Mapping[str, Tensor]],
+    coefficients,
+    *,
+    chunk_size: int | None = None,
+    accuracy_fn=None,
+    first_layer: str = "auto",
+    progress: bool = True,
+    memory: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss and accuracy over ``data`` at the points ``theta + sum_k c[p, k] d_k`` for each
     row ``c[p]`` of ``coefficients`` (shape ``(points, len(directions))``), ``chunk_size`` points
     at a time (default :func:`auto_chunk_size`), in eval mode. The building block of
     :func:`surface_1d` and :func:`surface_2d`."""
     coeffs = np.asarray(coefficients, dtype=np.float64)
     if coeffs.ndim != 2 or coeffs.shape[1] != len(directions) or coeffs.shape[0] == 0:
-        raise ValueError(f"Invalid coefficients: shape {coeffs.shape} (expected (points, "
-                         f"{len(directions)}) with points >= 1)")
+        raise ValueError(
+            f"Invalid coefficients: shape {coeffs.shape} (expected (points, "
+            f"{len(directions)}) with points >= 1)"
+        )
     with _eval_mode(model):
         ev = _Evaluator(model, loss_fn, data, directions, accuracy_fn, first_layer)
         if chunk_size is None:
@@ -417,8 +466,13 @@ def _tqdm(items, progress: bool, unit: str):
 
     from analysis_lib import progress_disabled
 
-    return tqdm(items, desc="landscape", unit="chunk", leave=False,
-                disable=not progress or progress_disabled())
+    return tqdm(
+        items,
+        desc="landscape",
+        unit="chunk",
+        leave=False,
+        disable=not progress or progress_disabled(),
+    )
 
 
 # -- cache keys ----------------------------------------------------------------------------------
@@ -445,8 +499,9 @@ def _loss_name(fn) -> dict:
     return out
 
 
-def _cache_config(model, loss_fn, data, directions, alphas, betas, accuracy_fn,
-                  first_layer, extra) -> dict:
+def _cache_config(
+    model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, extra
+) -> dict:
     def model_hash(h):
         h.update(repr(model).encode())
         _hash_tensors(h, parameters(model))
@@ -461,17 +516,36 @@ def _cache_config(model, loss_fn, data, directions, alphas, betas, accuracy_fn,
             _hash_tensors(h, {f"x{i}": x, f"y{i}": y})
 
     return {
-        "model": _digest(model_hash), "directions": _digest(dirs_hash),
-        "data": _digest(data_hash), "loss_fn": _loss_name(loss_fn),
+        "model": _digest(model_hash),
+        "directions": _digest(dirs_hash),
+        "data": _digest(data_hash),
+        "loss_fn": _loss_name(loss_fn),
         "accuracy_fn": None if accuracy_fn is None else _loss_name(accuracy_fn),
-        "alphas": alphas.tolist(), "betas": None if betas is None else betas.tolist(),
-        "first_layer": first_layer, "extra": extra or {},
+        "alphas": alphas.tolist(),
+        "betas": None if betas is None else betas.tolist(),
+        "first_layer": first_layer,
+        "extra": extra or {},
     }
 
 
 # -- the public functions ------------------------------------------------------------------------
-def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, accuracy_fn,
-             first_layer, progress, cache, refresh, cache_extra, memory) -> LandscapeGrid:
+def _surface(
+    model,
+    loss_fn,
+    data,
+    directions,
+    alphas,
+    betas,
+    *,
+    chunk_size,
+    accuracy_fn,
+    first_layer,
+    progress,
+    cache,
+    refresh,
+    cache_extra,
+    memory,
+) -> LandscapeGrid:
     from analysis_lib import io
 
     alphas = _check_grid("alphas", alphas)
@@ -479,8 +553,9 @@ def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, acc
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, 1)
     if first_layer not in FIRST_LAYER_OPTIONS:
-        raise ValueError(f"Invalid first_layer: {first_layer!r} (expected one of "
-                         f"{FIRST_LAYER_OPTIONS})")
+        raise ValueError(
+            f"Invalid first_layer: {first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
+        )
     params = parameters(model)
     directions = [_check_direction(f"d{i + 1}", d, params) for i, d in enumerate(directions)]
     data = _check_data(data, next(iter(params.values())).device)  # read once, checked first
@@ -505,8 +580,9 @@ def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, acc
             partial = state.get("partial")
             done = np.zeros(math.ceil(len(coeffs) / size), dtype=bool)
             if partial is not None:
-                size, loss, acc, done = _load_partial(partial, state["config"], size, loss, acc,
-                                                      done)
+                size, loss, acc, done = _load_partial(
+                    partial, state["config"], size, loss, acc, done
+                )
             chunks = _chunks(len(coeffs), size)
             todo = [i for i in range(len(chunks)) if not done[i]]
             for i in _tqdm(todo, progress, "chunk"):
@@ -514,17 +590,28 @@ def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, acc
                 loss[lo:hi], acc[lo:hi] = ev(coeffs[lo:hi])
                 done[i] = True
                 if partial is not None and not done.all():
-                    io.save_arrays(partial, {"loss": loss, "accuracy": acc, "done": done},
-                                   {"config": state["config"], "chunk_size": size})
+                    io.save_arrays(
+                        partial,
+                        {"loss": loss, "accuracy": acc, "done": done},
+                        {"config": state["config"], "chunk_size": size},
+                    )
         state.update(seconds=time.perf_counter() - start, chunk_size=size, method=ev.method)
-        return {"alphas": alphas, "betas": np.zeros(0) if betas is None else betas,
-                "loss": loss.reshape(shape), "accuracy": acc.reshape(shape)}
+        return {
+            "alphas": alphas,
+            "betas": np.zeros(0) if betas is None else betas,
+            "loss": loss.reshape(shape),
+            "accuracy": acc.reshape(shape),
+        }
 
     if cache:
-        name = cache if isinstance(cache, str) else ("landscape_2d" if betas is not None
-                                                      else "landscape_1d")
-        config = _cache_config(model, loss_fn, data, directions, alphas, betas, accuracy_fn,
-                               first_layer, cache_extra)
+        name = (
+            cache
+            if isinstance(cache, str)
+            else ("landscape_2d" if betas is not None else "landscape_1d")
+        )
+        config = _cache_config(
+            model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, cache_extra
+        )
         path = io.cache_path(name, config)
         state["config"] = json.loads(io.canonical_json(config))
         state["partial"] = path.with_name(path.stem + ".partial.npz")
@@ -532,10 +619,16 @@ def _surface(model, loss_fn, data, directions, alphas, betas, *, chunk_size, acc
         state["partial"].unlink(missing_ok=True)
     else:
         arrays = compute()
-    return LandscapeGrid(alphas=alphas, betas=betas, loss=np.asarray(arrays["loss"]),
-                         accuracy=np.asarray(arrays["accuracy"]),
-                         seconds=state.get("seconds", 0.0), chunk_size=state.get("chunk_size", 0),
-                         method=state.get("method", "cached"), from_cache="seconds" not in state)
+    return LandscapeGrid(
+        alphas=alphas,
+        betas=betas,
+        loss=np.asarray(arrays["loss"]),
+        accuracy=np.asarray(arrays["accuracy"]),
+        seconds=state.get("seconds", 0.0),
+        chunk_size=state.get("chunk_size", 0),
+        method=state.get("method", "cached"),
+        from_cache="seconds" not in state,
+    )
 
 
 def _load_partial(path, config, size, loss, acc, done):
@@ -557,23 +650,60 @@ def _load_partial(path, config, size, loss, acc, done):
     return size, arrays["loss"].copy(), arrays["accuracy"].copy(), arrays["done"].copy()
 
 
-def surface_1d(model: nn.Module, loss_fn: Callable, data, direction: Mapping[str, Tensor],
-               alphas, *, chunk_size: int | None = None, accuracy_fn=None,
-               first_layer: str = "auto", progress: bool = True, cache: bool | str = False,
-               refresh: bool = False, cache_extra: dict | None = None,
-               memory: int | None = None) -> LandscapeGrid:
+def surface_1d(
+    model: nn.Module,
+    loss_fn: Callable,
+    data,
+    direction: Mapping[str, Tensor],
+    alphas,
+    *,
+    chunk_size: int | None = None,
+    accuracy_fn=None,
+    first_layer: str = "auto",
+    progress: bool = True,
+    cache: bool | str = False,
+    refresh: bool = False,
+    cache_extra: dict | None = None,
+    memory: int | None = None,
+) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha * direction`` for each of ``alphas``; see
     :func:`surface_2d` for the arguments. ``betas`` of the result is None."""
-    return _surface(model, loss_fn, data, [direction], alphas, None, chunk_size=chunk_size,
-                    accuracy_fn=accuracy_fn, first_layer=first_layer, progress=progress,
-                    cache=cache, refresh=refresh, cache_extra=cache_extra, memory=memory)
+    return _surface(
+        model,
+        loss_fn,
+        data,
+        [direction],
+        alphas,
+        None,
+        chunk_size=chunk_size,
+        accuracy_fn=accuracy_fn,
+        first_layer=first_layer,
+        progress=progress,
+        cache=cache,
+        refresh=refresh,
+        cache_extra=cache_extra,
+        memory=memory,
+    )
 
 
-def surface_2d(model: nn.Module, loss_fn: Callable, data, d1: Mapping[str, Tensor] | Directions,
-               d2: Mapping[str, Tensor] | None = None, alphas=None, betas=None, *,
-               chunk_size: int | None = None, accuracy_fn=None, first_layer: str = "auto",
-               progress: bool = True, cache: bool | str = False, refresh: bool = False,
-               cache_extra: dict | None = None, memory: int | None = None) -> LandscapeGrid:
+def surface_2d(
+    model: nn.Module,
+    loss_fn: Callable,
+    data,
+    d1: Mapping[str, Tensor] | Directions,
+    d2: Mapping[str, Tensor] | None = None,
+    alphas=None,
+    betas=None,
+    *,
+    chunk_size: int | None = None,
+    accuracy_fn=None,
+    first_layer: str = "auto",
+    progress: bool = True,
+    cache: bool | str = False,
+    refresh: bool = False,
+    cache_extra: dict | None = None,
+    memory: int | None = None,
+) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha d1 + beta d2`` over the grid ``alphas x betas``.
 
     Args:
@@ -612,15 +742,31 @@ def surface_2d(model: nn.Module, loss_fn: Callable, data, d1: Mapping[str, Tenso
         raise ValueError("Invalid d2: None (a 2-D surface needs two directions)")
     if alphas is None or betas is None:
         raise ValueError("Invalid alphas/betas: both grids are required")
-    return _surface(model, loss_fn, data, [d1, d2], alphas, betas, chunk_size=chunk_size,
-                    accuracy_fn=accuracy_fn, first_layer=first_layer, progress=progress,
-                    cache=cache, refresh=refresh, cache_extra=cache_extra, memory=memory)
+    return _surface(
+        model,
+        loss_fn,
+        data,
+        [d1, d2],
+        alphas,
+        betas,
+        chunk_size=chunk_size,
+        accuracy_fn=accuracy_fn,
+        first_layer=first_layer,
+        progress=progress,
+        cache=cache,
+        refresh=refresh,
+        cache_extra=cache_extra,
+        memory=memory,
+    )
 
 
 # -- interpolation -------------------------------------------------------------------------------
 def _batch_norms(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
 
 
 @torch.no_grad()
@@ -644,9 +790,19 @@ def _recompute_bn(model: nn.Module, batches) -> None:
         model.eval()
 
 
-def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Callable, data, alphas, *,
-                recompute_bn: bool = True, bn_data=None, accuracy_fn=None,
-                chunk_size: int | None = None, progress: bool = True) -> LandscapeGrid:
+def interpolate(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loss_fn: Callable,
+    data,
+    alphas,
+    *,
+    recompute_bn: bool = True,
+    bn_data=None,
+    accuracy_fn=None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> LandscapeGrid:
     """Loss and accuracy along the line ``theta(alpha) = (1 - alpha) theta_a + alpha theta_b``
     (alpha = 0 is model a, 1 is model b; values outside [0, 1] extrapolate).
 
@@ -663,8 +819,16 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Callable, data,
         if not isinstance(m, nn.Module):
             raise ValueError(f"Invalid {name}: {type(m).__name__} (expected a torch.nn.Module)")
     if not _batch_norms(model_a):
-        return surface_1d(model_a, loss_fn, data, direction, alphas, chunk_size=chunk_size,
-                          accuracy_fn=accuracy_fn, progress=progress)
+        return surface_1d(
+            model_a,
+            loss_fn,
+            data,
+            direction,
+            alphas,
+            chunk_size=chunk_size,
+            accuracy_fn=accuracy_fn,
+            progress=progress,
+        )
     start = time.perf_counter()
     params = parameters(model_a)
     device = next(iter(params.values())).device
@@ -684,10 +848,22 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Callable, data,
         if recompute_bn:
             _recompute_bn(point, bn_batches)
         point.eval()
-        lo, ac = evaluate_points(point, loss_fn, batches, [{k: torch.zeros_like(p)
-                                                            for k, p in params.items()}],
-                                 np.zeros((1, 1)), accuracy_fn=accuracy_fn, progress=False)
+        lo, ac = evaluate_points(
+            point,
+            loss_fn,
+            batches,
+            [{k: torch.zeros_like(p) for k, p in params.items()}],
+            np.zeros((1, 1)),
+            accuracy_fn=accuracy_fn,
+            progress=False,
+        )
         loss[i], acc[i] = lo[0], ac[0]
-    return LandscapeGrid(alphas=alphas, betas=None, loss=loss, accuracy=acc,
-                         seconds=time.perf_counter() - start, chunk_size=1, method="loop")
-
+    return LandscapeGrid(
+        alphas=alphas,
+        betas=None,
+        loss=loss,
+        accuracy=acc,
+        seconds=time.perf_counter() - start,
+        chunk_size=1,
+        method="loop",
+    )

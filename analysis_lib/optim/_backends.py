@@ -128,8 +128,9 @@ class CompiledOps(LoopOps):
             # A run-time exponent (a scheduled alpha): inductor's pow with a tensor exponent does
             # not vectorise, exp(e log x) does (measured 2.5x faster), at a relative error of
             # about 5e-7 in float32 instead of 6e-8. x = 0 gives 0 (and 1 when e = 0, as pow).
-            return [torch.where(x == 0, (e == 0).to(x.dtype), torch.exp(torch.log(x) * e))
-                    for x in xs]
+            return [
+                torch.where(x == 0, (e == 0).to(x.dtype), torch.exp(torch.log(x) * e)) for x in xs
+            ]
         if e == 0.25:  # compiled, rsqrt is a sqrt and a division
             return [x.sqrt().sqrt() for x in xs]
         return LoopOps.pow(xs, e)
@@ -202,8 +203,13 @@ class LoopRunner:
 
     name = "loop"
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
-            static: Sequence[str] = ()):
+    def run(
+        self,
+        rule: Rule,
+        lists: Sequence[list[Tensor]],
+        scalars: dict[str, ScalarArg],
+        static: Sequence[str] = (),
+    ):
         out: list[Tensor] = []
         for i in range(len(lists[0])):
             kw = {k: ([v[i]] if isinstance(v, list | tuple) else v) for k, v in scalars.items()}
@@ -218,8 +224,13 @@ class ForeachRunner:
 
     name = "foreach"
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
-            static: Sequence[str] = ()):
+    def run(
+        self,
+        rule: Rule,
+        lists: Sequence[list[Tensor]],
+        scalars: dict[str, ScalarArg],
+        static: Sequence[str] = (),
+    ):
         return rule(ForeachOps, *lists, **scalars)
 
 
@@ -251,17 +262,27 @@ class CompiledRunner:
         # Inductor's size asserts re-check in Python every input's shape and strides, which
         # dynamo's guards have just checked: about 100 us a step for 74 tensors, so they are off.
         self._entry = torch.compile(
-            _fresh_function(_compiled_entry), fullgraph=True, dynamic=False,
+            _fresh_function(_compiled_entry),
+            fullgraph=True,
+            dynamic=False,
             options={"cpp.max_horizontal_fusion_size": 1, "size_asserts": False},
         )
 
-    def run(self, rule: Rule, lists: Sequence[list[Tensor]], scalars: dict[str, ScalarArg],
-            static: Sequence[str] = ()):
+    def run(
+        self,
+        rule: Rule,
+        lists: Sequence[list[Tensor]],
+        scalars: dict[str, ScalarArg],
+        static: Sequence[str] = (),
+    ):
         ref = lists[0][0]
         wide = any(lst[0].dtype == torch.float64 for lst in lists)  # e.g. float64 running sums
         sdtype = torch.float64 if wide else torch.float32
-        floats = {k: float(v) for k, v in scalars.items()
-                  if isinstance(v, int | float) and k not in static}
+        floats = {
+            k: float(v)
+            for k, v in scalars.items()
+            if isinstance(v, int | float) and k not in static
+        }
         as_tensors = dict(
             zip(
                 floats,

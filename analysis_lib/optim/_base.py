@@ -156,8 +156,12 @@ class AdamFamily(Optimizer):
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _group_state(self, params: list[Tensor], states: list[dict[str, Any]] | None = None,
-                     steps: list[float] | None = None) -> list[Bucket]:
+    def _group_state(
+        self,
+        params: list[Tensor],
+        states: list[dict[str, Any]] | None = None,
+        steps: list[float] | None = None,
+    ) -> list[Bucket]:
         """Bucket ``params`` (which all have state) by (step, device, dtype); ``states`` and
         ``steps`` may be passed when the caller has them already."""
         if states is None:

@@ -44,8 +44,12 @@ _loaded: dict[tuple[str | None, ...], ctypes.CDLL | None] = {}
 
 def enabled() -> bool:
     """False when ``ANALYSIS_LIB_NATIVE`` is set to 0 (or "false", "no", "off")."""
-    return os.environ.get("ANALYSIS_LIB_NATIVE", "1").strip().lower() not in {"0", "false", "no",
-                                                                             "off"}
+    return os.environ.get("ANALYSIS_LIB_NATIVE", "1").strip().lower() not in {
+        "0",
+        "false",
+        "no",
+        "off",
+    }
 
 
 def cache_dir() -> Path:
@@ -63,8 +67,11 @@ def compiler() -> list[str]:
 def library_path() -> Path:
     """Where the library for this source, compiler, flags and platform is cached."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(compiler() + list(FLAGS)).encode(),
-                 f"{sys.platform} {platform.machine()}".encode()):
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(compiler() + list(FLAGS)).encode(),
+        f"{sys.platform} {platform.machine()}".encode(),
+    ):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"square_sums-{key.hexdigest()[:20]}.so"
@@ -78,8 +85,12 @@ def _build(target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", prefix=".building-", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([*compiler(), *FLAGS, str(SOURCE), "-o", tmp], check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [*compiler(), *FLAGS, str(SOURCE), "-o", tmp],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -87,8 +98,10 @@ def _build(target: Path) -> None:
 
 
 def _settings() -> tuple[str | None, ...]:
-    return tuple(os.environ.get(k) for k in ("ANALYSIS_LIB_NATIVE", "CC",
-                                              "ANALYSIS_LIB_NATIVE_CACHE", "XDG_CACHE_HOME"))
+    return tuple(
+        os.environ.get(k)
+        for k in ("ANALYSIS_LIB_NATIVE", "CC", "ANALYSIS_LIB_NATIVE_CACHE", "XDG_CACHE_HOME")
+    )
 
 
 def library() -> ctypes.CDLL | None:
@@ -112,8 +125,14 @@ def _load() -> ctypes.CDLL | None:
         for name in _FUNCTIONS.values():
             fn = getattr(lib, name)
             fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_double, ctypes.c_int]
+            fn.argtypes = [
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_double,
+                ctypes.c_int,
+            ]
         return lib
     except (OSError, subprocess.SubprocessError, AttributeError):
         return None
@@ -133,8 +152,14 @@ def _pointers(grads: list[Tensor], sums: list[Tensor]) -> tuple[list[int], ...] 
     dtype, f64 = grads[0].dtype, torch.float64
     x, numel, target = [], [], []
     for g, s in zip(grads, sums, strict=True):
-        if not (g.is_cpu and g.dtype == dtype and g.is_contiguous() and s.is_cpu
-                and s.dtype == f64 and s.numel() == 1):
+        if not (
+            g.is_cpu
+            and g.dtype == dtype
+            and g.is_contiguous()
+            and s.is_cpu
+            and s.dtype == f64
+            and s.numel() == 1
+        ):
             return None
         x.append(g.data_ptr())
         numel.append(g.numel())
@@ -153,8 +178,13 @@ def square_sums_ema_(grads: list[Tensor], sums: list[Tensor], beta2: float) -> b
     x, numel, target = found
     n = len(x)
     status = getattr(lib, _FUNCTIONS[grads[0].dtype])(
-        n, (ctypes.c_void_p * n)(*x), (ctypes.c_int64 * n)(*numel),
-        (ctypes.c_void_p * n)(*target), 1.0 - beta2, torch.get_num_threads())
+        n,
+        (ctypes.c_void_p * n)(*x),
+        (ctypes.c_int64 * n)(*numel),
+        (ctypes.c_void_p * n)(*target),
+        1.0 - beta2,
+        torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("ada2ms_square_sums: could not allocate its partial sums")
     return True

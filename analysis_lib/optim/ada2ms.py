@@ -78,13 +78,18 @@ def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list
         if all(s.is_cpu for s in sums):
             total = sum(s.sum().item() / c for s, c in zip(sums, bias_corrections2, strict=True))
         else:
-            total = sum(s.sum().to(device) / c
-                        for s, c in zip(sums, bias_corrections2, strict=True))
+            total = sum(
+                s.sum().to(device) / c for s, c in zip(sums, bias_corrections2, strict=True)
+            )
         mean_v_hat = total / sum(n for ns in numels for n in ns)
-        return [ada2ms_sqrt_d_divisor(mean_v_hat, a, c)
-                for a, c in zip(alphas, bias_corrections2, strict=True)]
-    return [ada2ms_sqrt_d_divisor(s / (c * torch.tensor(ns, dtype=s.dtype, device=s.device)), a, c)
-            for s, ns, a, c in zip(sums, numels, alphas, bias_corrections2, strict=True)]
+        return [
+            ada2ms_sqrt_d_divisor(mean_v_hat, a, c)
+            for a, c in zip(alphas, bias_corrections2, strict=True)
+        ]
+    return [
+        ada2ms_sqrt_d_divisor(s / (c * torch.tensor(ns, dtype=s.dtype, device=s.device)), a, c)
+        for s, ns, a, c in zip(sums, numels, alphas, bias_corrections2, strict=True)
+    ]
 
 
 def ada2ms_update_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, **apply_kw) -> None:
@@ -200,8 +205,14 @@ class Ada2MS(AdamFamily):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
-                        eps=eps, weight_decay=weight_decay, alpha=alpha, scope=scope)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas) if isinstance(betas, list) else betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            alpha=alpha,
+            scope=scope,
+        )
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
@@ -214,8 +225,9 @@ class Ada2MS(AdamFamily):
     def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> None:
         if callable(group["alpha"]):  # a constant was checked with the group
             for step in {t + 1 for t in self._steps(params)}:
-                check_unit_interval(f"alpha (schedule value at step {step})",
-                                    self.alpha_at(step, group), where)
+                check_unit_interval(
+                    f"alpha (schedule value at step {step})", self.alpha_at(step, group), where
+                )
 
     @staticmethod
     def alpha_at(step: int, group: dict[str, Any]) -> float:
@@ -250,17 +262,25 @@ class Ada2MS(AdamFamily):
             runner.run(
                 ada2ms_update_,
                 (b.params, b.grads, b.exp_avgs, b.exp_avg_sqs),
-                dict(beta1=beta1, beta2=beta2, divisor=divisor, lr=group["lr"],
-                     alpha=self.alpha_at(b.step, group), eps=group["eps"],
-                     weight_decay=group["weight_decay"], bias_correction1=1.0 - beta1**b.step),
+                dict(
+                    beta1=beta1,
+                    beta2=beta2,
+                    divisor=divisor,
+                    lr=group["lr"],
+                    alpha=self.alpha_at(b.step, group),
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    bias_correction1=1.0 - beta1**b.step,
+                ),
                 static=static,
             )
 
     def _square_sums(self, b: Bucket) -> list[Tensor]:
         return [self.state[p][SUM_KEY] for p in b.params]
 
-    def _divisors(self, group, buckets: list[Bucket],
-                  square_sums: list[list[Tensor]] | None = None) -> list[Tensor | float]:
+    def _divisors(
+        self, group, buckets: list[Bucket], square_sums: list[list[Tensor]] | None = None
+    ) -> list[Tensor | float]:
         beta2 = group["betas"][1]
         if square_sums is None:
             square_sums = [self._square_sums(b) for b in buckets]
@@ -268,17 +288,26 @@ class Ada2MS(AdamFamily):
             [torch.cat(sums) for sums in square_sums],
             [[p.numel() for p in b.params] for b in buckets],
             [1.0 - beta2**b.step for b in buckets],
-            [self.alpha_at(b.step, group) for b in buckets], group["scope"],
+            [self.alpha_at(b.step, group) for b in buckets],
+            group["scope"],
         )
         # computed in float64; used in the parameters' arithmetic precision
-        return [_rounded(d, accumulation_dtype(b.params[0].dtype))
-                for b, d in zip(buckets, divisors, strict=True)]
+        return [
+            _rounded(d, accumulation_dtype(b.params[0].dtype))
+            for b, d in zip(buckets, divisors, strict=True)
+        ]
 
     def _denominators(self, group, buckets: list[Bucket]):
         return [
-            LOOP.run(ada2ms_denominator, (b.exp_avg_sqs,),
-                     dict(divisor=_scalar_arg(div, LOOP), alpha=self.alpha_at(b.step, group),
-                          eps=group["eps"]))
+            LOOP.run(
+                ada2ms_denominator,
+                (b.exp_avg_sqs,),
+                dict(
+                    divisor=_scalar_arg(div, LOOP),
+                    alpha=self.alpha_at(b.step, group),
+                    eps=group["eps"],
+                ),
+            )
             for b, div in zip(buckets, self._divisors(group, buckets), strict=True)
         ]
 
@@ -322,5 +351,6 @@ class Ada2MS(AdamFamily):
             state = self.state.get(p)
             if state:
                 total = saved_sums.get(k, state["exp_avg_sq"].sum(dtype=torch.float64))
-                state[SUM_KEY] = total.to(device=p.device, dtype=torch.float64,
-                                          copy=True).reshape(1)
+                state[SUM_KEY] = total.to(device=p.device, dtype=torch.float64, copy=True).reshape(
+                    1
+                )

@@ -109,8 +109,12 @@ class AdamNX(AdamFamily):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
-                        eps=eps, weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas) if isinstance(betas, list) else betas,
+            eps=eps,
+            weight_decay=weight_decay,
+        )
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     def _update(self, group, buckets: list[Bucket], runner) -> None:
@@ -120,20 +124,27 @@ class AdamNX(AdamFamily):
             runner.run(
                 adamnx_update,
                 (b.params, b.grads, b.exp_avgs, b.exp_avg_sqs),
-                dict(lr=group["lr"], beta1=beta1_hat, beta2=beta2_hat, eps=group["eps"],
-                     weight_decay=group["weight_decay"]),
+                dict(
+                    lr=group["lr"],
+                    beta1=beta1_hat,
+                    beta2=beta2_hat,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                ),
             )
 
     def _denominators(self, group, buckets: list[Bucket]):
-        return [LOOP.run(adamnx_denominator, (b.exp_avg_sqs,), dict(eps=group["eps"]))
-                for b in buckets]
+        return [
+            LOOP.run(adamnx_denominator, (b.exp_avg_sqs,), dict(eps=group["eps"])) for b in buckets
+        ]
 
     def beta2_hat(self, step: int | None = None, group: int = 0) -> float:
         """The current (or given step's) second-moment decay of a param group."""
         if step is None:
-            steps = [int(self.state[p]["step"]) for p in self.param_groups[group]["params"]
-                     if p in self.state]
+            steps = [
+                int(self.state[p]["step"])
+                for p in self.param_groups[group]["params"]
+                if p in self.state
+            ]
             step = max(steps, default=0) or 1
         return adamnx_betas(*self.param_groups[group]["betas"], step)[1]
-
-

@@ -64,8 +64,10 @@ def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor
                     out[p] = p.grad
         return out
     if not isinstance(optimizer, AdamFamily | torch.optim.Adam | torch.optim.AdamW):
-        raise TypeError(f"momentum_directions needs AdamNX, Ada2MS, Adam, AdamW or SGD, got "
-                        f"{type(optimizer).__name__}")
+        raise TypeError(
+            f"momentum_directions needs AdamNX, Ada2MS, Adam, AdamW or SGD, got "
+            f"{type(optimizer).__name__}"
+        )
     corrected = isinstance(optimizer, AdamNX)
     for group, p, state in _with_state(optimizer):
         m = state["exp_avg"]
@@ -74,8 +76,9 @@ def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor
 
 
 @torch.no_grad()
-def transition_measures(optimizer: torch.optim.Optimizer, previous: Tensor | None = None
-                        ) -> tuple[dict[str, float], Tensor]:
+def transition_measures(
+    optimizer: torch.optim.Optimizer, previous: Tensor | None = None
+) -> tuple[dict[str, float], Tensor]:
     """How much like momentum SGD the last step of ``optimizer`` was.
 
     Returns ``(measures, preconditioner)``; pass ``preconditioner`` back as ``previous`` at the
@@ -110,8 +113,12 @@ def transition_measures(optimizer: torch.optim.Optimizer, previous: Tensor | Non
     params = list(sizes)
     s = torch.cat([sizes[p].detach().flatten().double() for p in params])
     m = torch.cat([directions[p].detach().flatten().double() for p in params])
-    precond = torch.cat([(sizes[p].flatten().double() / lrs[p]) if lrs[p] > 0
-                         else sizes[p].flatten().double() for p in params])
+    precond = torch.cat(
+        [
+            (sizes[p].flatten().double() / lrs[p]) if lrs[p] > 0 else sizes[p].flatten().double()
+            for p in params
+        ]
+    )
     q25, median, q75 = np.percentile(s.cpu().numpy(), [25, 50, 75])
     su = s * m
     norm = (su.norm() * m.norm()).item()
@@ -126,10 +133,13 @@ def transition_measures(optimizer: torch.optim.Optimizer, previous: Tensor | Non
     }
     if previous is not None:
         if previous.shape != precond.shape:
-            raise ValueError(f"previous has {previous.numel()} entries but the optimizer "
-                             f"now has {precond.numel()} coordinates with state")
-        measures["preconditioner_drift"] = ((precond - previous.to(precond.device)).norm()
-                                            / previous.norm()).item()
+            raise ValueError(
+                f"previous has {previous.numel()} entries but the optimizer "
+                f"now has {precond.numel()} coordinates with state"
+            )
+        measures["preconditioner_drift"] = (
+            (precond - previous.to(precond.device)).norm() / previous.norm()
+        ).item()
     if isinstance(optimizer, AdamNX):
         measures["beta2_hat"] = optimizer.beta2_hat()
     if isinstance(optimizer, Ada2MS):

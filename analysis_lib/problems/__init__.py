@@ -5,5 +5,13 @@ from .digits import digits_tensors
 from .tasks import Task
 from .toy import TOY_PROBLEMS, ToyProblem, toy_problem, toy_problems
 
-__all__ = ["TOY_PROBLEMS", "Task", "ToyProblem", "digits_tensors", "tasks", "toy", "toy_problem",
-           "toy_problems"]
+__all__ = [
+    "TOY_PROBLEMS",
+    "Task",
+    "ToyProblem",
+    "digits_tensors",
+    "tasks",
+    "toy",
+    "toy_problem",
+    "toy_problems",
+]

@@ -13,6 +13,12 @@ def digits_tensors(
     pixels dropped, the rest standardised with the training split's statistics)."""
     from .tasks import digits
 
-    task = digits(model="mlp", val_fraction=0.0, test_fraction=test_fraction, seed=seed,
-                  device=device, dtype=dtype)
+    task = digits(
+        model="mlp",
+        val_fraction=0.0,
+        test_fraction=test_fraction,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
     return task.x_train, task.y_train, task.x_test, task.y_test

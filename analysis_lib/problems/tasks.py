@@ -46,13 +46,17 @@ __all__ = [
 _SPLITS = ("train", "val", "test")
 _LOSSES = ("cross_entropy", "mse")
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
 }
 
 
 # -- models ---------------------------------------------------------------------------------------
-def mlp(in_features: int, hidden: Sequence[int], out_features: int,
-        activation: str = "tanh") -> nn.Sequential:
+def mlp(
+    in_features: int, hidden: Sequence[int], out_features: int, activation: str = "tanh"
+) -> nn.Sequential:
     """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
     the affine layers (none after the last)."""
     _check_activation(activation)
@@ -67,8 +71,9 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int,
     return nn.Sequential(*layers)
 
 
-def small_cnn(in_channels: int, image_size: int, num_classes: int, width: int = 16,
-              activation: str = "relu") -> nn.Sequential:
+def small_cnn(
+    in_channels: int, image_size: int, num_classes: int, width: int = 16, activation: str = "relu"
+) -> nn.Sequential:
     """Two 3x3 convolutions (``width/2`` and ``width`` channels), a 2x2 max-pool and a linear
     classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images."""
     _check_activation(activation)
@@ -77,8 +82,10 @@ def small_cnn(in_channels: int, image_size: int, num_classes: int, width: int = 
     act = _ACTIVATIONS[activation]
     half = max(width // 2, 1)
     return nn.Sequential(
-        nn.Conv2d(in_channels, half, 3, padding=1), act(),
-        nn.Conv2d(half, width, 3, padding=1), act(),
+        nn.Conv2d(in_channels, half, 3, padding=1),
+        act(),
+        nn.Conv2d(half, width, 3, padding=1),
+        act(),
         nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(width * (image_size // 2) ** 2, num_classes),
@@ -114,8 +121,9 @@ class Task:
         if self.loss not in _LOSSES:
             raise ValueError(f"Invalid loss: {self.loss!r} (expected one of {_LOSSES})")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"Invalid label_smoothing: {self.label_smoothing!r} (expected a "
-                             "number in [0, 1))")
+            raise ValueError(
+                f"Invalid label_smoothing: {self.label_smoothing!r} (expected a number in [0, 1))"
+            )
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing applies to the cross-entropy loss only")
         for split in _SPLITS:
@@ -132,8 +140,9 @@ class Task:
             raise ValueError(f"Invalid split: {split!r} (expected one of {_SPLITS})")
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
-    def data(self, split: str = "train", batch_size: int | None = None) -> list[tuple[Tensor,
-                                                                                      Tensor]]:
+    def data(
+        self, split: str = "train", batch_size: int | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
         """``split`` as a list of (inputs, targets) batches in order (the probes' ``data``
         format): one batch when ``batch_size`` is None, else batches of ``batch_size`` with a
         smaller last one."""
@@ -141,7 +150,9 @@ class Task:
         if batch_size is None:
             return [(x, y)]
         batch_size = check_int("batch_size", batch_size, 1)
-        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return [
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        ]
 
     @property
     def n_train(self) -> int:
@@ -165,15 +176,16 @@ class Task:
         return replace(self, **moved)
 
     # -- model and loss ---------------------------------------------------------------------------
-    def make_model(self, seed: int = 0, device=None, dtype: torch.dtype | None = None
-                   ) -> nn.Module:
+    def make_model(self, seed: int = 0, device=None, dtype: torch.dtype | None = None) -> nn.Module:
         """A freshly initialised model, the same for the same ``seed``; the global random state
         is left as it was. On the task's device and in its inputs' dtype unless given."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.model_factory()
-        return model.to(device=self.device if device is None else device,
-                        dtype=self.x_train.dtype if dtype is None else dtype)
+        return model.to(
+            device=self.device if device is None else device,
+            dtype=self.x_train.dtype if dtype is None else dtype,
+        )
 
     def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The mean loss of a batch."""
@@ -192,8 +204,9 @@ class Task:
         return (outputs.argmax(dim=-1) == targets).to(outputs.dtype).mean()
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int | None = 4096
-                 ) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str = "val", batch_size: int | None = 4096
+    ) -> dict[str, float]:
         """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
         size. The model's train/eval mode is restored afterwards."""
         was_training = model.training
@@ -217,8 +230,10 @@ class Task:
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(self.split(s)[0])) for s in _SPLITS)
-        return (f"Task({self.name!r}, train/val/test={sizes}, input={tuple(self.x_train.shape[1:])}"
-                f", loss={self.loss!r}, device={self.device})")
+        return (
+            f"Task({self.name!r}, train/val/test={sizes}, input={tuple(self.x_train.shape[1:])}"
+            f", loss={self.loss!r}, device={self.device})"
+        )
 
 
 def _split_indices(n: int, fractions: tuple[float, float], seed: int):
@@ -228,24 +243,35 @@ def _split_indices(n: int, fractions: tuple[float, float], seed: int):
         if not (isinstance(f, int | float) and 0.0 <= f < 1.0):
             raise ValueError(f"Invalid {name}: {f!r} (expected a number in [0, 1))")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
-                         "no training data (expected < 1)")
+        raise ValueError(
+            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
+            "no training data (expected < 1)"
+        )
     order = np.random.default_rng(seed).permutation(n)
     n_val, n_test = round(val_fraction * n), round(test_fraction * n)
-    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
 
 def _check_activation(activation) -> None:
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"Invalid activation: {activation!r} (expected one of "
-                         f"{sorted(_ACTIVATIONS)})")
+        raise ValueError(
+            f"Invalid activation: {activation!r} (expected one of {sorted(_ACTIVATIONS)})"
+        )
 
 
 # -- digits ---------------------------------------------------------------------------------------
-def digits(model: str = "mlp", hidden: Sequence[int] = (64, 64), activation: str = "tanh",
-           width: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.2,
-           label_smoothing: float = 0.0, seed: int = 0, device=None,
-           dtype: torch.dtype = torch.float32) -> Task:
+def digits(
+    model: str = "mlp",
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    width: int = 16,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Task:
     """scikit-learn's 1797 8x8 handwritten digits (shipped with scikit-learn), ten classes.
 
     ``model="mlp"``: the pixels as a vector; pixels constant over the training split (the blank
@@ -276,9 +302,20 @@ def digits(model: str = "mlp", hidden: Sequence[int] = (64, 64), activation: str
         factory = lambda: small_cnn(1, 8, 10, width, "relu")  # noqa: E731
     xs = torch.as_tensor(x, dtype=dtype, device=device)
     ys = torch.as_tensor(y, dtype=torch.long, device=device)
-    return Task(f"digits-{model}", xs[train], ys[train], xs[val], ys[val], xs[test], ys[test],
-                model_factory=factory, loss="cross_entropy", num_classes=10,
-                label_smoothing=label_smoothing, info=dict(seed=seed, model=model))
+    return Task(
+        f"digits-{model}",
+        xs[train],
+        ys[train],
+        xs[val],
+        ys[val],
+        xs[test],
+        ys[test],
+        model_factory=factory,
+        loss="cross_entropy",
+        num_classes=10,
+        label_smoothing=label_smoothing,
+        info=dict(seed=seed, model=model),
+    )
 
 
 # -- teacher-student regression --------------------------------------------------------------------
@@ -295,10 +332,19 @@ class _ScaledTeacher(nn.Module):
         return (self.net(x.to(self.mean.dtype)) - self.mean) / self.std
 
 
-def teacher_student(input_dim: int = 20, teacher_hidden: Sequence[int] = (32,),
-                    student_hidden: Sequence[int] = (64,), n_train: int = 1024, n_val: int = 256,
-                    n_test: int = 1024, noise: float = 0.1, activation: str = "tanh",
-                    seed: int = 0, device=None, dtype: torch.dtype = torch.float32) -> Task:
+def teacher_student(
+    input_dim: int = 20,
+    teacher_hidden: Sequence[int] = (32,),
+    student_hidden: Sequence[int] = (64,),
+    n_train: int = 1024,
+    n_val: int = 256,
+    n_test: int = 1024,
+    noise: float = 0.1,
+    activation: str = "tanh",
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Task:
     """Synthetic regression: x ~ N(0, I), y = teacher(x) + noise * N(0, 1), with a randomly
     initialised teacher MLP (drawn from ``seed``) whose outputs are scaled to unit variance.
     The student is an MLP with ``student_hidden`` widths; the Bayes-optimal mean squared error
@@ -323,18 +369,37 @@ def teacher_student(input_dim: int = 20, teacher_hidden: Sequence[int] = (32,),
     y = clean + noise * torch.randn(n, 1, generator=gen, dtype=torch.float64)
     x, y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
     a, b = n_train, n_train + n_val
-    return Task("teacher-student", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:],
-                model_factory=lambda: mlp(input_dim, student_hidden, 1, activation),
-                loss="mse", num_classes=None,
-                info=dict(seed=seed, bayes_mse=float(noise) ** 2, noise=float(noise)),
-                teacher=_ScaledTeacher(teacher, mean, std))
+    return Task(
+        "teacher-student",
+        x[:a],
+        y[:a],
+        x[a:b],
+        y[a:b],
+        x[b:],
+        y[b:],
+        model_factory=lambda: mlp(input_dim, student_hidden, 1, activation),
+        loss="mse",
+        num_classes=None,
+        info=dict(seed=seed, bayes_mse=float(noise) ** 2, noise=float(noise)),
+        teacher=_ScaledTeacher(teacher, mean, std),
+    )
 
 
 # -- CIFAR-10 from the binary batches ------------------------------------------------------------
 #: Environment variable naming the folder that holds ``cifar-10-batches-bin``.
 CIFAR10_ENV_VAR = "ANALYSIS_LIB_CIFAR10"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 _CIFAR_TEST_FILE = "test_batch.bin"
@@ -351,15 +416,19 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise ValueError(f"{path.name}: {raw.size} bytes is not a whole number of CIFAR-10 "
-                         f"records of {_CIFAR_RECORD} bytes; the file is truncated or not in "
-                         "the binary layout")
+        raise ValueError(
+            f"{path.name}: {raw.size} bytes is not a whole number of CIFAR-10 "
+            f"records of {_CIFAR_RECORD} bytes; the file is truncated or not in "
+            "the binary layout"
+        )
     records = raw.reshape(-1, _CIFAR_RECORD)
     labels = records[:, 0].astype(np.int64)
     if labels.max() > 9:
         bad = int(np.argmax(labels > 9))
-        raise ValueError(f"{path.name}: record {bad} has label {labels[bad]} (expected 0-9); "
-                         "the file is not in CIFAR-10's binary layout")
+        raise ValueError(
+            f"{path.name}: record {bad} has label {labels[bad]} (expected 0-9); "
+            "the file is not in CIFAR-10's binary layout"
+        )
     return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
@@ -369,19 +438,29 @@ def _cifar_folder(root) -> Path:
         if root is None:
             raise FileNotFoundError(
                 "CIFAR-10 is not downloaded by this library: pass root=<folder> holding "
-                f"'cifar-10-batches-bin' (the binary version) or set ${CIFAR10_ENV_VAR}")
+                f"'cifar-10-batches-bin' (the binary version) or set ${CIFAR10_ENV_VAR}"
+            )
     root = Path(root)
     folder = root if root.name == "cifar-10-batches-bin" else root / "cifar-10-batches-bin"
     missing = [f for f in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE) if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"CIFAR-10 binary batches not found: expected {folder}/"
-                                f"{{{', '.join(missing)}}} (the 'CIFAR-10 binary version')")
+        raise FileNotFoundError(
+            f"CIFAR-10 binary batches not found: expected {folder}/"
+            f"{{{', '.join(missing)}}} (the 'CIFAR-10 binary version')"
+        )
     return folder
 
 
-def cifar10(root: str | os.PathLike | None = None, model: str = "cnn", width: int = 32,
-            val_fraction: float = 0.1, subset: int | None = None, seed: int = 0, device=None,
-            dtype: torch.dtype = torch.float32) -> Task:
+def cifar10(
+    root: str | os.PathLike | None = None,
+    model: str = "cnn",
+    width: int = 32,
+    val_fraction: float = 0.1,
+    subset: int | None = None,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Task:
     """CIFAR-10 from a local copy of its binary batches: ``root`` is the folder that holds
     ``cifar-10-batches-bin`` (or that folder itself; default ``$ANALYSIS_LIB_CIFAR10``).
 
@@ -418,7 +497,16 @@ def cifar10(root: str | os.PathLike | None = None, model: str = "cnn", width: in
         factory = lambda: mlp(3 * 32 * 32, (512,), 10, "relu")  # noqa: E731
     else:
         factory = lambda: small_cnn(3, 32, 10, width, "relu")  # noqa: E731
-    return Task(f"cifar10-{model}", images(x_all[train]), labels(y_all[train]),
-                images(x_all[val]), labels(y_all[val]), images(x_test), labels(y_test),
-                model_factory=factory, loss="cross_entropy", num_classes=10,
-                info=dict(seed=seed, model=model, classes=CIFAR10_CLASSES))
+    return Task(
+        f"cifar10-{model}",
+        images(x_all[train]),
+        labels(y_all[train]),
+        images(x_all[val]),
+        labels(y_all[val]),
+        images(x_test),
+        labels(y_test),
+        model_factory=factory,
+        loss="cross_entropy",
+        num_classes=10,
+        info=dict(seed=seed, model=model, classes=CIFAR10_CLASSES),
+    )

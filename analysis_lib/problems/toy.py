@@ -142,8 +142,13 @@ class ToyProblem:
         """Everything that defines the problem, as JSON-able data (used for cache keys; the plot
         bounds are included because they set where a run counts as diverged);
         :func:`toy_problem` rebuilds it from ``name`` and ``params``."""
-        return {"name": self.name, "params": dict(self.params), "scale": self.scale,
-                "noise": self.noise, "bounds": [list(b) for b in self.bounds]}
+        return {
+            "name": self.name,
+            "params": dict(self.params),
+            "scale": self.scale,
+            "noise": self.noise,
+            "bounds": [list(b) for b in self.bounds],
+        }
 
     # -- geometry -------------------------------------------------------------------------------
     @property
@@ -209,26 +214,36 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> ToyProblem:
     a = _finite_number("a", a)
     b = _finite_number("b", b, positive=True)
     return ToyProblem(
-        name="rosenbrock", title="Rosenbrock",
+        name="rosenbrock",
+        title="Rosenbrock",
         formula=rf"({a:g} - x)^2 + {b:g}\,(y - x^2)^2",
         fn=lambda x, y: (a - x) ** 2 + b * (y - x * x) ** 2,
-        minima=((a, a * a),), min_value=0.0, start=(-1.2, 1.0),
-        bounds=((-2.0, 2.0), (-1.0, 3.0)), log_scale=True, params=(("a", a), ("b", b)),
+        minima=((a, a * a),),
+        min_value=0.0,
+        start=(-1.2, 1.0),
+        bounds=((-2.0, 2.0), (-1.0, 3.0)),
+        log_scale=True,
+        params=(("a", a), ("b", b)),
     )
 
 
 def beale() -> ToyProblem:
     """Beale's function; minimum (3, 0.5) at the end of a long, flat, curved valley, with steep
     walls (values up to ~10⁵ at the corners of the plot)."""
+
     def fn(x, y):
-        return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2
-                + (2.625 - x + x * y**3) ** 2)
+        return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
 
     return ToyProblem(
-        name="beale", title="Beale",
+        name="beale",
+        title="Beale",
         formula=r"\sum_{i=1}^{3} (c_i - x + x y^i)^2,\ c = (1.5, 2.25, 2.625)",
-        fn=fn, minima=((3.0, 0.5),), min_value=0.0, start=(0.7, 1.4),
-        bounds=((-4.5, 4.5), (-4.5, 4.5)), log_scale=True,
+        fn=fn,
+        minima=((3.0, 0.5),),
+        min_value=0.0,
+        start=(0.7, 1.4),
+        bounds=((-4.5, 4.5), (-4.5, 4.5)),
+        log_scale=True,
     )
 
 
@@ -245,11 +260,15 @@ def himmelblau() -> ToyProblem:
     """Himmelblau's function (x² + y - 11)² + (x + y² - 7)²: four global minima (value 0). Which
     one an optimizer reaches depends on where its first steps take it."""
     return ToyProblem(
-        name="himmelblau", title="Himmelblau",
+        name="himmelblau",
+        title="Himmelblau",
         formula=r"(x^2 + y - 11)^2 + (x + y^2 - 7)^2",
         fn=lambda x, y: (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2,
-        minima=_HIMMELBLAU_MINIMA, min_value=0.0, start=(-0.27, -0.92),
-        bounds=((-5.0, 5.0), (-5.0, 5.0)), log_scale=True,
+        minima=_HIMMELBLAU_MINIMA,
+        min_value=0.0,
+        start=(-0.27, -0.92),
+        bounds=((-5.0, 5.0), (-5.0, 5.0)),
+        log_scale=True,
     )
 
 
@@ -260,12 +279,18 @@ def rastrigin(amplitude: float = 10.0) -> ToyProblem:
     amp = _finite_number("amplitude", amplitude, positive=True)
     two_pi = 2 * math.pi
     return ToyProblem(
-        name="rastrigin", title="Rastrigin",
+        name="rastrigin",
+        title="Rastrigin",
         formula=rf"{2 * amp:g} + \sum_i (x_i^2 - {amp:g} \cos 2\pi x_i)",
-        fn=lambda x, y: 2 * amp + x * x - amp * torch.cos(two_pi * x)
-        + y * y - amp * torch.cos(two_pi * y),
-        minima=((0.0, 0.0),), min_value=0.0, start=(1.3, -0.7),
-        bounds=((-2.5, 2.5), (-2.5, 2.5)), log_scale=False, params=(("amplitude", amp),),
+        fn=lambda x, y: (
+            2 * amp + x * x - amp * torch.cos(two_pi * x) + y * y - amp * torch.cos(two_pi * y)
+        ),
+        minima=((0.0, 0.0),),
+        min_value=0.0,
+        start=(1.3, -0.7),
+        bounds=((-2.5, 2.5), (-2.5, 2.5)),
+        log_scale=False,
+        params=(("amplitude", amp),),
     )
 
 
@@ -289,11 +314,15 @@ def rotated_quadratic(condition: float = 20.0, angle: float = 30.0) -> ToyProble
     # start far along the valley and a little across it
     start = (round(-2.6 * c - 0.6 * s, 3), round(-2.6 * s + 0.6 * c, 3))
     return ToyProblem(
-        name="rotated_quadratic", title="Ill-conditioned quadratic",
+        name="rotated_quadratic",
+        title="Ill-conditioned quadratic",
         formula=rf"\frac{{1}}{{2}} p^\top A p,\ \kappa = {kappa:g},\ {deg:g}^\circ",
         fn=lambda x, y: 0.5 * (axx * x * x + 2 * axy * x * y + ayy * y * y),
-        minima=((0.0, 0.0),), min_value=0.0, start=start,
-        bounds=((-3.0, 3.0), (-3.0, 3.0)), log_scale=True,
+        minima=((0.0, 0.0),),
+        min_value=0.0,
+        start=start,
+        bounds=((-3.0, 3.0), (-3.0, 3.0)),
+        log_scale=True,
         params=(("condition", kappa), ("angle", deg)),
     )
 
@@ -302,11 +331,15 @@ def saddle() -> ToyProblem:
     """The saddle x² - y², unbounded below: no minimum, only the question of how fast an
     optimizer that starts almost on the ridge escapes along y."""
     return ToyProblem(
-        name="saddle", title="Saddle",
+        name="saddle",
+        title="Saddle",
         formula=r"x^2 - y^2",
         fn=lambda x, y: x * x - y * y,
-        minima=(), min_value=None, start=(-1.8, 1e-3),
-        bounds=((-2.0, 2.0), (-2.0, 2.0)), log_scale=False,
+        minima=(),
+        min_value=None,
+        start=(-1.8, 1e-3),
+        bounds=((-2.0, 2.0), (-2.0, 2.0)),
+        log_scale=False,
     )
 
 
@@ -317,11 +350,16 @@ def badly_scaled(ratio: float = 100.0) -> ToyProblem:
     steps in both coordinates."""
     r = _finite_number("ratio", ratio, positive=True)
     return ToyProblem(
-        name="badly_scaled", title="Badly scaled bowl",
+        name="badly_scaled",
+        title="Badly scaled bowl",
         formula=rf"\frac{{1}}{{2}}({r:g}\,x^2 + y^2)",
         fn=lambda x, y: 0.5 * (r * x * x + y * y),
-        minima=((0.0, 0.0),), min_value=0.0, start=(1.0, 1.0),
-        bounds=((-1.5, 1.5), (-1.5, 1.5)), log_scale=True, params=(("ratio", r),),
+        minima=((0.0, 0.0),),
+        min_value=0.0,
+        start=(1.0, 1.0),
+        bounds=((-1.5, 1.5), (-1.5, 1.5)),
+        log_scale=True,
+        params=(("ratio", r),),
     )
 
 
