@@ -110,6 +110,7 @@ def test_missing_compiler_falls_back_to_the_compiled_reduction(monkeypatch, tmp_
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("ANALYSIS_LIB_NATIVE_CACHE", str(tmp_path / "cache"))
     assert _native.library() is None
+    assert "no-such-cc" in _native.last_error
     g = torch.randn(100)
     s = torch.zeros(1, dtype=torch.float64)
     assert not _native.square_sums_ema_([g], [s], 0.9)
@@ -140,6 +141,7 @@ def test_failed_build_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setattr(_native, "SOURCE", broken)
     monkeypatch.setenv("ANALYSIS_LIB_NATIVE_CACHE", str(tmp_path / "cache"))
     assert _native.library() is None
+    assert "broken.c" in _native.last_error  # the compiler's message is kept
     assert not any((tmp_path / "cache").iterdir())
 
 

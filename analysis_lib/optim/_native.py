@@ -38,6 +38,7 @@ FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp")
 _FUNCTIONS = {torch.float32: "ada2ms_square_sums_f32", torch.float64: "ada2ms_square_sums_f64"}
 
 _lock = threading.Lock()
+last_error: str | None = None  # why the library could not be built or loaded, if it could not
 # the library by the settings that locate it (see _settings); None: off, or could not be built
 _loaded: dict[tuple[str | None, ...], ctypes.CDLL | None] = {}
 
@@ -117,6 +118,7 @@ def library() -> ctypes.CDLL | None:
 
 
 def _load() -> ctypes.CDLL | None:
+    global last_error
     try:
         path = library_path()
         if not path.exists():
@@ -134,8 +136,12 @@ def _load() -> ctypes.CDLL | None:
                 ctypes.c_int,
             ]
         return lib
-    except (OSError, subprocess.SubprocessError, AttributeError):
-        return None
+    except subprocess.CalledProcessError as e:
+        stderr = e.stderr.decode(errors="replace") if e.stderr else ""
+        last_error = f"{' '.join(e.cmd[:1])} failed ({e.returncode}): {stderr.strip()[-2000:]}"
+    except (OSError, subprocess.SubprocessError, AttributeError) as e:
+        last_error = f"{type(e).__name__}: {e}"
+    return None
 
 
 def applies(grads: list[Tensor], sums: list[Tensor]) -> bool:
