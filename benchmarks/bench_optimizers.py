@@ -23,6 +23,9 @@ How to read the table
               one algorithm, so a GB/s figure compares implementations directly; extra passes
               over memory show up as a lower GB/s.
     vs fused  ms/step divided by that of torch's fused AdamW in the same run (lower is faster).
+    ada2ms-fused-compiled-sum is Ada2MS(fused=True) with its first pass (the sum of g^2 over
+    every gradient) compiled like the update, instead of the native CPU kernel of
+    analysis_lib/optim/_native.py: the difference of the two rows is what that kernel saves.
 
 The target checks at the end compare our optimizers with torch's AdamW by the ratio of medians
 (the ratio of the fastest rounds is shown too, as a check on noise). They print PASS or FAIL;
