@@ -29,7 +29,8 @@ How to read the table
 
 The target checks at the end compare our optimizers with torch's AdamW by the ratio of medians
 (the ratio of the fastest rounds is shown too, as a check on noise). They print PASS or FAIL;
-with ``--check`` the script exits with status 1 when any of them fails.
+with ``--check`` the script exits with status 1 when any of them fails. They are set for the full
+size and skipped with ``--quick``, where fixed per-tensor overhead dominates a step.
 
 Examples::
 
@@ -268,6 +269,9 @@ def main(argv=None) -> int:
     run_rounds(variants, device, args.repeats, args.steps)
     print()
     print_table(variants, numel)
+    if args.quick:  # at 1/16 of the size a step is mostly fixed per-tensor overhead
+        print("\ntargets: not checked with --quick (they are set for the full size)")
+        return 0
     ok = check_targets(variants, device)
     return 1 if args.check and not ok else 0
 
