@@ -144,15 +144,10 @@ def _load() -> ctypes.CDLL | None:
     return None
 
 
-def applies(grads: list[Tensor], sums: list[Tensor]) -> bool:
-    """Whether the kernel can take these tensors: CPU, one dtype of float32/float64, contiguous
-    gradients, and float64 sums of one element each."""
-    return _pointers(grads, sums) is not None
-
-
 def _pointers(grads: list[Tensor], sums: list[Tensor]) -> tuple[list[int], ...] | None:
     """The gradients' and sums' addresses and the gradients' sizes, or None where the kernel
-    does not apply (one pass, checks and all: this runs at every step)."""
+    does not apply: CPU tensors, gradients of one dtype (float32 or float64) and contiguous, and
+    float64 sums of one element each. One pass, checks and all: this runs at every step."""
     if not grads or len(grads) != len(sums) or grads[0].dtype not in _FUNCTIONS:
         return None
     dtype, f64 = grads[0].dtype, torch.float64
