@@ -43,14 +43,12 @@ last_error: str | None = None  # why the library could not be built or loaded, i
 _loaded: dict[tuple[str | None, ...], ctypes.CDLL | None] = {}
 
 
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
 def enabled() -> bool:
     """False when ``ANALYSIS_LIB_NATIVE`` is set to 0 (or "false", "no", "off")."""
-    return os.environ.get("ANALYSIS_LIB_NATIVE", "1").strip().lower() not in {
-        "0",
-        "false",
-        "no",
-        "off",
-    }
+    return os.environ.get("ANALYSIS_LIB_NATIVE", "1").strip().lower() not in _OFF
 
 
 def cache_dir() -> Path:
