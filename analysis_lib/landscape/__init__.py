@@ -4,13 +4,13 @@ Quick use::
 
     from analysis_lib import landscape
 
-    dirs = landscape.random_directions(model, seed=0)           # filter-normalised, orthogonal
+    dirs = landscape.random_directions(model, seed=0)           # filter-normalised (Li et al.)
     grid = landscape.surface_2d(model, task.loss_fn, task.data("train"), dirs.d1, dirs.d2,
                                 alphas=np.linspace(-1, 1, 41), betas=np.linspace(-1, 1, 41))
     grid.loss, grid.accuracy                                    # (41, 41): [alpha, beta]
 
     snaps = landscape.SnapshotCallback(every=20)                # pass to training.train
-    plane = landscape.pca_directions(snaps)                     # + explained variance, path
+    plane = landscape.pca_directions(snaps)                     # centred PCA, + variance, path
     line = landscape.interpolate(model_a, model_b, task.loss_fn, data, np.linspace(-0.5, 1.5, 41))
 
 Directions (:mod:`.directions`) are dicts keyed like ``model.named_parameters()``; the

@@ -5,10 +5,12 @@ the parameters' shapes, dtype and device. A plane is a :class:`Directions` pair 
 the surface around a point ``theta`` is ``f(a, b) = L(theta + a d1 + b d2)``.
 
 * :func:`random_directions` (Li et al. 2018): Gaussian directions, normalised per filter, per
-  layer or not at all; the second is orthogonalised against the first *after* normalisation.
+  layer or not at all; as in Li et al. they are not orthogonalised by default (in thousands of
+  dimensions they nearly are); ``orthogonal=True`` makes them exactly orthogonal filter by
+  filter, so that both stay normalised.
 * :func:`pca_directions`: the first two principal directions of a trajectory of parameter
-  snapshots ``theta_t - theta_final`` (recorded by :class:`SnapshotCallback`), with the explained
-  variance and the path projected on the plane.
+  snapshots ``theta_t - theta_final`` (recorded by :class:`SnapshotCallback`), centred as in Li
+  et al. by default, with the explained variance and the path projected on the plane.
 * :func:`eigenvector_directions`: the top Hessian eigenvectors (:mod:`analysis_lib.curvature`).
 * :func:`difference`: ``theta_b - theta_a``, the direction of a linear interpolation.
 """
@@ -57,9 +59,13 @@ class Directions:
     Attributes:
         d1, d2: the directions (dicts keyed like ``model.named_parameters()``).
         kind: ``"random"``, ``"pca"``, ``"eigen"`` or ``"given"``.
-        cosine: for random directions, the cosine between the two normalised directions before
-            ``d2`` was orthogonalised (after it, they are orthogonal); 0 for PCA and eigenvector
+        cosine: for random directions, the cosine between the two normalised directions as
+            drawn (before ``d2`` was orthogonalised, when it was); 0 for PCA and eigenvector
             directions, which are orthonormal by construction.
+        orthogonalized: whether ``d2`` was orthogonalised against ``d1``.
+        d2_change: random directions with ``orthogonal=True``: how much orthogonalising moved
+            ``d2``, ``||d2_after - d2_before|| / ||d2_before||`` (0 otherwise).
+        centered: PCA only: whether the trajectory matrix was centred before the decomposition.
         explained_variance_ratio: PCA only: the fraction of the trajectory's squared distance
             to its end captured by each of the two components, shape ``(2,)``.
         path: PCA only: the snapshots' coordinates on the plane, shape ``(T, 2)``; the last row
@@ -72,6 +78,9 @@ class Directions:
     d2: Direction
     kind: str = "given"
     cosine: float = 0.0
+    orthogonalized: bool = False
+    d2_change: float = 0.0
+    centered: bool | None = None
     explained_variance_ratio: np.ndarray | None = None
     path: np.ndarray | None = None
     steps: np.ndarray | None = None
@@ -246,20 +255,54 @@ def random_directions(
     seed: int | torch.Generator = 0,
     norm: str = "filter",
     one_d: str = "zero",
-    orthogonal: bool = True,
+    orthogonal: bool = False,
 ) -> Directions:
     """Two random directions for a 2-D slice (Li et al. 2018): each Gaussian, normalised by
-    :func:`normalize` (``norm``, ``one_d``); then, with ``orthogonal``, ``d2`` is orthogonalised
-    against ``d1`` (after the normalisation, which would otherwise undo it) and rescaled to its
-    norm. ``cosine`` reports the cosine of the two normalised directions before that step (of
-    order ``1/sqrt(n)`` for ``n`` parameters, but larger after filter normalisation)."""
+    :func:`normalize` (``norm``, ``one_d``).
+
+    As in Li et al. the two are not orthogonalised by default: in ``n`` dimensions two Gaussian
+    directions have a cosine of order ``1/sqrt(n)`` (somewhat more after filter normalisation),
+    which ``cosine`` reports. With ``orthogonal=True``, ``d2`` is made exactly orthogonal to
+    ``d1`` *within each normalisation unit* (each filter for ``norm="filter"``, each tensor for
+    ``"layer"``) and rescaled to that unit's norm again, so both directions stay normalised and
+    the pair is orthogonal as a whole (the sum of per-filter inner products is zero); with
+    ``norm="none"`` it is plain Gram-Schmidt with ``d2``'s norm kept. How far this moves ``d2``
+    is reported as ``d2_change``: filter by filter it is of order ``1/sqrt(filter size)``, far
+    more than the global ``cosine``, so the orthogonalised plane is a different slice.
+    """
+    if not isinstance(orthogonal, bool):
+        raise ValueError(f"Invalid orthogonal: {orthogonal!r} (expected True or False)")
     gen = _generator(seed)
     d1 = random_direction(model, gen, norm, one_d)
     d2 = random_direction(model, gen, norm, one_d)
     cosine = dot(d1, d2) / np.sqrt(dot(d1, d1) * dot(d2, d2))
+    change = 0.0
     if orthogonal:
-        d2, cosine = orthogonalize(d1, d2)
-    return Directions(d1, d2, kind="random", cosine=float(cosine))
+        before = d2
+        d2 = orthogonalize(d1, d2)[0] if norm == "none" else _orthogonalize_units(d1, d2, norm)
+        change = np.sqrt(dot(*[{k: d2[k] - before[k] for k in d2}] * 2) / dot(before, before))
+    return Directions(
+        d1, d2, kind="random", cosine=float(cosine), orthogonalized=orthogonal, d2_change=change
+    )
+
+
+def _orthogonalize_units(d1: Direction, d2: Direction, norm: str) -> Direction:
+    """``d2`` made orthogonal to ``d1`` within each normalisation unit (a filter: slice ``[i]``
+    along the first dimension; or a whole tensor for ``norm="layer"`` and for one-dimensional
+    tensors), each unit rescaled to its norm before the projection. Zero units stay zero."""
+    out = {}
+    for key, b in d2.items():
+        a = d1[key]
+        if b.dim() <= 1 or norm == "layer":
+            a2, b2 = a.double().reshape(1, -1), b.double().reshape(1, -1)
+        else:
+            a2, b2 = a.double().reshape(a.shape[0], -1), b.double().reshape(b.shape[0], -1)
+        aa = (a2 * a2).sum(1, keepdim=True)
+        coef = _ratio((a2 * b2).sum(1, keepdim=True), aa)
+        r = b2 - coef * a2
+        scale = _ratio(b2.norm(dim=1, keepdim=True), r.norm(dim=1, keepdim=True))
+        out[key] = (r * scale).reshape(b.shape).to(b.dtype)
+    return out
 
 
 # -- trajectories --------------------------------------------------------------------------------
@@ -300,7 +343,7 @@ def pca_directions(
     snapshots: Sequence[Mapping[str, Tensor]] | SnapshotCallback,
     final: Mapping[str, Tensor] | nn.Module | None = None,
     steps: Sequence[int] | None = None,
-    center: bool = False,
+    center: bool = True,
 ) -> Directions:
     """The plane of a training trajectory (Li et al. 2018, section 7): the first two principal
     directions of the matrix of rows ``theta_t - theta_final`` over the snapshots.
@@ -309,10 +352,15 @@ def pca_directions(
         snapshots: parameter dicts (or a :class:`SnapshotCallback`, whose steps come along).
         final: the end point ``theta_final`` (a dict or a model); default the last snapshot.
         steps: the step of each snapshot (default ``0, 1, ...``).
-        center: subtract the mean row before the decomposition (scikit-learn's PCA). The default
-            keeps the rows as they are, so the components span the best plane *through*
-            ``theta_final``, the point the surface is drawn around, and the explained variance
-            is the fraction of ``sum_t ||theta_t - theta_final||^2`` that the plane captures.
+        center: subtract the mean row before the decomposition, as Li et al. do (their code
+            uses scikit-learn's PCA), so the explained variance is the fraction of the
+            trajectory's variance about its mean and is comparable with theirs. With
+            ``center=False`` the rows are decomposed as they are: the components span the
+            best plane *through* ``theta_final`` and the ratio is the fraction of
+            ``sum_t ||theta_t - theta_final||^2`` that plane captures (usually higher, since the
+            mean offset from the end point is one large, easily captured direction). Either
+            way the path is the projection of ``theta_t - theta_final``, so the final point is
+            at (0, 0).
 
     Returns:
         :class:`Directions` with unit-norm, orthogonal ``d1``, ``d2`` (float64 tensors on the
@@ -320,6 +368,8 @@ def pca_directions(
         ``path``: each snapshot's coordinates ``(<theta_t - theta_final, d1>,
         <theta_t - theta_final, d2>)``.
     """
+    if not isinstance(center, bool):
+        raise ValueError(f"Invalid center: {center!r} (expected True or False)")
     if isinstance(snapshots, SnapshotCallback):
         steps = snapshots.steps if steps is None else steps
         snapshots = snapshots.snapshots
@@ -359,6 +409,7 @@ def pca_directions(
         unflatten(comps[0], like),
         unflatten(comps[1], like),
         kind="pca",
+        centered=bool(center),
         explained_variance_ratio=ratio,
         path=path,
         steps=steps,
