@@ -5,7 +5,7 @@ Importing this module applies the house style (:func:`set_style`). Typical noteb
     from analysis_lib import plots
 
     fig, ax = plt.subplots()
-    ax.plot(steps, loss, color=plots.OPTIMIZER_COLORS["adamw"], label="AdamW")
+    ax.plot(steps, loss, color=plots.optimizer_color("adamw"), label="AdamW")
     plots.save(fig, "loss_adamw")  # figures/loss_adamw.png and figures/loss_adamw.pdf
 
 Figures go to :func:`figures_dir`: ``$ANALYSIS_LIB_FIGURES`` when it is set, else ``figures/`` at
@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from .io import write_atomically
 
 __all__ = [
+    "ADA2MS_SCHEDULE_COLOR",
     "FIGURES_ENV_VAR",
     "OPTIMIZER_COLORS",
     "TOY_CMAP",
@@ -52,6 +53,8 @@ __all__ = [
     "draw_transition",
     "figures_dir",
     "landscape_levels",
+    "optimizer_color",
+    "optimizer_style",
     "plot_alpha_sweep",
     "plot_interpolation",
     "plot_landscapes",
@@ -69,18 +72,27 @@ __all__ = [
 #: Environment variable that, when set, names the folder :func:`figures_dir` returns.
 FIGURES_ENV_VAR = "ANALYSIS_LIB_FIGURES"
 
-# Seaborn's "colorblind" palette (Okabe-Ito-like), one fixed colour per optimizer so that the same
-# method looks the same in every notebook. The SGD family is blue, the Adam family warm; Ada2MS
-# (which interpolates between the two) has its own vermillion.
-#: Fixed colour (hex string) for each optimizer, shared by all notebooks.
+# One palette for every figure, defined here only. Fixed colours from Okabe & Ito's colour-blind
+# safe set: the SGD family blue, Adam green, AdamW orange, AdamNX reddish purple. Ada2MS is one
+# method with a dial, so its constant alphas lie on one sequential scale (seaborn's perceptually
+# uniform "rocket", dark at alpha = 0 to light at alpha = 1: adjacent levels differ in lightness,
+# which colour-blind readers see too), and a schedule of alpha is near-black.
+#: Fixed colour (hex string) for each optimizer, shared by all figures. ``"ada2ms"`` is its
+#: default alpha (0.5); use :func:`optimizer_color` for any other alpha or a schedule.
 OPTIMIZER_COLORS: dict[str, str] = {
-    "sgd": "#0173b2",  # blue
+    "sgd": "#0072b2",  # blue
     "sgdm": "#56b4e9",  # sky blue
-    "adam": "#029e73",  # green
-    "adamw": "#de8f05",  # orange
-    "adamnx": "#cc78bc",  # reddish purple
-    "ada2ms": "#d55e00",  # vermillion
+    "adam": "#009e73",  # bluish green
+    "adamw": "#e69f00",  # orange
+    "adamnx": "#cc79a7",  # reddish purple
+    "ada2ms": "",  # filled in below: alpha_colors([0.5])
 }
+#: The colour of Ada2MS with a schedule of alpha (e.g. ``ExponentialAlpha``, 1 -> 0).
+ADA2MS_SCHEDULE_COLOR = "#1a1a1a"
+# The part of "rocket" that Ada2MS's alpha in [0, 1] maps to: its darkest end is black and its
+# lightest is too pale for lines on white.
+_ALPHA_SPAN = (0.12, 0.74)
+_ADA2MS_DEFAULT_ALPHA = 0.5
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _FORMAT_RE = re.compile(r"[A-Za-z0-9]+")
@@ -233,11 +245,13 @@ def save(
 
 
 def alpha_colormap() -> mcolors.Colormap:
-    """The colormap for Ada2MS's ``alpha``: 0 gives the momentum-SGD colour
-    (``OPTIMIZER_COLORS["sgdm"]``, what Ada2MS is at ``alpha = 0``), 1 the AdamW colour
-    (``OPTIMIZER_COLORS["adamw"]``), blended linearly in between."""
+    """The colormap for Ada2MS's ``alpha`` in ``[0, 1]``: the part of seaborn's perceptually
+    uniform ``rocket`` scale from dark (``alpha = 0``, momentum-SGD-like) to light
+    (``alpha = 1``, AdamW). Every figure that colours Ada2MS by alpha uses it."""
+    lo, hi = _ALPHA_SPAN
+    rocket = sns.color_palette("rocket", as_cmap=True)
     return mcolors.LinearSegmentedColormap.from_list(
-        "ada2ms_alpha", [OPTIMIZER_COLORS["sgdm"], OPTIMIZER_COLORS["adamw"]]
+        "ada2ms_alpha", [rocket(lo + (hi - lo) * x) for x in np.linspace(0, 1, 64)]
     )
 
 
@@ -246,9 +260,10 @@ def alpha_colors(
 ) -> list[tuple[float, float, float, float]]:
     """One RGBA colour per Ada2MS ``alpha`` value (each in ``[0, 1]``), in the given order.
 
-    By default the colours come from :func:`alpha_colormap`, so ``alpha = 1`` looks like AdamW
-    and ``alpha = 0`` like (momentum) SGD. ``cmap`` picks another colormap instead (a name such
-    as ``"viridis"`` or seaborn's ``"crest"``, or a Colormap), evaluated at ``alpha``.
+    By default the colours come from :func:`alpha_colormap`, Ada2MS's scale in every figure.
+    ``cmap`` picks another colormap instead (a name such as ``"viridis"`` or seaborn's
+    ``"crest"``, or a Colormap), evaluated at ``alpha`` (for quantities other than Ada2MS's
+    alpha, which should not look like it).
 
     Raises:
         ValueError: an alpha is not a number in ``[0, 1]``.
@@ -264,6 +279,43 @@ def alpha_colors(
     else:
         colormap = cmap
     return [tuple(float(c) for c in colormap(a)) for a in values]
+
+
+OPTIMIZER_COLORS["ada2ms"] = mcolors.to_hex(alpha_colors([_ADA2MS_DEFAULT_ALPHA])[0])
+
+
+def optimizer_color(name: str, alpha=None) -> str:
+    """The colour of an optimizer configuration, the same in every figure: ``name`` as
+    ``make_optimizer`` knows it (any case); for Ada2MS, ``alpha`` a number in ``[0, 1]`` (on
+    :func:`alpha_colormap`), a schedule (any callable: :data:`ADA2MS_SCHEDULE_COLOR`) or
+    ``None`` (the default alpha, 0.5). Returns a hex string.
+
+    Raises:
+        ValueError: an unknown name, or an alpha outside ``[0, 1]``.
+    """
+    key = str(name).lower()
+    if key not in OPTIMIZER_COLORS:
+        raise ValueError(f"Invalid name: {name!r} (expected one of {tuple(OPTIMIZER_COLORS)})")
+    if key != "ada2ms" or alpha is None:
+        return OPTIMIZER_COLORS[key]
+    if callable(alpha):
+        return ADA2MS_SCHEDULE_COLOR
+    return mcolors.to_hex(alpha_colors([alpha])[0])
+
+
+def optimizer_style(name: str, alpha=None) -> dict:
+    """``color`` (:func:`optimizer_color`) and ``linestyle`` of an optimizer configuration:
+    AdamW and Ada2MS at ``alpha = 1`` (which is AdamW) dashed, so that paths they share with
+    Adam stay visible; an alpha schedule dash-dotted; everything else solid."""
+    key = str(name).lower()
+    style = "-"
+    if key == "adamw":
+        style = _LINESTYLES["adamw"]
+    elif key == "ada2ms" and callable(alpha):
+        style = "-."
+    elif key == "ada2ms" and alpha is not None:
+        style = _LINESTYLES.get(float(alpha), "-")
+    return {"color": optimizer_color(key, alpha), "linestyle": style}
 
 
 set_style()
@@ -282,24 +334,13 @@ _LINESTYLES = {"adamw": (0, (5, 2)), 1.0: (0, (5, 2)), 0.5: "-", 0.0: (0, (1.2, 
 
 def trajectory_style(trajectory) -> dict:
     """Line colour, style and label of a trajectory (or a :class:`~analysis_lib.trajectory.Method`
-    or a :class:`~analysis_lib.trajectory.TuneResult`): the optimizer's
-    :data:`OPTIMIZER_COLORS` entry; Ada2MS in shades of its vermillion, darker as alpha goes to
-    0, and AdamW and Ada2MS with alpha = 1 dashed, so that the paths they share with Adam and
-    AdamW stay visible."""
+    or a :class:`~analysis_lib.trajectory.TuneResult`): :func:`optimizer_style` of its
+    optimizer and alpha, with its label."""
     name = trajectory.optimizer
     alpha = (trajectory.hparams or {}).get("alpha")
-    color = OPTIMIZER_COLORS.get(name, "0.3")
-    style = "-"
-    if name == "adamw":
-        style = _LINESTYLES["adamw"]
-    if name == "ada2ms" and isinstance(alpha, int | float):
-        a = float(alpha)
-        base = np.array(mcolors.to_rgb(OPTIMIZER_COLORS["ada2ms"]))
-        dark, light = 0.55 * base, base + 0.4 * (1 - base)  # alpha = 0 and alpha = 1
-        shade = dark + 2 * a * (base - dark) if a <= 0.5 else base + (2 * a - 1) * (light - base)
-        color = mcolors.to_hex(np.clip(shade, 0, 1))
-        style = _LINESTYLES.get(a, "-")
-    return {"color": color, "linestyle": style, "label": trajectory.label}
+    if name not in OPTIMIZER_COLORS:
+        return {"color": "0.3", "linestyle": "-", "label": trajectory.label}
+    return {**optimizer_style(name, alpha), "label": trajectory.label}
 
 
 def _as_list(trajectories) -> list:

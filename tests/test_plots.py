@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -200,13 +201,34 @@ def test_optimizer_colors_are_fixed_and_distinct():
         assert matplotlib.colors.is_color_like(color)
 
 
-def test_alpha_colors_endpoints_and_order():
-    c0, c_mid, c1 = plots.alpha_colors([0.0, 0.5, 1.0])
-    assert c0 == pytest.approx(matplotlib.colors.to_rgba(plots.OPTIMIZER_COLORS["sgdm"]))
-    assert c1 == pytest.approx(matplotlib.colors.to_rgba(plots.OPTIMIZER_COLORS["adamw"]))
-    assert len({c0, c_mid, c1}) == 3
-    assert plots.alpha_colors([1.0, 0.0]) == [c1, c0]
+def test_alpha_colors_one_sequential_scale_distinct_from_the_fixed_colours():
+    alphas = np.linspace(0, 1, 11)
+    colors = plots.alpha_colors(alphas)
+    # sequential: lightness rises monotonically with alpha, and adjacent levels differ visibly
+    gray = [0.299 * r + 0.587 * g + 0.114 * b for r, g, b, _ in colors]
+    assert np.all(np.diff(gray) > 0.02), np.diff(gray)
+    # none of Ada2MS's colours is mistaken for another optimizer's fixed colour
+    for name in ("sgd", "sgdm", "adam", "adamw", "adamnx"):
+        fixed = np.array(matplotlib.colors.to_rgb(plots.OPTIMIZER_COLORS[name]))
+        dist = min(np.abs(np.array(c[:3]) - fixed).sum() for c in colors)
+        assert dist > 0.25, (name, dist)
+    assert plots.alpha_colors([1.0, 0.0]) == [colors[-1], colors[0]]
     assert plots.alpha_colors([]) == []
+
+
+def test_optimizer_color_is_the_one_palette():
+    assert plots.optimizer_color("AdamW") == plots.OPTIMIZER_COLORS["adamw"]
+    assert plots.optimizer_color("ada2ms") == plots.optimizer_color("ada2ms", 0.5)
+    assert plots.optimizer_color("ada2ms", 0.0) == matplotlib.colors.to_hex(
+        plots.alpha_colors([0.0])[0]
+    )
+    assert plots.optimizer_color("ada2ms", lambda step: 0.5) == plots.ADA2MS_SCHEDULE_COLOR
+    assert plots.optimizer_color("ada2ms", 0.0) != plots.optimizer_color("sgdm")
+    assert plots.optimizer_style("adamw")["linestyle"] != plots.optimizer_style("adam")["linestyle"]
+    with pytest.raises(ValueError, match="name"):
+        plots.optimizer_color("lion")
+    with pytest.raises(ValueError, match="alphas"):
+        plots.optimizer_color("ada2ms", 1.5)
 
 
 def test_alpha_colors_other_cmap_and_validation():
