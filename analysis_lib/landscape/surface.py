@@ -771,23 +771,41 @@ def _batch_norms(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def _recompute_bn(model: nn.Module, batches) -> None:
-    """Running statistics of every batch-norm layer recomputed from ``batches``: the average
-    of their batch statistics (torch's cumulative moving average, ``momentum=None``; exact for
-    one batch or equal batches), the rest of the model in eval mode."""
+    """Running statistics of every batch-norm layer set to the exact per-channel mean and
+    unbiased variance of its inputs over all of ``batches`` (weighted by their sizes), as the
+    model sees them in eval mode: one pass per layer, in the order the forward pass reaches them,
+    each with the layers before it already using their new statistics."""
     bns = _batch_norms(model)
-    momenta = [bn.momentum for bn in bns]
     model.eval()
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    try:
-        for x, _ in batches:
-            model(x)
-    finally:
-        for bn, m in zip(bns, momenta, strict=True):
-            bn.momentum = m
-        model.eval()
+    done: set[int] = set()
+    for _ in range(len(bns)):
+        sums: dict[int, list] = {}
+
+        def collect(module, inputs):
+            x = inputs[0].detach().double()
+            x = x.movedim(1, -1).reshape(-1, x.shape[1]) if x.dim() > 1 else x[:, None]
+            acc = sums.setdefault(id(module), [module, 0, 0.0, 0.0])
+            acc[1] += x.shape[0]
+            acc[2] = acc[2] + x.sum(0)
+            acc[3] = acc[3] + (x * x).sum(0)
+
+        hooks = [bn.register_forward_pre_hook(collect) for bn in bns if id(bn) not in done]
+        try:
+            for x, _ in batches:
+                model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not sums:  # the remaining layers are never reached
+            break
+        bn, n, s1, s2 = next(iter(sums.values()))  # the first one the forward pass reached
+        mean = s1 / n
+        var = (s2 - n * mean * mean).clamp_min(0) / max(n - 1, 1)
+        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        done.add(id(bn))
 
 
 def interpolate(
@@ -808,10 +826,13 @@ def interpolate(
 
     Without batch norm, this is :func:`surface_1d` around ``theta_a`` along
     ``theta_b - theta_a`` (batched; the buffers are model a's). With batch norm, each point is
-    a copy of model a with the interpolated parameters and, with ``recompute_bn``, running
-    statistics recomputed over ``bn_data`` (default ``data``; use the training data), the
-    average of its batch statistics; without it, the running statistics are interpolated too.
-    Evaluated in eval mode; the models are not modified.
+    a copy of model a with the interpolated parameters and, with ``recompute_bn`` (the
+    default), running statistics recomputed from ``bn_data``, the *training* data: the exact
+    per-channel mean and unbiased variance of each batch-norm layer's inputs over all of it,
+    layer after layer as the eval-mode network sees them. ``bn_data`` is then required, so that a
+    curve drawn on the test split never takes its statistics from the test split. Without
+    ``recompute_bn``, the running statistics are interpolated too. Evaluated in eval mode; the
+    models are not modified.
     """
     alphas = _check_grid("alphas", alphas)
     direction = difference(model_a, model_b)
@@ -829,11 +850,17 @@ def interpolate(
             accuracy_fn=accuracy_fn,
             progress=progress,
         )
+    if recompute_bn and bn_data is None:
+        raise ValueError(
+            "Invalid bn_data: None, but the models have batch norm and recompute_bn=True: pass "
+            "the training data (e.g. bn_data=task.data('train')) to recompute the running "
+            "statistics from, or recompute_bn=False to interpolate them"
+        )
     start = time.perf_counter()
     params = parameters(model_a)
     device = next(iter(params.values())).device
     batches = _check_data(data, device)
-    bn_batches = batches if bn_data is None else _check_data(bn_data, device)
+    bn_batches = _check_data(bn_data, device) if recompute_bn else None
     buffers_b = dict(model_b.named_buffers())
     loss, acc = np.empty(len(alphas)), np.empty(len(alphas))
     for i, alpha in enumerate(_tqdm(alphas, progress, "point")):
