@@ -413,13 +413,19 @@ def test_interrupted_grid_resumes_with_identical_arrays(cache_dir):
     args = (dirs.d1, dirs.d2, ALPHAS, BETAS)  # 20 points: 7 chunks of 3
     flaky = Flaky(fail_at=4)
     with pytest.raises(KeyboardInterrupt):
-        landscape.surface_2d(model, flaky, data, *args, chunk_size=3, cache="resume")
+        # the two Flaky objects differ in their attributes, hence in their identity: an
+        # explicit cache key says that they compute the same loss
+        landscape.surface_2d(
+            model, flaky, data, *args, chunk_size=3, cache="resume", cache_key="flaky"
+        )
     partial = [p for p in cache_dir.iterdir() if p.name.endswith(".partial.npz")]
     assert len(partial) == 1
     arrays, meta = io.load_arrays(partial[0])
     assert arrays["done"].sum() == 3 and meta["chunk_size"] == 3
     resumed_fn = Flaky()
-    resumed = landscape.surface_2d(model, resumed_fn, data, *args, chunk_size=3, cache="resume")
+    resumed = landscape.surface_2d(
+        model, resumed_fn, data, *args, chunk_size=3, cache="resume", cache_key="flaky"
+    )
     assert resumed_fn.calls == 7 - 3  # only the missing chunks
     assert not any(p.name.endswith(".partial.npz") for p in cache_dir.iterdir())
     whole = landscape.surface_2d(model, Flaky(), data, *args, chunk_size=3)

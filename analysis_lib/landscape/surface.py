@@ -489,18 +489,23 @@ def _digest(fill) -> str:
     return h.hexdigest()[:32]
 
 
-def _loss_name(fn) -> dict:
-    owner = getattr(fn, "__self__", None)
-    out = {"fn": getattr(fn, "__qualname__", type(fn).__qualname__)}
-    for attr in ("name", "loss", "label_smoothing"):  # a Task's loss and what changes it
-        value = getattr(owner, attr, None)
-        if isinstance(value, str | int | float):
-            out[attr] = value
-    return out
+def _fn_identity(fn, what: str):
+    """The identity of ``fn`` in a cache key (:func:`analysis_lib.io.callable_identity`: code,
+    closure, partial arguments, the object of a bound method); a clear error when it cannot be
+    identified."""
+    from analysis_lib import io
+
+    try:
+        return io.callable_identity(fn, what)
+    except io.UnidentifiableError as exc:
+        raise ValueError(
+            f"Invalid {what} for a cached grid: {exc}; pass cache_key='...' naming the loss "
+            "and accuracy functions in the cache key instead"
+        ) from exc
 
 
 def _cache_config(
-    model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, extra
+    model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, extra, key=None
 ) -> dict:
     def model_hash(h):
         h.update(repr(model).encode())
@@ -519,8 +524,12 @@ def _cache_config(
         "model": _digest(model_hash),
         "directions": _digest(dirs_hash),
         "data": _digest(data_hash),
-        "loss_fn": _loss_name(loss_fn),
-        "accuracy_fn": None if accuracy_fn is None else _loss_name(accuracy_fn),
+        "loss_fn": {"key": key} if key is not None else _fn_identity(loss_fn, "loss_fn"),
+        "accuracy_fn": (
+            None
+            if accuracy_fn is None or key is not None
+            else _fn_identity(accuracy_fn, "accuracy_fn")
+        ),
         "alphas": alphas.tolist(),
         "betas": None if betas is None else betas.tolist(),
         "first_layer": first_layer,
@@ -545,6 +554,7 @@ def _surface(
     refresh,
     cache_extra,
     memory,
+    cache_key=None,
 ) -> LandscapeGrid:
     from analysis_lib import io
 
@@ -552,6 +562,8 @@ def _surface(
     betas = None if betas is None else _check_grid("betas", betas)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, 1)
+    if cache_key is not None and not (isinstance(cache_key, str) and cache_key):
+        raise ValueError(f"Invalid cache_key: {cache_key!r} (expected a non-empty string)")
     if first_layer not in FIRST_LAYER_OPTIONS:
         raise ValueError(
             f"Invalid first_layer: {first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
@@ -610,11 +622,22 @@ def _surface(
             else ("landscape_2d" if betas is not None else "landscape_1d")
         )
         config = _cache_config(
-            model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, cache_extra
+            model,
+            loss_fn,
+            data,
+            directions,
+            alphas,
+            betas,
+            accuracy_fn,
+            first_layer,
+            cache_extra,
+            cache_key,
         )
         path = io.cache_path(name, config)
         state["config"] = json.loads(io.canonical_json(config))
         state["partial"] = path.with_name(path.stem + ".partial.npz")
+        if refresh:  # the finished chunks of an interrupted run are not trusted either
+            state["partial"].unlink(missing_ok=True)
         arrays = io.cached(name, config, compute, refresh=refresh)
         state["partial"].unlink(missing_ok=True)
     else:
@@ -665,6 +688,7 @@ def surface_1d(
     refresh: bool = False,
     cache_extra: dict | None = None,
     memory: int | None = None,
+    cache_key: str | None = None,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha * direction`` for each of ``alphas``; see
     :func:`surface_2d` for the arguments. ``betas`` of the result is None."""
@@ -683,6 +707,7 @@ def surface_1d(
         refresh=refresh,
         cache_extra=cache_extra,
         memory=memory,
+        cache_key=cache_key,
     )
 
 
@@ -703,6 +728,7 @@ def surface_2d(
     refresh: bool = False,
     cache_extra: dict | None = None,
     memory: int | None = None,
+    cache_key: str | None = None,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha d1 + beta d2`` over the grid ``alphas x betas``.
 
@@ -723,9 +749,13 @@ def surface_2d(
         progress: a progress bar over the chunks (also silenced by ``TQDM_DISABLE``).
         cache: ``True`` or an entry name: keep the grid in :func:`analysis_lib.io.data_dir`,
             keyed by a hash of the model, directions, data, loss and grid, and resume an
-            interrupted computation. ``refresh`` recomputes; ``cache_extra`` (JSON-able) enters
-            the key, for anything else that changes the result (the loss function enters by its
-            name, and a Task's loss and label smoothing).
+            interrupted computation. ``refresh`` recomputes, discarding the finished chunks of
+            an interrupted computation too; ``cache_extra`` (JSON-able) enters the key, for
+            anything else that changes the result. The loss and accuracy functions enter by
+            their identity (:func:`analysis_lib.io.callable_identity`: code, closure values,
+            partial arguments, a bound method's object); a function that cannot be identified
+            is refused unless ``cache_key`` names it (then it replaces both identities). The
+            cache folder must be writable; that is checked before any work.
         memory: bytes of working memory for the automatic chunk size.
 
     Raises:
@@ -757,6 +787,7 @@ def surface_2d(
         refresh=refresh,
         cache_extra=cache_extra,
         memory=memory,
+        cache_key=cache_key,
     )
 
 
