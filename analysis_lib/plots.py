@@ -30,6 +30,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ._checks import check_int
 from .io import write_atomically
 
 __all__ = [
@@ -421,11 +422,14 @@ def draw_trajectories(
     markers: bool = True,
     legend: bool = False,
     colors=None,
+    linewidth: float = 1.6,
+    opacity: float = 1.0,
 ):
     """``problem``'s contours with each trajectory's path on top (points marked when
     ``markers``), the start as a black circle. ``trajectories`` is a list, or a dict whose keys
-    are the labels; ``colors`` replace the optimizer colours. Returns the axes; ``legend=True``
-    puts a legend outside the axes, on the right."""
+    are the labels; ``colors`` replace the optimizer colours; ``linewidth`` and ``opacity``
+    (thin, translucent paths let a noisy path that fills the plane show what lies beneath).
+    Returns the axes; ``legend=True`` puts a legend outside the axes, on the right."""
     styles = _styles(trajectories, colors)
     trajectories = _as_list(trajectories)
     if ax is None:
@@ -436,7 +440,8 @@ def draw_trajectories(
         ax.plot(
             t.points[:, 0],
             t.points[:, 1],
-            lw=1.6,
+            lw=linewidth,
+            alpha=opacity,
             marker="o" if markers else None,
             ms=2.2,
             **style,
@@ -450,49 +455,128 @@ def draw_trajectories(
     return ax
 
 
-def draw_losses(problem, trajectories, ax=None, *, legend: bool = False, colors=None):
+#: How far below the largest starting gap the log loss axis reaches (rounding noise lies below)
+#: and how far above it a diverging run is followed.
+_GAP_DECADES_BELOW, _GAP_DECADES_ABOVE = 16, 3
+
+
+def _rolling(y: np.ndarray, window: int, q: float | None = None) -> np.ndarray:
+    import pandas as pd
+
+    roll = pd.Series(y).rolling(window, center=True, min_periods=1)
+    return (roll.mean() if q is None else roll.quantile(q)).to_numpy()
+
+
+def draw_losses(
+    problem, trajectories, ax=None, *, legend: bool = False, colors=None, smooth: int | None = None
+):
     """The loss of each trajectory against the step: the gap to the minimum f - f* on a log
     axis when the problem has minima, else the loss itself (linear). Diverged runs end with a
-    cross. The log axis shows at most 16 decades below the largest gap (rounding noise of a
-    converged run lies below). Returns the axes."""
+    cross (at the top edge when they left the axis).
+
+    The log axis spans at most 16 decades below the largest starting gap (rounding noise of a
+    converged run lies below) and 3 above it (a diverging run is followed that far); the step
+    axis ends where the last run still visible on it ends. ``smooth`` (a window of steps) draws
+    each loss as its centred rolling mean with a band from the rolling 10% to 90% quantile,
+    for noisy runs. Returns the axes."""
     styles = _styles(trajectories, colors)
     trajectories = _as_list(trajectories)
+    if smooth is not None:
+        smooth = check_int("smooth", smooth, 1)
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4))
     has_min = problem.min_value is not None
     floor = (problem.min_value or 0.0) * problem.scale
-    top, bottom = 0.0, np.inf
-    for t, style in zip(trajectories, styles, strict=True):
-        y = t.losses - floor if has_min else t.losses
-        if has_min:
-            y = np.maximum(y, 1e-300)  # exact zeros stay on the log axis
-            top, bottom = max(top, np.nanmax(y)), min(bottom, np.nanmin(y))
-        ax.plot(np.arange(len(y)), y, lw=1.5, **style)
+    curves = []
+    for t in trajectories:
+        y = t.losses - floor if has_min else np.asarray(t.losses, dtype=float)
+        curves.append(np.maximum(y, 1e-300) if has_min else y)  # exact zeros stay on a log axis
+    lo = hi = None
+    if has_min and curves:
+        start = max(float(y[0]) for y in curves if np.isfinite(y[0]))
+        lowest = min(float(np.nanmin(y)) for y in curves)
+        lo = max(lowest, start * 10.0**-_GAP_DECADES_BELOW) / 3
+        hi = max(start, max(float(np.nanmax(np.where(np.isfinite(y), y, 0))) for y in curves))
+        hi = min(hi, start * 10.0**_GAP_DECADES_ABOVE) * 3
+    last = 0
+    for t, y, style in zip(trajectories, curves, styles, strict=True):
+        steps = np.arange(len(y))
+        if smooth and smooth > 1:
+            ax.fill_between(
+                steps,
+                _rolling(y, smooth, 0.1),
+                _rolling(y, smooth, 0.9),
+                color=style["color"],
+                alpha=0.2,
+                lw=0,
+            )
+            ax.plot(steps, _rolling(y, smooth), lw=1.5, **style)
+        else:
+            ax.plot(steps, y, lw=1.5, **style)
         if t.diverged:
-            ax.plot([len(y) - 1], [y[-1]], marker="x", ms=8, mew=2, color=style["color"])
+            end = y[-1] if hi is None or not np.isfinite(hi) else min(y[-1], hi / 1.5)
+            ax.plot([len(y) - 1], [end], marker="x", ms=8, mew=2, color=style["color"])
+        visible = np.flatnonzero(y > lo) if lo is not None else steps
+        last = max(last, int(visible[-1]) + 1 if len(visible) else 1, 1)
+        if t.diverged or len(y) < max(len(c) for c in curves):
+            last = max(last, len(y))
     if has_min:
         ax.set_yscale("log")
-        if np.isfinite(top) and top > 0:
-            ax.set_ylim(bottom=max(bottom, top * 1e-16) / 3)
+        if lo is not None and np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+            ax.set_ylim(lo, hi)
         ax.set_ylabel(r"loss gap $f - f^*$  (log scale)")
     else:
         ax.set_ylabel("loss $f(x, y)$")
+    if curves:
+        longest = max(len(c) for c in curves)
+        ax.set_xlim(-0.02 * last, min(longest - 1, last) * 1.04 + 1)
     ax.set_xlabel("step")
     if legend:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
     return ax
 
 
+def _opaque(handle):
+    from matplotlib.lines import Line2D
+
+    if not isinstance(handle, Line2D):
+        return handle
+    proxy = Line2D([], [])
+    proxy.update_from(handle)
+    proxy.set_alpha(1.0)
+    return proxy
+
+
 def plot_race(
-    problem, trajectories, *, title: str | None = None, markers: bool = False, colors=None
+    problem,
+    trajectories,
+    *,
+    title: str | None = None,
+    markers: bool = False,
+    colors=None,
+    smooth: int | None = None,
+    linewidth: float = 1.6,
+    opacity: float = 1.0,
 ) -> Figure:
     """Two panels: the trajectories on ``problem``'s contours and their losses against the
     step, with one legend outside both, below them. ``trajectories`` is a list or a dict whose
-    keys are the labels; ``colors`` (one per trajectory) replace the optimizer colours."""
+    keys are the labels; ``colors`` (one per trajectory) replace the optimizer colours;
+    ``smooth``, ``linewidth`` and ``opacity`` as in :func:`draw_losses` and
+    :func:`draw_trajectories` (for noisy runs)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.4), width_ratios=[1.15, 1])
-    draw_trajectories(problem, trajectories, ax, markers=markers, colors=colors)
-    draw_losses(problem, trajectories, bx, colors=colors)
+    draw_trajectories(
+        problem,
+        trajectories,
+        ax,
+        markers=markers,
+        colors=colors,
+        linewidth=linewidth,
+        opacity=opacity,
+    )
+    draw_losses(problem, trajectories, bx, colors=colors, smooth=smooth)
     handles, labels = ax.get_legend_handles_labels()
+    if opacity < 1:  # the legend shows the colours at full strength
+        handles = [_opaque(h) for h in handles]
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=10)
     fig.suptitle(title or f"{problem.label}:  ${problem.formula}$")
     return fig
@@ -987,10 +1071,19 @@ def draw_landscape_filled(
             linewidths=0.6,
         )
     if colorbar:
-        cb = ax.figure.colorbar(cf, ax=ax, label="loss")
-        cb.ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%.3g"))
+        _log_colorbar(ax.figure.colorbar(cf, ax=ax, label="loss  (log scale)"))
     ax.grid(False)
     return ax, cf
+
+
+def _log_colorbar(cb) -> None:
+    """Ticks of a log-scaled loss colour bar at powers of ten (and 2 and 5 times them when
+    it spans less than two decades), not at the contour levels."""
+    lo, hi = cb.mappable.norm.vmin, cb.mappable.norm.vmax
+    subs = (1.0,) if hi / lo >= 100 else (1.0, 2.0, 5.0)
+    cb.set_ticks([t for t in mticker.LogLocator(subs=subs).tick_values(lo, hi) if lo <= t <= hi])
+    cb.ax.yaxis.set_major_formatter(mticker.LogFormatterSciNotation())
+    cb.ax.yaxis.set_minor_locator(mticker.NullLocator())
 
 
 def draw_landscape_surface(grid, ax=None, *, cmap: str = "viridis", log: bool = True):
@@ -1067,16 +1160,16 @@ def plot_landscapes(
             color = (colors or {}).get(label, "w")
             draw_pca_path(paths[label], ax, color=color)
             ev = paths[label].explained_variance_ratio
+            # equal scales on both components, so the path's turns are not exaggerated
             ax.set(
                 xlabel=f"PC 1 ({100 * ev[0]:.0f}%)",
                 ylabel=f"PC 2 ({100 * ev[1]:.0f}%)",
-                aspect="auto",
+                aspect="equal",
             )
         ax.set_title(label)
     for ax in list(axes.flat)[len(grids) :]:
         ax.set_visible(False)
-    cb = fig.colorbar(cf, ax=axes, label="loss", shrink=0.9)
-    cb.ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%.3g"))
+    _log_colorbar(fig.colorbar(cf, ax=axes, label="loss  (log scale)", shrink=0.9))
     if title:
         fig.suptitle(title)
     return fig, axes

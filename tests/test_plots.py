@@ -248,3 +248,38 @@ def test_saved_paths_show_no_folders(fig_dir, fig):
     assert str(fig_dir) not in repr(paths)
     pretty = pytest.importorskip("IPython.lib.pretty")
     assert pretty.pretty(paths) == repr(paths)
+
+
+def test_loss_panel_limits_follow_the_runs_not_their_extremes():
+    from analysis_lib import trajectory
+    from analysis_lib.problems import toy
+
+    bowl = toy.badly_scaled()
+    fast = trajectory.run(bowl, "adam", 1000, lr=0.3)  # reaches rounding level early
+    blowup = trajectory.run(bowl, "sgd", 1000, lr=0.05)  # diverges: lr > 2/100
+    assert blowup.diverged and not fast.diverged
+    ax = plots.draw_losses(bowl, {"Adam": fast, "SGD": blowup})
+    start = max(fast.losses[0], blowup.losses[0])
+    lo, hi = ax.get_ylim()
+    assert hi <= start * 10**3 * 3.01  # a diverging run is not followed to 1e300
+    assert lo >= start * 1e-16 / 3.01
+    gap = fast.losses - bowl.min_value * bowl.scale
+    visible_until = np.flatnonzero(gap > lo)[-1]
+    assert ax.get_xlim()[1] < 0.8 * len(fast.losses)  # not out to step 1000
+    assert ax.get_xlim()[1] >= visible_until
+    plt.close(ax.figure)
+
+
+def test_smoothed_losses_draw_a_band():
+    from analysis_lib import trajectory
+    from analysis_lib.problems import toy
+
+    noisy = toy.rotated_quadratic().with_noise(0.3)
+    run = trajectory.run(noisy, "sgd", 200, lr=0.1, seed=0)
+    ax = plots.draw_losses(noisy, [run], smooth=20)
+    (line,) = ax.get_lines()
+    assert len(ax.collections) == 1  # the 10-90% band
+    assert np.std(np.diff(line.get_ydata())) < np.std(np.diff(run.losses))
+    with pytest.raises(ValueError, match="smooth"):
+        plots.draw_losses(noisy, [run], smooth=0)
+    plt.close("all")
