@@ -1,0 +1,61 @@
+"""``python -m analysis_lib.sweep CONFIG.toml --out DIR [--scheduler ADDR] [--workers N]
+[--serial]``: run (or resume) a sweep and print its summary. Exit status 0 when it ran, 2 for a
+bad config or output folder (nothing has run then)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis_lib.sweep",
+        description="Run an optimizer-comparison sweep (a TOML config) on Dask or serially.",
+    )
+    parser.add_argument("config", help="the sweep's TOML file (e.g. data/sweeps/digits_quick.toml)")
+    parser.add_argument("--out", required=True, help="output folder (resumed when it exists)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        help="address of an existing Dask scheduler, e.g. tcp://host:8786 "
+        "(default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)",
+    )
+    where.add_argument("--serial", action="store_true", help="run the trials here, one by one")
+    parser.add_argument(
+        "--workers", type=int, help="LocalCluster worker processes (default: one per core)"
+    )
+    args = parser.parse_args(argv)
+
+    from .config import ConfigError, load_config
+    from .runner import run_sweep
+
+    try:
+        config = load_config(args.config)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"Invalid --workers: {args.workers} (expected >= 1)")
+        result = run_sweep(
+            config, args.out, scheduler=args.scheduler, workers=args.workers, serial=args.serial
+        )
+    except ConfigError as e:
+        print(f"error in {args.config}: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{result.ran} trials run, {result.skipped} already done; "
+        f"results in {result.out}/trials.csv and summary.csv"
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        cols = ["label", "lr", "seeds", "failed_trials", "test_accuracy_mean",
+                "test_accuracy_low", "test_accuracy_high", "test_loss_mean", "status"]  # fmt: skip
+        summary = result.summary
+        print(summary[[c for c in cols if c in summary.columns]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

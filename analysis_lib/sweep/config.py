@@ -1,0 +1,418 @@
+"""The sweep configuration: a TOML file (read with :mod:`tomllib`), validated in full before anything
+runs, and its expansion into trials.
+
+A configuration::
+
+    name = "digits_quick"
+    seeds = [0, 1]                  # one trial per seed at every (optimizer, lr)
+    selection = "val_loss"          # how an lr is chosen: "val_loss" (lowest) or "val_accuracy"
+    measurements = ["lambda_max"]   # names from analysis_lib.sweep.MEASUREMENTS (default none)
+    divergence_factor = 1000.0      # passed to training.train (default 1000)
+
+    [task]
+    name = "digits"                 # a task of analysis_lib.problems.tasks
+    args = { model = "mlp" }        # its arguments (not device or dtype)
+
+    [budget]
+    steps = 300
+    batch_size = 64                 # leave out for the full batch
+
+    [schedule]                      # shared by every trial (default: constant)
+    kind = "cosine"                 # "constant" or "cosine": linear warm-up, then cosine decay
+    warmup = 30
+    final = 0.0
+
+    [[optimizers]]
+    name = "ada2ms"                 # a name of analysis_lib.optim.make_optimizer
+    label = "ada2ms a=0.5"          # unique; default the name
+    lrs = [1e-3, 3e-3]              # or: lr_grid = { min = 1e-4, max = 1e-1, num = 7 } (log-spaced)
+    hparams = { alpha = 0.5 }       # Ada2MS's 1 -> 0 schedule: alpha = { final = 0.0, tau = 200.0 }
+
+Every error is a :class:`ConfigError` whose message starts with the key at fault
+(``optimizers[2].lrs: ...``), raised before any trial runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import canonical_json, config_key
+from ..optim import OPTIMIZERS, ExponentialAlpha, make_optimizer
+from ..problems import tasks as _tasks
+from .measurements import MEASUREMENTS
+
+__all__ = ["SELECTIONS", "TASKS", "ConfigError", "SweepConfig", "load_config", "make_task"]
+
+#: Task factories a sweep may name, from :mod:`analysis_lib.problems.tasks`.
+TASKS = ("digits", "teacher_student", "cifar10")
+#: How a learning rate is chosen on the validation split.
+SELECTIONS = ("val_loss", "val_accuracy")
+_SCHEDULES = ("constant", "cosine")
+_TOP_KEYS = {
+    "name",
+    "seeds",
+    "selection",
+    "measurements",
+    "divergence_factor",
+    "task",
+    "budget",
+    "schedule",
+    "optimizers",
+}
+_OPT_KEYS = {"name", "label", "lrs", "lr_grid", "hparams"}
+
+
+class ConfigError(ValueError):
+    """A malformed sweep configuration; ``key`` names the entry at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+# -- small checks ---------------------------------------------------------------------------------
+def _table(value: Any, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown(table: dict, allowed: set[str], where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    if extra:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{extra[0]}", f"unknown key (expected one of {sorted(allowed)})")
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"expected an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ConfigError(key, f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_lr(value: Any, key: str) -> float:
+    lr = _number(value, key)
+    if lr <= 0:
+        raise ConfigError(key, f"learning rates must be > 0, got {value!r}")
+    return lr
+
+
+def _plain_hparam(value: Any, key: str) -> Any:
+    """TOML values allowed as optimizer hyperparameters: numbers, booleans, strings, arrays of
+    them (e.g. betas), and for ``alpha`` a schedule table."""
+    if isinstance(value, bool | int | float | str):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return value
+    if isinstance(value, list):
+        return [_plain_hparam(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(key, f"expected a number, boolean, string or array, got {value!r}")
+
+
+def _alpha_schedule(value: dict, key: str, steps: int) -> dict:
+    _unknown(value, {"final", "tau", "within"}, key)
+    if "final" not in value or ("tau" in value) == ("within" in value):
+        raise ConfigError(
+            key, "an alpha schedule is { final = F, tau = T } or { final = F, within = W }"
+        )
+    return {k: _number(v, f"{key}.{k}") for k, v in value.items()}
+
+
+def resolve_hparams(hparams: dict, steps: int) -> dict:
+    """The keyword arguments for ``make_optimizer``: an ``alpha`` table becomes an
+    :class:`~analysis_lib.optim.ExponentialAlpha` (``within`` reaches ``final`` within that
+    fraction at the last step), arrays become tuples."""
+    out = {}
+    for k, v in hparams.items():
+        if k == "alpha" and isinstance(v, dict):
+            if "within" in v:
+                out[k] = ExponentialAlpha.reaching(v["final"], steps, v["within"])
+            else:
+                out[k] = ExponentialAlpha(final=v["final"], tau=v["tau"])
+        elif isinstance(v, list):
+            out[k] = tuple(v)
+        else:
+            out[k] = v
+    return out
+
+
+def make_task(spec: dict) -> _tasks.Task:
+    """The task of a trial: ``tasks.<spec["name"]>(**spec["args"])`` on the CPU."""
+    return getattr(_tasks, spec["name"])(**spec["args"])
+
+
+def _round_lr(x: float) -> float:
+    return float(f"{x:.6g}")  # six significant digits: the grid reads well in tables
+
+
+# -- the configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep configuration in plain data (see the module docstring); ``data`` is
+    the normalised configuration (defaults filled in, lr grids expanded) that is stored in the
+    output folder as canonical JSON."""
+
+    data: dict
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def selection(self) -> str:
+        return self.data["selection"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.data["seeds"])
+
+    @property
+    def optimizers(self) -> list[dict]:
+        return self.data["optimizers"]
+
+    @property
+    def measurements(self) -> list[str]:
+        return list(self.data["measurements"])
+
+    def canonical(self) -> str:
+        return canonical_json(self.data)
+
+    def trials(self) -> list[dict]:
+        """One plain dict per trial, in the order optimizer x lr x seed; each carries its
+        ``key`` (a hash of everything that determines its result, see :func:`trial_key`)."""
+        d = self.data
+        out = []
+        for opt in d["optimizers"]:
+            for lr in opt["lrs"]:
+                for seed in d["seeds"]:
+                    trial = {
+                        "task": d["task"],
+                        "optimizer": opt["name"],
+                        "label": opt["label"],
+                        "hparams": opt["hparams"],
+                        "lr": lr,
+                        "seed": seed,
+                        "steps": d["budget"]["steps"],
+                        "batch_size": d["budget"]["batch_size"],
+                        "schedule": d["schedule"],
+                        "measurements": d["measurements"],
+                        "divergence_factor": d["divergence_factor"],
+                    }
+                    out.append({**trial, "key": trial_key(trial)})
+        return out
+
+
+def trial_key(trial: dict) -> str:
+    """The key of a trial: a hash of its configuration (the ``key`` entry itself excluded)."""
+    return config_key({k: v for k, v in trial.items() if k != "key"})
+
+
+def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepConfig:
+    """Read (a path to a TOML file) or take (a dict) a sweep configuration and validate it.
+
+    ``check_task`` builds the task once (cheap for digits) to check its arguments and the
+    batch size against the training set. Raises :class:`ConfigError` naming the bad key.
+    """
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError("config", f"no such file: {path}")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config", f"{path.name} is not valid TOML ({e})") from None
+        default_name = path.stem
+    elif isinstance(source, dict):
+        raw, default_name = source, "sweep"
+    else:
+        raise ConfigError("config", f"expected a TOML path or a dict, got {type(source).__name__}")
+
+    _unknown(raw, _TOP_KEYS, "")
+    for required in ("task", "budget", "seeds", "optimizers"):
+        if required not in raw:
+            raise ConfigError(required, "missing")
+    name = _str(raw.get("name", default_name), "name")
+
+    # seeds
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list):
+        raise ConfigError("seeds", f"expected an array of integers, got {seeds!r}")
+    if not seeds:
+        raise ConfigError("seeds", "empty: a sweep needs at least one seed")
+    seeds = [_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", f"repeated seeds in {seeds}")
+
+    selection = raw.get("selection", "val_loss")
+    if selection not in SELECTIONS:
+        raise ConfigError("selection", f"expected one of {SELECTIONS}, got {selection!r}")
+    divergence_factor = _number(raw.get("divergence_factor", 1000.0), "divergence_factor")
+    if divergence_factor <= 1:
+        raise ConfigError("divergence_factor", f"expected a number > 1, got {divergence_factor}")
+
+    measurements = raw.get("measurements", [])
+    if not isinstance(measurements, list):
+        raise ConfigError("measurements", f"expected an array of names, got {measurements!r}")
+    for i, m in enumerate(measurements):
+        if m not in MEASUREMENTS:
+            raise ConfigError(
+                f"measurements[{i}]", f"unknown measurement {m!r} (known: {sorted(MEASUREMENTS)})"
+            )
+    if len(set(measurements)) != len(measurements):
+        raise ConfigError("measurements", f"repeated names in {measurements}")
+
+    # task
+    task = _table(raw["task"], "task")
+    _unknown(task, {"name", "args"}, "task")
+    task_name = _str(task.get("name"), "task.name")
+    if task_name not in TASKS:
+        raise ConfigError("task.name", f"unknown task {task_name!r} (known: {list(TASKS)})")
+    args = _table(task.get("args", {}), "task.args")
+    params = inspect.signature(getattr(_tasks, task_name)).parameters
+    for k in args:
+        if k not in params or k in ("device", "dtype"):
+            allowed = sorted(p for p in params if p not in ("device", "dtype"))
+            raise ConfigError(f"task.args.{k}", f"unknown argument of tasks.{task_name} {allowed}")
+    task_spec = {"name": task_name, "args": dict(args)}
+
+    # budget
+    budget = _table(raw["budget"], "budget")
+    _unknown(budget, {"steps", "batch_size"}, "budget")
+    if "steps" not in budget:
+        raise ConfigError("budget.steps", "missing")
+    steps = _int(budget["steps"], "budget.steps", 1)
+    batch_size = budget.get("batch_size")
+    if batch_size is not None:
+        batch_size = _int(batch_size, "budget.batch_size", 1)
+
+    # schedule
+    schedule = _table(raw.get("schedule", {"kind": "constant"}), "schedule")
+    _unknown(schedule, {"kind", "warmup", "final"}, "schedule")
+    kind = schedule.get("kind", "constant")
+    if kind not in _SCHEDULES:
+        raise ConfigError("schedule.kind", f"expected one of {_SCHEDULES}, got {kind!r}")
+    if kind == "constant":
+        if set(schedule) - {"kind"}:
+            raise ConfigError(
+                f"schedule.{sorted(set(schedule) - {'kind'})[0]}",
+                "only a cosine schedule takes warmup and final",
+            )
+        schedule_spec: dict[str, Any] = {"kind": "constant"}
+    else:
+        warmup = _int(schedule.get("warmup", 0), "schedule.warmup", 0)
+        if warmup >= steps:
+            raise ConfigError("schedule.warmup", f"{warmup} is not below budget.steps = {steps}")
+        final = _number(schedule.get("final", 0.0), "schedule.final")
+        if not 0 <= final <= 1:
+            raise ConfigError("schedule.final", f"expected a number in [0, 1], got {final}")
+        schedule_spec = {"kind": "cosine", "warmup": warmup, "final": final}
+
+    # optimizers
+    opts = raw["optimizers"]
+    if not isinstance(opts, list) or not all(isinstance(o, dict) for o in opts):
+        raise ConfigError("optimizers", "expected an array of tables ([[optimizers]])")
+    if not opts:
+        raise ConfigError("optimizers", "empty: a sweep needs at least one optimizer")
+    optimizers, labels = [], set()
+    probe = [torch.zeros(2, requires_grad=True)]
+    for i, opt in enumerate(opts):
+        where = f"optimizers[{i}]"
+        _unknown(opt, _OPT_KEYS, where)
+        name_ = _str(opt.get("name"), f"{where}.name")
+        if name_ not in OPTIMIZERS:
+            raise ConfigError(
+                f"{where}.name", f"unknown optimizer {name_!r} (known: {sorted(OPTIMIZERS)})"
+            )
+        label = _str(opt.get("label", name_), f"{where}.label")
+        if label in labels:
+            raise ConfigError(f"{where}.label", f"{label!r} is used twice (labels are unique)")
+        labels.add(label)
+        if ("lrs" in opt) == ("lr_grid" in opt):
+            raise ConfigError(f"{where}.lrs", "give exactly one of lrs and lr_grid")
+        if "lrs" in opt:
+            lrs = opt["lrs"]
+            if not isinstance(lrs, list):
+                raise ConfigError(f"{where}.lrs", f"expected an array of numbers, got {lrs!r}")
+            lrs = [_positive_lr(v, f"{where}.lrs[{j}]") for j, v in enumerate(lrs)]
+        else:
+            grid = _table(opt["lr_grid"], f"{where}.lr_grid")
+            _unknown(grid, {"min", "max", "num"}, f"{where}.lr_grid")
+            for k in ("min", "max", "num"):
+                if k not in grid:
+                    raise ConfigError(f"{where}.lr_grid.{k}", "missing")
+            lo = _positive_lr(grid["min"], f"{where}.lr_grid.min")
+            hi = _positive_lr(grid["max"], f"{where}.lr_grid.max")
+            num = _int(grid["num"], f"{where}.lr_grid.num", 0)
+            if hi < lo:
+                raise ConfigError(f"{where}.lr_grid", f"max {hi} is below min {lo}")
+            if num == 1 and hi != lo:
+                raise ConfigError(f"{where}.lr_grid.num", "1 point needs min == max")
+            lrs = (
+                []
+                if num == 0
+                else [_round_lr(lo * (hi / lo) ** (j / max(num - 1, 1))) for j in range(num)]
+            )
+        if not lrs:
+            raise ConfigError(f"{where}.lrs", "empty learning-rate grid")
+        if len(set(lrs)) != len(lrs):
+            raise ConfigError(f"{where}.lrs", f"repeated learning rates in {lrs}")
+        hp = _table(opt.get("hparams", {}), f"{where}.hparams")
+        if "lr" in hp:
+            raise ConfigError(f"{where}.hparams.lr", "the learning rate goes in lrs or lr_grid")
+        hparams = {}
+        for k, v in hp.items():
+            if k == "alpha" and isinstance(v, dict):
+                hparams[k] = _alpha_schedule(v, f"{where}.hparams.alpha", steps)
+            else:
+                hparams[k] = _plain_hparam(v, f"{where}.hparams.{k}")
+        try:  # the optimizer's own validation, on a throw-away parameter
+            make_optimizer(name_, probe, lr=lrs[0], **resolve_hparams(hparams, steps))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}.hparams", f"{name_} rejects them: {e}") from None
+        optimizers.append({"name": name_, "label": label, "lrs": lrs, "hparams": hparams})
+
+    data = {
+        "name": name,
+        "task": task_spec,
+        "budget": {"steps": steps, "batch_size": batch_size},
+        "schedule": schedule_spec,
+        "seeds": seeds,
+        "selection": selection,
+        "measurements": list(measurements),
+        "divergence_factor": divergence_factor,
+        "optimizers": optimizers,
+    }
+    if check_task:
+        try:
+            task_obj = make_task(task_spec)
+        except (TypeError, ValueError, OSError) as e:
+            raise ConfigError("task.args", f"tasks.{task_name} rejects them: {e}") from None
+        if batch_size is not None and batch_size > task_obj.n_train:
+            raise ConfigError(
+                "budget.batch_size",
+                f"{batch_size} is larger than the training set ({task_obj.n_train} samples)",
+            )
+    return SweepConfig(data)

@@ -1,0 +1,60 @@
+"""Measurements a sweep takes on each trial's final model, by name.
+
+A measurement is a callable ``(model, task) -> dict[str, float]``; its numbers become columns
+of ``trials.csv`` (a diverged run is not measured: its columns are empty). Register your own with
+:func:`register_measurement` in the process that runs the sweep: the callables travel to the
+workers with the trials, so a cluster needs nothing registered on its side (only the library).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["MEASUREMENTS", "Measurement", "register_measurement"]
+
+Measurement = Callable[[nn.Module, object], dict]
+
+_PROBE_BATCH = 1024  # the probes see the whole training split, in batches of this size
+
+
+def lambda_max(model: nn.Module, task) -> dict[str, float]:
+    """The largest Hessian eigenvalue of the training loss (Lanczos, seeded), with its
+    residual (some true eigenvalue lies within it)."""
+    from ..curvature import hessian_eigenvalues
+
+    res = hessian_eigenvalues(
+        model, task.loss_fn, task.data("train", _PROBE_BATCH), k=1, tol=1e-4, max_matvecs=100,
+        seed=0, progress=False,
+    )  # fmt: skip
+    return {"lambda_max": float(res.values[0]), "lambda_max_residual": float(res.residuals[0])}
+
+
+def hessian_trace(model: nn.Module, task) -> dict[str, float]:
+    """The trace of the Hessian of the training loss (Hutch++, 60 products, seeded) and its
+    standard error."""
+    from ..curvature import hessian_trace as _trace
+
+    res = _trace(
+        model, task.loss_fn, task.data("train", _PROBE_BATCH), matvecs=60, seed=0, progress=False
+    )
+    return {"hessian_trace": float(res.estimate), "hessian_trace_stderr": float(res.stderr)}
+
+
+#: The measurements a config may name.
+MEASUREMENTS: dict[str, Measurement] = {
+    "lambda_max": lambda_max,
+    "hessian_trace": hessian_trace,
+}
+
+
+def register_measurement(name: str, fn: Measurement, *, replace: bool = False) -> None:
+    """Make ``fn`` available to configs as ``name`` (``replace=True`` to redefine one)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"Invalid name: {name!r} (expected an identifier)")
+    if not callable(fn):
+        raise ValueError(f"Invalid fn: {fn!r} (expected a callable (model, task) -> dict)")
+    if name in MEASUREMENTS and not replace:
+        raise ValueError(f"Invalid name: {name!r} is already registered (pass replace=True)")
+    MEASUREMENTS[name] = fn

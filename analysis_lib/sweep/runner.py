@@ -1,0 +1,321 @@
+"""Running a sweep: trials as Dask futures (or serially), results written as they arrive,
+resume, and the summary over seeds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from tqdm.auto import tqdm
+
+from .. import __version__, progress_disabled
+from ..io import write_atomically
+from .config import SweepConfig, load_config
+from .measurements import MEASUREMENTS
+from .trial import BASE_COLUMNS, FINAL_STATUSES, TAIL_COLUMNS, base_row, run_trial
+
+__all__ = [
+    "SCHEDULER_ENV_VAR",
+    "SweepResult",
+    "lr_sensitivity",
+    "read_trials",
+    "run_sweep",
+    "summarize",
+]
+
+#: Environment variable naming the scheduler of an existing cluster (Dask's own name for it).
+SCHEDULER_ENV_VAR = "DASK_SCHEDULER_ADDRESS"
+CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE = "config.json", "trials.csv", "summary.csv"
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: the trials table, the summary and how many trials ran."""
+
+    trials: pd.DataFrame
+    summary: pd.DataFrame
+    ran: int
+    skipped: int
+    out: Path
+
+
+# -- the tables -----------------------------------------------------------------------------------
+def read_trials(path: str | os.PathLike) -> pd.DataFrame:
+    """``trials.csv`` (or a folder holding it) as a DataFrame. Floats are written with their
+    shortest round-trip repr and pandas (>= 3) parses them back exactly."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRIALS_FILE
+    df = pd.read_csv(
+        path,
+        dtype={"key": str, "message": str, "worker": str, "version": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    df["message"] = df["message"].fillna("")
+    return df
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    known = set(BASE_COLUMNS) | set(TAIL_COLUMNS)
+    measured = sorted({k for r in rows for k in r} - known)
+    return [*BASE_COLUMNS, *measured, *TAIL_COLUMNS]
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows, columns=_columns(rows))
+    buf = StringIO()
+    frame.to_csv(buf, index=False)
+    write_atomically(path, buf.getvalue().encode("utf-8"))
+
+
+def _interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of ``values`` (NaN bounds for fewer than 2)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def lr_sensitivity(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
+    """One row per (label, lr): mean and 95% t-interval of ``metric`` over the seeds that
+    finished (``n``), and ``failed``, the number of seeds that diverged or raised. Tidy, for a
+    plot of ``metric`` against lr with one line (and band) per optimizer."""
+    if metric not in trials.columns:
+        raise ValueError(f"Invalid metric: {metric!r} (not a column of the trials table)")
+    out = []
+    for (label, lr), group in trials.groupby(["label", "lr"], sort=False):
+        ok = group[group["status"] == "ok"]
+        mean, low, high = _interval(ok[metric].to_numpy(dtype=float))
+        out.append(
+            {
+                "label": label,
+                "optimizer": group["optimizer"].iloc[0],
+                "lr": float(lr),
+                "n": len(ok),
+                "failed": int((group["status"] != "ok").sum()),
+                "mean": mean,
+                "low": low,
+                "high": high,
+            }
+        )
+    return pd.DataFrame(out).sort_values(["label", "lr"], kind="stable", ignore_index=True)
+
+
+def summarize(
+    trials: pd.DataFrame, selection: str = "val_loss", seeds: int | None = None
+) -> pd.DataFrame:
+    """Per optimizer label: the learning rate chosen on the validation split and the test
+    numbers at it, mean and 95% Student-t interval over seeds.
+
+    The chosen lr has the lowest mean validation loss over seeds (``selection="val_loss"``) or
+    the highest mean validation accuracy (``"val_accuracy"``). An lr with any seed diverged,
+    raised or missing (fewer than ``seeds`` trials) counts as the worst, so an lr that works
+    only for lucky seeds is never chosen; ties go to the smaller lr. When every lr of an
+    optimizer failed, its lr and numbers are NaN and ``status`` says so.
+    """
+    if selection not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"Invalid selection: {selection!r}")
+    sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
+    rows = []
+    for label, group in trials.groupby("label", sort=False):
+        best, best_score = None, math.inf
+        for lr, at in sorted(group.groupby("lr"), key=lambda kv: kv[0]):
+            ok = at[at["status"] == "ok"]
+            complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
+            score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
+            if not math.isfinite(score):
+                score = math.inf
+            if score < best_score:
+                best, best_score = lr, score
+        row = {
+            "label": label,
+            "optimizer": group["optimizer"].iloc[0],
+            "hparams": group["hparams"].iloc[0],
+            "lr": math.nan if best is None else float(best),
+            "lrs": int(group["lr"].nunique()),
+            "failed_trials": int((group["status"] != "ok").sum()),
+        }
+        chosen = (
+            group[(group["lr"] == best) & (group["status"] == "ok")]
+            if best is not None
+            else group[:0]
+        )
+        row["seeds"] = len(chosen)
+        row[f"{selection}_mean"] = float(chosen[selection].mean()) if len(chosen) else math.nan
+        for metric in ("test_loss", "test_accuracy"):
+            mean, low, high = _interval(chosen[metric].dropna().to_numpy(dtype=float))
+            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = mean, low, high
+        row["status"] = "ok" if best is not None else "every lr failed"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- running --------------------------------------------------------------------------------------
+def _check_out(out: Path, config: SweepConfig) -> None:
+    """Refuse an output folder that holds another sweep, before anything runs."""
+    stored = out / CONFIG_FILE
+    if stored.exists():
+        text = stored.read_text(encoding="utf-8")
+        if text != config.canonical():
+            try:
+                old = json.loads(text)
+                diff = sorted(k for k in config.data if old.get(k) != config.data[k])
+            except (json.JSONDecodeError, AttributeError):
+                diff = ["(unreadable config.json)"]
+            raise ValueError(
+                f"Invalid out: {out} holds a sweep of a different configuration (differs in "
+                f"{', '.join(diff) or 'its form'}); resume only with the same config, or "
+                "choose another output folder"
+            )
+    elif (out / TRIALS_FILE).exists():
+        raise ValueError(
+            f"Invalid out: {out} has a {TRIALS_FILE} but no {CONFIG_FILE}: not a sweep "
+            "folder of this library; choose another output folder"
+        )
+
+
+def _dask_trial(trial: Mapping, measures: Mapping) -> dict:
+    from distributed import get_worker
+
+    try:
+        worker = get_worker().address
+    except ValueError:
+        worker = "dask"
+    return run_trial(trial, measures, worker=worker)
+
+
+def _scheduler_address(scheduler: str | None) -> str | None:
+    if scheduler:
+        return scheduler
+    return os.environ.get(SCHEDULER_ENV_VAR, "").strip() or None
+
+
+def run_sweep(
+    config: SweepConfig | str | os.PathLike | dict,
+    out: str | os.PathLike,
+    *,
+    client=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    serial: bool = False,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every trial of ``config`` not yet in ``out`` and write ``out/trials.csv`` (a row per
+    trial, rewritten atomically as each one finishes) and ``out/summary.csv``.
+
+    Where the trials run: serially in this process (``serial=True``); on ``client`` (a
+    ``distributed.Client`` you manage); on the cluster whose scheduler is at ``scheduler`` or
+    ``$DASK_SCHEDULER_ADDRESS``; else on a ``LocalCluster`` of ``workers`` single-threaded
+    worker processes (default: one per core, at most one per trial), closed at the end. The
+    rows do not depend on which.
+
+    ``out/config.json`` keeps the configuration: a second call with the same config resumes
+    (trials whose status is ``ok`` or ``diverged`` are skipped; errors are retried), one with a
+    different config is refused (ValueError) before anything runs.
+    """
+    if not isinstance(config, SweepConfig):
+        config = load_config(config)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):  # fmt: skip
+        raise ValueError(f"Invalid workers: {workers!r} (expected an integer >= 1)")
+    address = None if client is not None or serial else _scheduler_address(scheduler)
+    if serial and (client is not None or scheduler):
+        raise ValueError("Invalid serial: serial=True runs here, without a client or scheduler")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Invalid out: {out} is not a folder")
+    _check_out(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / CONFIG_FILE).exists():
+        write_atomically(out / CONFIG_FILE, config.canonical().encode("utf-8"))
+
+    trials = config.trials()
+    order = {t["key"]: i for i, t in enumerate(trials)}
+    rows: dict[str, dict] = {}
+    if (out / TRIALS_FILE).exists():
+        for r in read_trials(out).to_dict("records"):
+            if r["key"] in order:
+                rows[r["key"]] = r
+    todo = [t for t in trials if rows.get(t["key"], {}).get("status") not in FINAL_STATUSES]
+    skipped = len(trials) - len(todo)
+    measures = {name: MEASUREMENTS[name] for name in config.measurements}
+
+    def record(row: dict) -> None:
+        rows[row["key"]] = row
+        ordered = sorted(rows.values(), key=lambda r: order[r["key"]])
+        _write_table(out / TRIALS_FILE, ordered)
+        bar.update(1)
+
+    bar = tqdm(
+        total=len(trials),
+        initial=skipped,
+        desc=config.name,
+        unit="trial",
+        disable=not progress or progress_disabled(),
+    )
+    try:
+        if todo and serial:
+            for trial in todo:
+                record(run_trial(trial, measures))
+        elif todo:
+            _run_on_dask(todo, measures, record, client, address, workers)
+    finally:
+        bar.close()
+
+    table = read_trials(out) if (out / TRIALS_FILE).exists() else pd.DataFrame()
+    summary = summarize(table, config.selection, len(config.seeds)) if len(table) else table
+    buf = StringIO()
+    summary.to_csv(buf, index=False)
+    write_atomically(out / SUMMARY_FILE, buf.getvalue().encode("utf-8"))
+    return SweepResult(table, summary, ran=len(todo), skipped=skipped, out=out)
+
+
+def _run_on_dask(todo, measures, record, client, address, workers) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = own_client = None
+    try:
+        if client is None:
+            if address is not None:
+                client = own_client = Client(address)
+            else:
+                n = workers or os.cpu_count() or 1
+                cluster = LocalCluster(
+                    n_workers=min(n, len(todo)),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+                client = own_client = Client(cluster)
+        futures = {}
+        for trial in todo:
+            fut = client.submit(_dask_trial, trial, measures, key=f"sweep-trial-{trial['key']}")
+            futures[fut.key] = (fut, trial)
+        for fut in as_completed([f for f, _ in futures.values()]):
+            trial = futures[fut.key][1]
+            try:
+                row = fut.result()
+            except Exception as e:  # e.g. KilledWorker: the trial kept killing its workers
+                row = base_row(trial, "error", f"{type(e).__name__}: {e}")
+                row.update(seconds=math.nan, worker="", device="", version=__version__)
+            record(row)
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if cluster is not None:
+            cluster.close()

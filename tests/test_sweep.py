@@ -1,0 +1,346 @@
+"""Sweeps (analysis_lib.sweep): config validation, a trial equal to a direct training run, serial
+and LocalCluster runs giving the same table, faults (errors, divergence, a killed worker),
+resume, and the summary over seeds against scipy's t-interval."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis_lib import training
+from analysis_lib.io import canonical_json
+from analysis_lib.problems import tasks
+from analysis_lib.sweep import (
+    MEASUREMENTS,
+    ConfigError,
+    load_config,
+    read_trials,
+    run_sweep,
+    summarize,
+)
+from analysis_lib.sweep.__main__ import main as cli_main
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_COLUMNS = ["seconds", "worker"]  # the only columns that may differ between two runs
+
+
+def tiny(**over) -> dict:
+    """A sweep of 2 optimizers x 2 lrs x 2 seeds of 25 steps on a small digits MLP."""
+    cfg = {
+        "name": "tiny",
+        "seeds": [0, 1],
+        "task": {"name": "digits", "args": {"model": "mlp", "hidden": [16]}},
+        "budget": {"steps": 25, "batch_size": 32},
+        "schedule": {"kind": "cosine", "warmup": 5, "final": 0.0},
+        "optimizers": [
+            {"name": "sgdm", "lrs": [0.03, 0.1]},
+            {"name": "ada2ms", "label": "ada2ms-05", "lrs": [1e-3, 3e-3],
+             "hparams": {"alpha": 0.5, "weight_decay": 0.01}},
+        ],
+    }  # fmt: skip
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cl:
+        yield cl
+
+
+def _without_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=RUN_COLUMNS)
+
+
+# -- config -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c.update(seeds=[]), "seeds"),
+        (lambda c: c.update(seeds=[0, "1"]), "seeds[1]"),
+        (lambda c: c["budget"].update(steps=10.5), "budget.steps"),
+        (lambda c: c["budget"].update(stepz=10), "budget.stepz"),
+        (lambda c: c["budget"].update(batch_size=100_000), "budget.batch_size"),
+        (lambda c: c["optimizers"][1].update(name="adamx"), "optimizers[1].name"),
+        (lambda c: c["optimizers"][0].update(lrs=[]), "optimizers[0].lrs"),
+        (lambda c: c["optimizers"][0].update(lrs=[0.1, -1.0]), "optimizers[0].lrs[1]"),
+        (lambda c: c["optimizers"][0].update(lrs=[0.1, 0.1]), "optimizers[0].lrs"),
+        (lambda c: c["optimizers"][0].update(lr=0.1), "optimizers[0].lr"),
+        (lambda c: c["optimizers"][1]["hparams"].update(alpha=2.0), "optimizers[1].hparams"),
+        (
+            lambda c: c["optimizers"][1]["hparams"].update(alpha={"tau": 3}),
+            "optimizers[1].hparams.alpha",
+        ),
+        (lambda c: c["optimizers"][0].update(label="ada2ms-05"), "optimizers[1].label"),
+        (lambda c: c["task"].update(name="mnist"), "task.name"),
+        (lambda c: c["task"]["args"].update(hiden=[4]), "task.args.hiden"),
+        (lambda c: c["task"]["args"].update(model="rnn"), "task.args"),
+        (lambda c: c["schedule"].update(warmup=25), "schedule.warmup"),
+        (lambda c: c["schedule"].update(kind="step"), "schedule.kind"),
+        (lambda c: c.update(measurements=["sharpness"]), "measurements[0]"),
+        (lambda c: c.update(selection="test_loss"), "selection"),
+        (lambda c: c.update(optimizers=[]), "optimizers"),
+    ],
+)
+def test_a_malformed_config_is_rejected_naming_the_key(change, key):
+    cfg = tiny()
+    change(cfg)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: ")
+
+
+def test_a_bad_config_file_fails_the_cli_before_anything_runs(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'seeds = [0]\n[task]\nname = "digits"\n[budget]\nsteps = 5\n'
+        '[[optimizers]]\nname = "adamw"\nlr_grid = { min = 1e-3, max = 1e-2, num = 0 }\n'
+    )
+    out = tmp_path / "out"
+    assert cli_main([str(bad), "--out", str(out), "--serial"]) == 2
+    assert "optimizers[0].lrs: empty learning-rate grid" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "broken.toml").write_text("seeds = [0\n")
+    assert cli_main([str(tmp_path / "broken.toml"), "--out", str(out)]) == 2
+    assert cli_main([str(tmp_path / "missing.toml"), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_lr_grids_are_log_spaced_and_alpha_schedules_resolve():
+    cfg = tiny()
+    cfg["optimizers"][0] = {"name": "sgd", "lr_grid": {"min": 1e-3, "max": 1e-1, "num": 5}}
+    cfg["optimizers"][1]["hparams"]["alpha"] = {"final": 0.0, "within": 0.01}
+    config = load_config(cfg)
+    np.testing.assert_allclose(config.optimizers[0]["lrs"], np.geomspace(1e-3, 1e-1, 5), 1e-6)
+    assert len(config.trials()) == (5 + 2) * 2
+    assert len({t["key"] for t in config.trials()}) == len(config.trials())
+
+
+def test_the_shipped_configs_are_valid():
+    quick = load_config(ROOT / "data" / "sweeps" / "digits_quick.toml")
+    full = load_config(ROOT / "data" / "sweeps" / "digits_protocol.toml")
+    assert {o["name"] for o in quick.optimizers} == {"sgdm", "adamw", "adamnx", "ada2ms"}
+    assert all(len(o["lrs"]) == 2 for o in quick.optimizers) and len(quick.seeds) == 2
+    assert len(full.trials()) > len(quick.trials())
+
+
+# -- a trial ------------------------------------------------------------------------------------------
+def test_a_trial_row_is_the_training_run_it_describes(tmp_path):
+    """The row of a trial equals an independent call of training.train with the same
+    settings (on one thread, as trials run)."""
+    import torch
+
+    result = run_sweep(tiny(), tmp_path / "out", serial=True, progress=False)
+    row = result.trials.iloc[5]  # ada2ms-05, lr 1e-3, seed 1
+    assert (row["label"], row["lr"], row["seed"]) == ("ada2ms-05", 1e-3, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = training.train(
+            tasks.digits(model="mlp", hidden=[16]), "ada2ms", 25, batch_size=32, lr=1e-3,
+            lr_schedule=training.cosine_schedule(25, warmup=5, final=0.0), seed=1,
+            progress=False, alpha=0.5, weight_decay=0.01,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    for split in ("train", "val", "test"):
+        ref = run.evaluate(split)
+        assert row[f"{split}_loss"] == ref["loss"]
+        assert row[f"{split}_accuracy"] == ref["accuracy"]
+    assert row["status"] == "ok" and row["steps_taken"] == 25
+    stored = (tmp_path / "out" / "config.json").read_text()
+    assert stored == canonical_json(load_config(tiny()).data)
+
+
+# -- serial vs Dask -------------------------------------------------------------------------------
+def test_a_local_cluster_sweep_gives_the_serial_table(tmp_path, cluster, monkeypatch):
+    serial = run_sweep(tiny(), tmp_path / "serial", serial=True, progress=False)
+    # the cluster found through DASK_SCHEDULER_ADDRESS, as on a remote deployment
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+    dask = run_sweep(tiny(), tmp_path / "dask", progress=False)
+    assert dask.ran == serial.ran == 8
+    assert set(dask.trials["worker"]) <= set(cluster.scheduler_info["workers"])
+    assert set(serial.trials["worker"]) == {"serial"}
+    # numerically exact, column by column, apart from where and how long each trial ran
+    pd.testing.assert_frame_equal(
+        _without_run_columns(serial.trials), _without_run_columns(dask.trials), check_exact=True
+    )
+    pd.testing.assert_frame_equal(serial.summary, dask.summary, check_exact=True)
+    assert (tmp_path / "serial" / "summary.csv").read_bytes() == (
+        tmp_path / "dask" / "summary.csv"
+    ).read_bytes()
+
+
+# -- faults and resume ------------------------------------------------------------------------------
+def test_errors_and_divergence_are_recorded_and_the_rest_finish(tmp_path, cluster, monkeypatch):
+    def picky(model, task):  # a probe that fails on a model that learned little
+        acc = task.evaluate(model, "val")["accuracy"]
+        if acc < 0.5:
+            raise RuntimeError(f"accuracy {acc:.2f} is too low to probe")
+        return {"val_acc_again": acc}
+
+    monkeypatch.setitem(MEASUREMENTS, "picky", picky)
+    cfg = tiny(measurements=["picky"])
+    cfg["optimizers"] = [
+        {"name": "sgd", "lrs": [1e-5, 1e4]},  # learns nothing / diverges
+        {"name": "adam", "lrs": [1e-2]},
+    ]
+    with distributed.Client(cluster) as client:
+        result = run_sweep(cfg, tmp_path / "out", client=client, progress=False)
+    t = result.trials.set_index(["optimizer", "lr", "seed"])
+    for seed in (0, 1):
+        assert t.loc[("sgd", 1e-5, seed), "status"] == "error"
+        assert "too low to probe" in t.loc[("sgd", 1e-5, seed), "message"]
+        assert t.loc[("sgd", 1e4, seed), "status"] == "diverged"
+        assert t.loc[("sgd", 1e4, seed), "steps_taken"] < 25
+        assert math.isnan(t.loc[("sgd", 1e4, seed), "test_loss"])
+        assert t.loc[("adam", 1e-2, seed), "status"] == "ok"
+        assert (
+            t.loc[("adam", 1e-2, seed), "val_acc_again"]
+            == t.loc[("adam", 1e-2, seed), "val_accuracy"]
+        )
+    s = result.summary.set_index("label")
+    assert s.loc["sgd", "status"] == "every lr failed" and math.isnan(s.loc["sgd", "lr"])
+    assert s.loc["adam", "lr"] == 1e-2 and s.loc["adam", "seeds"] == 2
+
+
+def test_an_interrupted_sweep_resumes_with_the_missing_trials_only(tmp_path, monkeypatch):
+    calls = []
+
+    def interrupt_on_third(model, task):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the third trial
+        return {}
+
+    monkeypatch.setitem(MEASUREMENTS, "probe", interrupt_on_third)
+    cfg = tiny(measurements=["probe"])
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, serial=True, progress=False)
+    first = read_trials(out)
+    assert len(first) == 2 and set(first["status"]) == {"ok"}
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "trials.csv"]  # no debris
+
+    # a different config into the same folder is refused before anything runs
+    other = tiny(measurements=["probe"], seeds=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"different configuration .*seeds"):
+        run_sweep(other, out, serial=True, progress=False)
+    pd.testing.assert_frame_equal(read_trials(out), first)
+
+    resumed = run_sweep(cfg, out, serial=True, progress=False)
+    assert (resumed.ran, resumed.skipped) == (6, 2)
+    assert len(calls) == 3 + 6
+    pd.testing.assert_frame_equal(resumed.trials.iloc[:2], first, check_exact=True)
+    again = run_sweep(cfg, out, serial=True, progress=False)
+    assert (again.ran, again.skipped) == (0, 8)
+    full = run_sweep(cfg, tmp_path / "uninterrupted", serial=True, progress=False)
+    pd.testing.assert_frame_equal(
+        _without_run_columns(full.trials), _without_run_columns(resumed.trials), check_exact=True
+    )
+
+
+def test_errors_are_retried_on_resume(tmp_path, monkeypatch):
+    state = {"fail": True}
+
+    def flaky(model, task):
+        if state["fail"]:
+            raise OSError("lost the scratch disk")
+        return {}
+
+    monkeypatch.setitem(MEASUREMENTS, "flaky", flaky)
+    cfg = tiny(measurements=["flaky"], seeds=[0])
+    cfg["optimizers"] = cfg["optimizers"][:1]
+    first = run_sweep(cfg, tmp_path, serial=True, progress=False)
+    assert set(first.trials["status"]) == {"error"}
+    assert first.trials["message"].str.contains("OSError: lost the scratch disk").all()
+    state["fail"] = False
+    second = run_sweep(cfg, tmp_path, serial=True, progress=False)
+    assert second.ran == 2 and set(second.trials["status"]) == {"ok"}
+
+
+# -- the summary ----------------------------------------------------------------------------------
+def test_summary_chooses_lr_on_validation_and_reports_a_t_interval_on_test():
+    rng = np.random.default_rng(0)
+    rows = []
+    for lr, val, status in [(0.01, 0.5, "ok"), (0.1, 0.3, "ok"), (1.0, 0.1, "diverged")]:
+        for seed in range(3):
+            bad = status != "ok" and seed == 2  # one lucky-seed failure makes lr 1.0 the worst
+            rows.append(
+                {"label": "opt", "optimizer": "sgd", "hparams": "{}", "lr": lr, "seed": seed,
+                 "status": "diverged" if bad else "ok",
+                 "val_loss": val + 0.01 * seed, "val_accuracy": 1 - val,
+                 "test_loss": np.nan if bad else rng.normal(val, 0.05),
+                 "test_accuracy": np.nan if bad else rng.uniform(0.8, 0.9)}
+            )  # fmt: skip
+    trials = pd.DataFrame(rows)
+    s = summarize(trials, "val_loss", seeds=3).iloc[0]
+    assert s["lr"] == 0.1 and s["seeds"] == 3 and s["failed_trials"] == 1
+    chosen = trials[trials["lr"] == 0.1]["test_accuracy"].to_numpy()
+    lo, hi = stats.t.interval(0.95, 2, loc=chosen.mean(), scale=stats.sem(chosen))
+    assert s["test_accuracy_mean"] == pytest.approx(chosen.mean(), rel=1e-12)
+    assert (s["test_accuracy_low"], s["test_accuracy_high"]) == pytest.approx((lo, hi), 1e-12)
+    # a missing seed also disqualifies an lr
+    assert summarize(trials[trials["seed"] < 2], "val_loss", seeds=3)["status"].iloc[0] == (
+        "every lr failed"
+    )
+
+
+# -- a lost worker (last: the nanny restarts it cold) -------------------------------------------
+def test_a_killed_worker_loses_no_trial(tmp_path, cluster):
+    cfg = tiny(seeds=[0, 1, 2])
+    cfg["budget"]["steps"] = 150
+    out = tmp_path / "out"
+    killed: dict = {}
+    with distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)  # worker address -> process id
+
+        def killer():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                busy = {w: ks for w, ks in client.processing().items() if ks}
+                done = set(read_trials(out)["key"]) if (out / "trials.csv").exists() else set()
+                if busy and done:  # mid-sweep: some trials written, others running
+                    addr, keys = next(iter(busy.items()))
+                    killed.update(addr=addr, keys=set(keys), done=done)
+                    os.kill(pids[addr], signal.SIGKILL)  # as the OOM killer would
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        result = run_sweep(cfg, out, client=client, progress=False)
+        thread.join()
+        assert killed, "no worker was killed mid-sweep"
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+        assert killed["addr"] not in client.scheduler_info()["workers"]
+        assert killed["addr"] in pids
+    table = result.trials
+    assert len(table) == 12 and set(table["status"]) == {"ok"}
+    rerun = {k.removeprefix("sweep-trial-") for k in killed["keys"]} - killed["done"]
+    rows = table.set_index("key")
+    assert all(rows.loc[k, "worker"] != killed["addr"] for k in rerun if k in rows.index)
+    reference = run_sweep(cfg, tmp_path / "serial", serial=True, progress=False)
+    pd.testing.assert_frame_equal(
+        _without_run_columns(reference.trials), _without_run_columns(table), check_exact=True
+    )
