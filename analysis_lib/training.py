@@ -23,13 +23,16 @@ Callbacks that keep state between calls (e.g. the last preconditioner, for the d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +43,25 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import device as default_device
-from . import progress_disabled
+from . import io, progress_disabled
 from ._checks import check_int
 from .optim import OPTIMIZERS, make_optimizer, transition_measures
 from .problems.tasks import Task
 
 __all__ = [
     "Callback",
+    "CheckpointError",
     "EvaluateCallback",
     "Run",
     "TransitionCallback",
     "cosine_schedule",
+    "load_checkpoint",
     "runs_frame",
+    "save_checkpoint",
     "train",
 ]
 
-_CHECKPOINT_FORMAT = "analysis_lib.training/1"
+_CHECKPOINT_FORMAT = "analysis_lib.training/2"
 
 
 # -- callbacks ------------------------------------------------------------------------------------
@@ -253,14 +259,238 @@ def _norm(parts) -> float:
     return math.sqrt(sum(float(v) ** 2 for v in parts))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+# -- checkpoints ----------------------------------------------------------------------------------
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, truncated or corrupted (its checksum
+    does not match), not a training checkpoint of this library (or of another version of it),
+    or missing parts. The message names the file and what is wrong."""
+
+
+_CHECKPOINT_MAGIC = b"analysis_lib.training checkpoint\n"
+_CHECKPOINT_PARTS = {  # key -> (accepted types, what it is)
+    "format": (str, "a format string"),
+    "identity": (str, "the run's identity as JSON"),
+    "step": (int, "a step number"),
+    "model": (dict, "the model's state"),
+    "optimizer": (dict, "the optimizer's state"),
+    "records": (Tensor, "the history records"),
+    "measurements": (list, "the measurements"),
+    "first_loss": ((float, type(None)), "the first loss"),
+    "callback_seconds": (dict, "the callbacks' timings"),
+    "callbacks": (list, "the callbacks' state"),
+    "rng": (Tensor, "the random generator's state"),
+    "schedules": (dict, "the schedules' values"),
+}
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` (a dict :func:`torch.save` can store) to ``path`` atomically (through
+    :func:`analysis_lib.io.write_atomically`: synced, then renamed), behind a header with the
+    SHA-256 of its bytes, so that :func:`load_checkpoint` detects truncation and corruption."""
+    buf = BytesIO()
+    torch.save(checkpoint, buf)
+    body = buf.getvalue()
+    digest = hashlib.sha256(body).hexdigest().encode("ascii")
+    io.write_atomically(path, _CHECKPOINT_MAGIC + digest + b"\n" + body)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any]:
+    """The checkpoint :func:`train` wrote to ``path``, checked against its checksum and read with
+    ``torch.load(weights_only=True)`` (nothing is unpickled).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is unreadable, truncated, corrupted, of another format or
+            version, or lacks a part; the message names the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+
+    def fail(what: str, exc: BaseException | None = None) -> CheckpointError:
+        detail = "" if exc is None else f" ({type(exc).__name__}: {exc})"
+        return CheckpointError(f"checkpoint {path}: {what}{detail}")
+
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail("cannot be read", exc) from exc
+    if not raw:
+        raise fail("is empty (0 bytes): truncated")
+    if _CHECKPOINT_MAGIC.startswith(raw):
+        raise fail(f"is truncated (only {len(raw)} bytes)")
+    if not raw.startswith(_CHECKPOINT_MAGIC):
+        raise fail(
+            "is not a training checkpoint of this version of the library (no header; written "
+            "by another program or an older version)"
+        )
+    header_end = len(_CHECKPOINT_MAGIC) + 65
+    digest, body = raw[len(_CHECKPOINT_MAGIC) : header_end], raw[header_end:]
+    if len(digest) < 65 or digest[64:] != b"\n":
+        raise fail(f"is truncated (only {len(raw)} bytes)")
+    if hashlib.sha256(body).hexdigest().encode("ascii") != digest[:64]:
+        raise fail(
+            f"is truncated or corrupted: its content ({len(body)} bytes) does not match its "
+            "checksum"
+        )
+    try:
+        ck = torch.load(BytesIO(body), map_location=map_location, weights_only=True)
+    except Exception as exc:  # checksum right, content unreadable: another writer's bytes
+        raise fail("cannot be decoded", exc) from exc
+    if not isinstance(ck, dict):
+        raise fail(f"holds a {type(ck).__name__}, not a checkpoint")
+    if ck.get("format") != _CHECKPOINT_FORMAT:
+        raise fail(f"has format {ck.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}")
+    for key, (types_, what) in _CHECKPOINT_PARTS.items():
+        if key not in ck:
+            raise fail(f"lacks {what} ({key!r})")
+        if not isinstance(ck[key], types_):
+            raise fail(f"holds a {type(ck[key]).__name__} as {what} ({key!r})")
+    try:
+        ck["identity"] = json.loads(ck["identity"])
+    except ValueError as exc:
+        raise fail("holds an unreadable identity", exc) from exc
+    records = ck["records"]
+    if records.ndim != 2 or records.shape[1] != 6:
+        raise fail(f"holds history records of shape {tuple(records.shape)}, expected (n, 6)")
+    return ck
+
+
+def _identified(value: Any, where: str) -> Any:
+    """``io.describe(value)``, or a note that it could not be identified (then it is compared
+    through what it produces)."""
+    try:
+        return io.describe(value, where)
+    except io.UnidentifiableError:
+        name = getattr(value, "__qualname__", type(value).__qualname__)
+        return {"unidentified": name}
+
+
+def _task_identity(task: Task) -> dict[str, Any]:
+    names = [f.name for f in dataclass_fields(task)]
+    names.sort(key=lambda n: n != "arguments")  # the constructor's arguments say it best
+    return {n: _identified(getattr(task, n), f"task.{n}") for n in names}
+
+
+def _run_identity(task, model, opt, *, name, lr, hparams, lr_schedule, batch_size, seed, extra):
+    groups = []
+    for i, g in enumerate(opt.param_groups):
+        desc = {k: _identified(v, f"param_groups[{i}][{k!r}]") for k, v in g.items()}
+        desc["params"] = [list(p.shape) for p in g["params"]]
+        groups.append(desc)
+    return {
+        "task": _task_identity(task),
+        "model": {
+            "architecture": repr(model),
+            "initial": io.describe(model.state_dict()),
+            "dtype": str(next(model.parameters()).dtype),
+        },
+        "optimizer": {
+            "name": name,
+            "class": f"{type(opt).__module__}.{type(opt).__qualname__}",
+            "param_groups": groups,
+        },
+        "lr": lr,
+        "hparams": {k: _identified(v, k) for k, v in sorted(hparams.items())},
+        "lr_schedule": None if lr_schedule is None else _identified(lr_schedule, "lr_schedule"),
+        "batch_size": batch_size,
+        "seed": seed,
+        **extra,
+    }
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and "sha256" in value:  # a tensor: one entry
+        value = f"{value.get('tensor')} {value.get('shape')} sha256 {value['sha256'][:12]}"
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value and not all(isinstance(v, int | float) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _identity_differences(saved: dict, now: dict) -> list[str]:
+    a, b = _flatten(saved, "", {}), _flatten(now, "", {})
+    diffs = []
+    for key in [*b, *(k for k in a if k not in b)]:  # in the order of the identity
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            then, current = (repr(v)[:60] for v in (a.get(key, "<absent>"), b.get(key, "<absent>")))
+            diffs.append(f"'{key}' (checkpoint {then}, now {current})")
+    return diffs
+
+
+class _Schedules:
+    """The values of the run's step schedules (``lr_schedule`` and callable hyperparameters of
+    the param groups, e.g. Ada2MS's alpha) at steps 1..t: what a checkpoint compares, since two
+    callables cannot always be told apart by their code."""
+
+    def __init__(self, lr_schedule, opt) -> None:
+        self.fns: dict[str, Callable[[int], Any]] = {}
+        if lr_schedule is not None:
+            self.fns["lr_schedule"] = lr_schedule
+        for i, g in enumerate(opt.param_groups):
+            for k, v in g.items():
+                if k != "params" and callable(v):
+                    self.fns[f"param_groups[{i}][{k!r}]"] = v
+        self.values: dict[str, list[float]] = {k: [] for k in self.fns}
+
+    def upto(self, step: int) -> dict[str, Tensor]:
+        for key, fn in self.fns.items():
+            values = self.values[key]
+            for t in range(len(values) + 1, step + 1):
+                try:
+                    values.append(float(fn(t)))
+                except Exception as exc:
+                    raise ValueError(
+                        f"{key}({t}) failed ({type(exc).__name__}: {exc}); a checkpointed run "
+                        "compares its schedules by their values at every step"
+                    ) from exc
+        return {k: torch.tensor(v[:step], dtype=torch.float64) for k, v in self.values.items()}
+
+    def check(self, saved: dict[str, Tensor], step: int, path: Path) -> None:
+        now = self.upto(step)
+        for key in sorted(saved.keys() | now.keys()):
+            if key not in saved or key not in now:
+                where = "the checkpoint's run" if key in saved else "this run"
+                raise ValueError(
+                    f"checkpoint {path.name} was written by a different configuration: only "
+                    f"{where} has a schedule '{key}'; remove it or pass another path"
+                )
+            a, b = saved[key].to(torch.float64).cpu(), now[key]
+            if a.shape != b.shape or not torch.equal(a, b):
+                bad = next((t for t in range(min(len(a), len(b))) if a[t].item() != b[t].item()), 0)
+                raise ValueError(
+                    f"checkpoint {path.name} was written by a different configuration: "
+                    f"'{key}' differs at step {bad + 1} (the checkpoint's run used "
+                    f"{a[bad].item() if len(a) > bad else None!r}, this one gives "
+                    f"{b[bad].item() if len(b) > bad else None!r}); remove it or pass "
+                    "another path"
+                )
+
+
+def _callback_row(cb, result: Any, step: int) -> dict[str, float]:
+    """The numbers a callback returned, checked before anything is recorded."""
+    name = getattr(cb, "name", type(cb).__name__)
+    if not isinstance(result, Mapping):
+        raise ValueError(
+            f"callback {name} returned a {type(result).__name__} at step {step} (expected a "
+            "dict of names -> numbers)"
+        )
+    row = {}
+    for key, value in result.items():
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(key, str) or not isinstance(value, int | float | np.number):
+            raise ValueError(
+                f"callback {name} returned {value!r:.60} for {key!r} at step {step} "
+                "(expected string keys and numbers)"
+            )
+        row[key] = float(value)
+    return row
 
 
 def train(
@@ -337,6 +567,14 @@ def train(
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint is None:
             raise ValueError("checkpoint_every was given without a checkpoint path")
+    path = None
+    if checkpoint is not None:
+        if not isinstance(checkpoint, str | os.PathLike):
+            raise ValueError(f"Invalid checkpoint: {checkpoint!r} (expected a file path)")
+        path = Path(checkpoint)
+        if path.is_dir():
+            raise ValueError(f"Invalid checkpoint: {path} is a folder (expected a file path)")
+        io.check_writable(path.parent, f"checkpoint {path}")
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
         every = getattr(cb, "every", None)
@@ -396,39 +634,75 @@ def train(
         callback_seconds = {getattr(cb, "name", type(cb).__name__): 0.0 for cb in callbacks}
         first_loss: float | None = None
         start = taken = 0
-        path = None if checkpoint is None else Path(checkpoint)
+        if path is not None:
+            # The run's identity: what the task, the model, the optimizer as constructed (its
+            # class and every param group's hyperparameters) and the schedules' values are.
+            identity = json.loads(
+                json.dumps(
+                    _run_identity(
+                        task,
+                        model,
+                        opt,
+                        name=name,
+                        lr=lr,
+                        hparams=hparams,
+                        lr_schedule=lr_schedule,
+                        batch_size=batch_size,
+                        seed=seed,
+                        extra={
+                            "divergence_factor": divergence_factor,
+                            "record_every": record_every,
+                        },
+                    )
+                )
+            )
+            schedules = _Schedules(lr_schedule, opt)
         if path is not None and path.exists():
-            ck = torch.load(path, map_location=device, weights_only=True)
-            if ck.get("format") != _CHECKPOINT_FORMAT:
-                raise ValueError(f"{path.name} is not a training checkpoint of this library")
-            saved = json.loads(ck["config"])
-            if saved != json.loads(json.dumps(config)):
-                diff = sorted(
-                    k for k in config if saved.get(k) != json.loads(json.dumps(config))[k]
-                )
+            ck = load_checkpoint(path, map_location=device)
+            diffs = _identity_differences(ck["identity"], identity)
+            if diffs:
                 raise ValueError(
-                    f"checkpoint {path.name} was written by a different configuration "
-                    f"(differs in {diff}); remove it or pass another path"
+                    f"checkpoint {path.name} was written by a different configuration; it "
+                    f"differs in {'; '.join(diffs[:8])}"
+                    f"{f' and {len(diffs) - 8} more' if len(diffs) > 8 else ''}; "
+                    "remove it or pass another path"
                 )
-            start = taken = int(ck["step"])
+            start = taken = ck["step"]
             if start > steps:
                 raise ValueError(f"checkpoint {path.name} is at step {start}, beyond steps={steps}")
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
+            schedules.check(ck["schedules"], start, path)
+            if len(ck["callbacks"]) != len(callbacks):  # they measure; they do not steer
+                warnings.warn(
+                    f"checkpoint {path.name} was written with {len(ck['callbacks'])} "
+                    f"callbacks, this run has {len(callbacks)}: theirs start afresh",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            try:
+                model.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+                states = ck["callbacks"] if len(ck["callbacks"]) == len(callbacks) else []
+                for cb, state in zip(callbacks, states, strict=False):
+                    if hasattr(cb, "load_state_dict"):
+                        cb.load_state_dict(state)
+                torch.set_rng_state(ck["rng"].cpu())
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+                raise CheckpointError(
+                    f"checkpoint {path}: its state does not fit this run "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
             records = ck["records"].tolist()
             measurements = ck["measurements"]
             first_loss = ck["first_loss"]
             callback_seconds.update(ck["callback_seconds"])
-            for cb, state in zip(callbacks, ck["callbacks"], strict=False):
-                if hasattr(cb, "load_state_dict"):
-                    cb.load_state_dict(state)
-            torch.set_rng_state(ck["rng"])
 
-        def save_checkpoint(step: int) -> None:
-            _atomic_torch_save(
+        def save(step: int) -> None:
+            save_checkpoint(
+                path,
                 {
                     "format": _CHECKPOINT_FORMAT,
-                    "config": json.dumps(config),
+                    "identity": json.dumps(identity),
+                    "schedules": schedules.upto(step),
                     "step": step,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
@@ -441,7 +715,6 @@ def train(
                     ],
                     "rng": torch.get_rng_state(),
                 },
-                path,
             )
 
         # -- run --------------------------------------------------------------------------------------
@@ -519,19 +792,19 @@ def train(
                     row: dict[str, float] = {"step": step}
                     for cb in due:
                         tc = time.perf_counter()
-                        row.update({k: float(v) for k, v in cb(step, model, opt, (x, y)).items()})
+                        row.update(_callback_row(cb, cb(step, model, opt, (x, y)), step))
                         callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
                             time.perf_counter() - tc
                         )
                     measurements.append(row)
                 if path is not None and checkpoint_every and step % checkpoint_every == 0:
-                    save_checkpoint(step)
+                    save(step)
                 bar.update(1)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
         if path is not None and not diverged:
-            save_checkpoint(step)
+            save(step)
 
         columns = ["step", "loss", "accuracy", "grad_norm", "update_norm", "lr"]
         history = pd.DataFrame(

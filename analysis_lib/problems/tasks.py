@@ -18,6 +18,8 @@ batches of a local copy; nothing is downloaded, nothing unpickled). Every split 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -116,6 +118,9 @@ class Task:
     info: dict = field(default_factory=dict)
     teacher: nn.Module | None = field(default=None, repr=False)
     label_smoothing: float = 0.0
+    #: what the constructor (digits, teacher_student, cifar10) was called with; part of a
+    #: training checkpoint's identity
+    arguments: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.loss not in _LOSSES:
@@ -259,7 +264,25 @@ def _check_activation(activation) -> None:
         )
 
 
+def _recorded(constructor):
+    """Record in ``task.arguments`` the arguments (defaults included, ``device`` left out) that
+    the task constructor was called with."""
+    signature = inspect.signature(constructor)
+
+    @functools.wraps(constructor)
+    def construct(*args, **kwargs):
+        task = constructor(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = {k: v for k, v in bound.arguments.items() if k != "device"}
+        task.arguments = {"constructor": constructor.__name__, **arguments}
+        return task
+
+    return construct
+
+
 # -- digits ---------------------------------------------------------------------------------------
+@_recorded
 def digits(
     model: str = "mlp",
     hidden: Sequence[int] = (64, 64),
@@ -332,6 +355,7 @@ class _ScaledTeacher(nn.Module):
         return (self.net(x.to(self.mean.dtype)) - self.mean) / self.std
 
 
+@_recorded
 def teacher_student(
     input_dim: int = 20,
     teacher_hidden: Sequence[int] = (32,),
@@ -451,6 +475,7 @@ def _cifar_folder(root) -> Path:
     return folder
 
 
+@_recorded
 def cifar10(
     root: str | os.PathLike | None = None,
     model: str = "cnn",
