@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_int
+from .._evaluation import generator
 
 __all__ = [
     "NORMALIZATIONS",
@@ -228,11 +229,7 @@ def orthogonalize(
 
 # -- random directions ---------------------------------------------------------------------------
 def _generator(seed) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0 or a torch.Generator)")
-    return torch.Generator().manual_seed(seed)
+    return generator(seed)
 
 
 def random_direction(
@@ -426,7 +423,7 @@ def eigenvector_directions(
     their eigenvalues."""
     from analysis_lib.curvature import hessian_eigenvalues
 
-    if not isinstance(k, int) or k < 2:
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 2:
         raise ValueError(f"Invalid k: {k!r} (expected an integer >= 2: a plane needs two)")
     params = parameters(model)
     res = hessian_eigenvalues(model, loss_fn, data, k=k, which=which, seed=seed, **kwargs)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from .._checks import check_int
+from .._evaluation import eval_mode as _eval_mode
 from .directions import Directions, _check_direction, difference, parameters
 
 __all__ = [
@@ -223,6 +224,9 @@ def auto_chunk_size(model: nn.Module, data, points: int, memory: int | None = No
     """How many grid points to evaluate at once: the working memory of one point (its
     parameters, and about three times the activations of the largest batch) fitted into
     ``memory`` bytes (default: 64 MiB on the CPU, where larger chunks run slower, a quarter of the free memory on CUDA)."""
+    points = check_int("points", points, 1)
+    if memory is not None:
+        memory = check_int("memory", memory, 1)
     params = parameters(model)
     device = next(iter(params.values())).device
     batches = _check_data(data, device)
@@ -233,12 +237,8 @@ def auto_chunk_size(model: nn.Module, data, points: int, memory: int | None = No
         else:
             memory = _CPU_BUDGET
     x = max(batches, key=lambda b: len(b[0]))[0]
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         act = _activation_bytes(model, x)
-    finally:
-        model.train(was_training)
     per_point = 3 * act + 2 * sum(p.numel() * p.element_size() for p in params.values())
     return int(max(1, min(points, memory // per_point)))
 
@@ -442,19 +442,6 @@ def evaluate_points(
             losses.append(a)
             accs.append(b)
     return np.concatenate(losses), np.concatenate(accs)
-
-
-class _eval_mode:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self):
-        self.modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes.items():
-            m.training = mode
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
