@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_int
+from .._checks import check_float, check_int
+from .._evaluation import eval_mode
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -62,9 +63,11 @@ def mlp(
     """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
     the affine layers (none after the last)."""
     _check_activation(activation)
-    widths = [int(in_features), *(int(h) for h in hidden), int(out_features)]
-    if any(w < 1 for w in widths):
-        raise ValueError(f"Invalid layer widths: {widths} (every width must be >= 1)")
+    widths = [
+        check_int("in_features", in_features),
+        *_check_hidden("hidden", hidden),
+        check_int("out_features", out_features),
+    ]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b))
@@ -79,8 +82,9 @@ def small_cnn(
     """Two 3x3 convolutions (``width/2`` and ``width`` channels), a 2x2 max-pool and a linear
     classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images."""
     _check_activation(activation)
-    if width < 2 or image_size < 2:
-        raise ValueError(f"Invalid width/image_size: {width}/{image_size} (expected >= 2)")
+    in_channels = check_int("in_channels", in_channels)
+    num_classes = check_int("num_classes", num_classes)
+    width, image_size = check_int("width", width, 2), check_int("image_size", image_size, 2)
     act = _ACTIVATIONS[activation]
     half = max(width // 2, 1)
     return nn.Sequential(
@@ -125,10 +129,9 @@ class Task:
     def __post_init__(self) -> None:
         if self.loss not in _LOSSES:
             raise ValueError(f"Invalid loss: {self.loss!r} (expected one of {_LOSSES})")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(
-                f"Invalid label_smoothing: {self.label_smoothing!r} (expected a number in [0, 1))"
-            )
+        self.label_smoothing = check_float(
+            "label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True
+        )
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing applies to the cross-entropy loss only")
         for split in _SPLITS:
@@ -184,6 +187,7 @@ class Task:
     def make_model(self, seed: int = 0, device=None, dtype: torch.dtype | None = None) -> nn.Module:
         """A freshly initialised model, the same for the same ``seed``; the global random state
         is left as it was. On the task's device and in its inputs' dtype unless given."""
+        seed = check_int("seed", seed, 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.model_factory()
@@ -213,19 +217,16 @@ class Task:
         self, model: nn.Module, split: str = "val", batch_size: int | None = 4096
     ) -> dict[str, float]:
         """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
-        size. The model's train/eval mode is restored afterwards."""
-        was_training = model.training
-        model.eval()
-        try:
+        size. Every submodule's own train/eval flag is restored afterwards."""
+        batches = self.data(split, batch_size)
+        with eval_mode(model):
             n, loss, correct = 0, 0.0, 0.0
-            for x, y in self.data(split, batch_size):
+            for x, y in batches:
                 out = model(x)
                 loss += float(self.loss_fn(out, y)) * len(x)
                 if self.has_accuracy:
                     correct += float(self.accuracy(out, y)) * len(x)
                 n += len(x)
-        finally:
-            model.train(was_training)
         if n == 0:
             raise ValueError(f"the {split} split of task {self.name!r} is empty")
         result = {"loss": loss / n}
@@ -243,10 +244,8 @@ class Task:
 
 def _split_indices(n: int, fractions: tuple[float, float], seed: int):
     """Seeded (train, val, test) index arrays with val/test the given fractions of n."""
-    val_fraction, test_fraction = fractions
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not (isinstance(f, int | float) and 0.0 <= f < 1.0):
-            raise ValueError(f"Invalid {name}: {f!r} (expected a number in [0, 1))")
+    val_fraction = check_float("val_fraction", fractions[0], 0.0, 1.0, high_open=True)
+    test_fraction = check_float("test_fraction", fractions[1], 0.0, 1.0, high_open=True)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
@@ -255,6 +254,18 @@ def _split_indices(n: int, fractions: tuple[float, float], seed: int):
     order = np.random.default_rng(seed).permutation(n)
     n_val, n_test = round(val_fraction * n), round(test_fraction * n)
     return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
+
+
+def _check_hidden(name: str, hidden) -> tuple[int, ...]:
+    """Hidden-layer widths: a sequence (possibly empty) of integers >= 1."""
+    if isinstance(hidden, str) or not isinstance(hidden, Sequence | np.ndarray):
+        raise ValueError(f"Invalid {name}: {hidden!r} (expected a sequence of integers >= 1)")
+    return tuple(check_int(f"{name}[{i}]", h) for i, h in enumerate(hidden))
+
+
+def _check_dtype(dtype) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype.is_complex:
+        raise ValueError(f"Invalid dtype: {dtype!r} (expected a real floating-point torch.dtype)")
 
 
 def _check_activation(activation) -> None:
@@ -309,9 +320,11 @@ def digits(
     from sklearn.datasets import load_digits
 
     seed = check_int("seed", seed, 0)
+    _check_dtype(dtype)
     _check_activation(activation)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
+    hidden, width = _check_hidden("hidden", hidden), check_int("width", width, 2)
     x, y = load_digits(return_X_y=True)
     train, val, test = _split_indices(len(y), (val_fraction, test_fraction), seed)
     if model == "mlp":
@@ -375,11 +388,13 @@ def teacher_student(
     on the test split is ``noise**2`` (``info["bayes_mse"]``), and ``task.teacher`` is the
     noiseless target function (float64)."""
     seed = check_int("seed", seed, 0)
+    _check_dtype(dtype)
     _check_activation(activation)
+    teacher_hidden = _check_hidden("teacher_hidden", teacher_hidden)
+    student_hidden = _check_hidden("student_hidden", student_hidden)
     input_dim, n_train = check_int("input_dim", input_dim), check_int("n_train", n_train)
     n_val, n_test = check_int("n_val", n_val, 0), check_int("n_test", n_test, 0)
-    if not noise >= 0:
-        raise ValueError(f"Invalid noise: {noise!r} (expected >= 0)")
+    noise = check_float("noise", noise, 0.0)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
@@ -425,6 +440,8 @@ CIFAR10_CLASSES = (
     "truck",
 )
 _CIFAR_RECORD = 1 + 3 * 32 * 32
+#: Records in each of the six binary batch files (five training batches and the test batch).
+_CIFAR_RECORDS_PER_FILE = 10_000
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 _CIFAR_TEST_FILE = "test_batch.bin"
 # per-channel mean and standard deviation of the CIFAR-10 training images (in [0, 1])
@@ -454,6 +471,20 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             "the file is not in CIFAR-10's binary layout"
         )
     return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _check_cifar_sizes(folder: Path) -> None:
+    """Refuse a batch file that does not hold its :data:`_CIFAR_RECORDS_PER_FILE` records,
+    from its size, before reading anything."""
+    want = _CIFAR_RECORDS_PER_FILE * _CIFAR_RECORD
+    for name in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE):
+        size = (folder / name).stat().st_size
+        if size != want:
+            raise ValueError(
+                f"{folder / name}: {size} bytes, {size / _CIFAR_RECORD:g} records (expected "
+                f"{_CIFAR_RECORDS_PER_FILE} records of {_CIFAR_RECORD} bytes, {want} bytes); "
+                "the file is truncated, padded or not a CIFAR-10 binary batch"
+            )
 
 
 def _cifar_folder(root) -> Path:
@@ -496,11 +527,14 @@ def cifar10(
     3072-512-10 ReLU MLP on the flattened image.
     """
     seed = check_int("seed", seed, 0)
+    _check_dtype(dtype)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
-    if subset is not None and (not isinstance(subset, int) or subset < 1):
-        raise ValueError(f"Invalid subset: {subset!r} (expected None or an integer >= 1)")
+    if subset is not None:
+        subset = check_int("subset", subset, 1)
+    width = check_int("width", width, 2)
     folder = _cifar_folder(root)
+    _check_cifar_sizes(folder)
     parts = [read_cifar10_bin(folder / f) for f in _CIFAR_TRAIN_FILES]
     x_all = np.concatenate([p[0] for p in parts])
     y_all = np.concatenate([p[1] for p in parts])

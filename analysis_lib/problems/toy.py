@@ -177,6 +177,7 @@ class ToyProblem:
     def inside(self, points, factor: float = 1.0) -> np.ndarray:
         """Whether each of ``points`` lies in the plot bounds enlarged ``factor`` times about
         their centre (False for non-finite points)."""
+        factor = _finite_number("factor", factor, positive=True)
         p = np.asarray(points, dtype=np.float64)
         (x0, x1), (y0, y1) = self.bounds
         centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
@@ -197,6 +198,7 @@ class ToyProblem:
     def levels(self, n: int = 15, grid: int = 200) -> np.ndarray:
         """``n`` contour levels over the plot bounds: log-spaced between a small value above
         the minimum and the largest value when :attr:`log_scale`, else evenly spaced."""
+        n = check_int("n", n, 1)
         _, _, f = self.grid(grid)
         lo, hi = float(np.min(f)), float(np.max(f))
         if self.log_scale:
