@@ -28,6 +28,7 @@ __all__ = [
     "progress_disabled",
     "quick_mode",
     "seed_everything",
+    "sweep",
     "training",
     "trajectory",
 ]
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "optim",
     "plots",
     "problems",
+    "sweep",
     "training",
     "trajectory",
 }
