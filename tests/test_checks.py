@@ -24,3 +24,47 @@ def test_modules_share_it():
     with pytest.raises(ValueError, match=r"Invalid n: 1 \(expected an integer >= 2\)"):
         toy.rosenbrock().grid(1)
     assert toy.rosenbrock().grid(np.int32(3))[0].shape == (3, 3)
+
+
+def test_check_float_accepts_real_numbers_and_returns_python_floats():
+    from analysis_lib._checks import check_float, check_positive
+
+    for value in (2, 2.5, np.int64(2), np.float32(0.5), np.float64(3.0)):
+        out = check_float("x", value)
+        assert type(out) is float and out == float(value)
+    assert check_float("x", float("inf"), 0.0, allow_inf=True) == float("inf")
+    assert check_float("x", 0.0, 0.0, 1.0, high_open=True) == 0.0
+    assert check_positive("x", np.float16(0.25)) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("bad", "kwargs", "expected"),
+    [
+        (float("inf"), {}, "a finite number"),
+        (float("-inf"), {}, "a finite number"),
+        (float("nan"), {}, "a finite number"),
+        (float("nan"), {"allow_inf": True}, "a number"),
+        (True, {}, "a finite number"),
+        (np.bool_(True), {}, "a finite number"),
+        ("0.1", {}, "a finite number"),
+        (None, {}, "a finite number"),
+        (np.array([0.1]), {}, "a finite number"),
+        (0.0, {"low": 0.0, "low_open": True}, "a finite number > 0"),
+        (1.0, {"low": 0.0, "high": 1.0, "high_open": True}, "a finite number >= 0 and < 1"),
+        (-0.5, {"low": 0.0}, "a finite number >= 0"),
+    ],
+)
+def test_check_float_names_the_argument_and_what_was_expected(bad, kwargs, expected):
+    from analysis_lib._checks import check_float
+
+    with pytest.raises(ValueError, match=rf"Invalid noise: .* \(expected {expected}\)"):
+        check_float("noise", bad, **kwargs)
+
+
+def test_toy_plot_helpers_refuse_bad_numbers():
+    problem = toy.rosenbrock()
+    with pytest.raises(ValueError, match=r"Invalid n: 0 \(expected an integer >= 1\)"):
+        problem.levels(0)
+    with pytest.raises(ValueError, match="Invalid factor: nan"):
+        problem.inside(np.zeros((1, 2)), factor=float("nan"))
+    assert problem.levels(np.int64(3)).shape == (3,)

@@ -585,3 +585,199 @@ def test_progress_bar_follows_tqdm_disable(monkeypatch):
     assert _bar(10, "x", None).disable and not _bar(10, "x", True).disable
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert not _bar(10, "x", None).disable and _bar(10, "x", False).disable
+
+
+# -- reduced precision and non-finite values -------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_is_refused_and_a_float32_copy_is_right(problem, dtype):
+    import copy
+
+    _, x, y, h = problem
+    low = tiny_mlp(dtype)
+    data = batches(x.to(dtype), y)
+    with pytest.raises(ValueError, match=r"model.*float32 or float64 only.*float32 copy"):
+        hessian_eigenvalues(low, F.cross_entropy, data, k=2)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        lanczos(DenseOperator(h.to(dtype)))
+    # what the message says to do: a float32 copy of the model and of the inputs
+    copy32 = copy.deepcopy(low).float()
+    res = hessian_eigenvalues(copy32, F.cross_entropy, batches(x.to(dtype).float(), y), k=3)
+    assert next(low.parameters()).dtype == dtype  # the model itself is untouched
+    # the reference: the dense float64 Hessian at the same (rounded) parameters and inputs
+    ref_model = copy.deepcopy(low).double()
+    ref = dense_hessian(ref_model, F.cross_entropy, x.to(dtype).double(), y)
+    want = torch.linalg.eigvalsh(ref).numpy()[::-1][:3]
+    assert res.converged
+    err = np.abs(res.values - want)
+    assert np.all(err <= res.residuals + 1e-5), (err, res.residuals)  # the residuals bound it
+    np.testing.assert_allclose(res.values, want, rtol=1e-4)
+
+
+def test_residuals_bound_the_error_in_float32(problem):
+    _, x, y, h = problem
+    res = hessian_eigenvalues(tiny_mlp(torch.float32), F.cross_entropy, batches(x.float(), y), k=4)
+    want = torch.linalg.eigvalsh(h).numpy()[::-1][:4]
+    assert np.all(np.abs(res.values - want) <= res.residuals + 1e-6)
+
+
+class _NanOutputs(nn.Module):
+    """A linear layer whose outputs are multiplied by NaN: the loss itself is NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3).double()
+
+    def forward(self, x):
+        return self.lin(x) * float("nan")
+
+
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        ("param", r"parameter '0\.weight' holds NaN"),
+        ("inputs", "inputs of batch 1 hold NaN"),
+        ("loss", "the loss over the data is nan"),
+    ],
+)
+@pytest.mark.parametrize("algorithm", ["lanczos", "power", "hutchinson", "hutch++", "slq"])
+def test_non_finite_products_raise_an_error_saying_why(problem, setup, match, algorithm):
+    from analysis_lib.curvature import NonFiniteError
+
+    _, x, y, _ = problem
+    model = tiny_mlp()
+    x = x.clone()
+    if setup == "param":
+        with torch.no_grad():
+            model[0].weight[1, 2] = float("nan")
+    elif setup == "inputs":
+        x[7, 1] = float("inf")
+    else:
+        model = _NanOutputs()
+    data = batches(x, y)
+    calls = {
+        "lanczos": lambda: hessian_eigenvalues(model, F.cross_entropy, data, k=2),
+        "power": lambda: hessian_eigenvalues(
+            model, F.cross_entropy, data, which="LM", method="power"
+        ),
+        "hutchinson": lambda: hessian_trace(model, F.cross_entropy, data, method="hutchinson"),
+        "hutch++": lambda: hessian_trace(model, F.cross_entropy, data),
+        "slq": lambda: spectral_density(model, F.cross_entropy, data, lanczos_steps=5, runs=2),
+    }
+    with pytest.raises(NonFiniteError, match=match) as info:
+        calls[algorithm]()
+    assert "not finite" in str(info.value) and "must not contain" not in str(info.value)
+
+
+def test_a_non_finite_dense_matrix_is_named():
+    from analysis_lib.curvature import NonFiniteError
+
+    a, _ = symmetric([3.0, 2.0, 1.0])
+    a[0, 1] = a[1, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="matrix holds NaN"):
+        lanczos(DenseOperator(a))
+
+
+def test_an_operator_returning_a_wrong_shape_is_named():
+    class Bad(DenseOperator):
+        def _matvec(self, v):
+            return v[:-1]
+
+    with pytest.raises(ValueError, match=r"Bad._matvec returned \(2,\)"):
+        lanczos(Bad(torch.eye(3, dtype=torch.float64)))
+
+
+def test_sharpness_callback_records_nan_when_the_hessian_is_not_finite():
+    model = tiny_mlp()
+    x, y = tiny_data()
+    cb = SharpnessCallback(F.cross_entropy, batches(x, y), every=1, max_matvecs=5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert np.isfinite(cb(1, model, opt)["sharpness"])
+    with torch.no_grad():
+        model[2].bias[0] = float("inf")
+    out = cb(2, model, opt)
+    assert np.isnan(out["sharpness"]) and np.isnan(out["sharpness_residual"])
+    assert "sharpness" not in cb.state_dict()["vectors"]  # no warm start from garbage
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma=float("inf")), "sigma"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma=float("nan")), "sigma"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma=True), "sigma"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, sigma="0.1"), "sigma"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, grid=[0.0, np.nan]), "grid"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, grid=np.zeros((2, 2))), "grid"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, grid=1.5), "grid"),
+        (lambda m, d: spectral_density(m, F.cross_entropy, d, grid=True), "grid"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, tol=float("inf")), "tol"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, tol=float("nan")), "tol"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=True), "k"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, k=2.0), "k"),
+        (
+            lambda m, d: hessian_eigenvalues(
+                m, F.cross_entropy, d, k=True, which="LM", method="power"
+            ),
+            "k",
+        ),
+        (lambda m, d: hessian_trace(m, F.cross_entropy, d, seed=1.0), "seed"),
+        (lambda m, d: SharpnessCallback(F.cross_entropy, d, tol=float("inf")), "tol"),
+        (lambda m, d: SharpnessCallback(F.cross_entropy, d, tol=np.nan), "tol"),
+        (lambda m, d: SharpnessCallback(F.cross_entropy, d, backend="jax"), "backend"),
+        (
+            lambda m, d: SharpnessCallback(F.cross_entropy, d, preconditioned="yes"),
+            "preconditioned",
+        ),
+        (lambda m, d: SharpnessCallback(F.cross_entropy, d[0]), "data"),
+        (lambda m, d: SharpnessCallback(F.cross_entropy, [d[0][0]]), "data"),
+        (lambda m, d: stability_thresholds(torch.optim.SGD(m.parameters(), lr=0.1), 1), "group"),
+        (lambda m, d: stability_thresholds("sgd"), "optimizer"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, None), "data"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, 5), "data"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, [(d[0][0], d[0][1][:4])]), "data"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, v0=[1.0] * 43), "v0"),
+        (lambda m, d: hessian_eigenvalues(m, F.cross_entropy, d, params=0), "params"),
+        (lambda m, d: hessian_eigenvalues(None, F.cross_entropy, d), "model"),
+        (
+            lambda m, d: hessian_eigenvalues(
+                m, lambda o, t: F.cross_entropy(o, t, reduction="none"), d
+            ),
+            "loss_fn",
+        ),
+        (lambda m, d: hessian_trace(m, lambda o, t: 1.0, d), "loss_fn"),
+    ],
+)
+def test_non_finite_and_ill_typed_numbers_are_refused(problem, call, match):
+    model, x, y, _ = problem
+    with pytest.raises(ValueError, match=f"Invalid {match}"):
+        call(model, batches(x, y))
+
+
+def test_numpy_integers_and_floats_are_accepted_everywhere(problem):
+    model, x, y, _ = problem
+    d = batches(x, y)
+    a = hessian_eigenvalues(
+        model, F.cross_entropy, d, k=np.int64(2), seed=np.int32(3), tol=np.float32(1e-6)
+    )
+    b = hessian_eigenvalues(model, F.cross_entropy, d, k=2, seed=3, tol=1e-6)
+    np.testing.assert_array_equal(a.values, b.values)
+    t = hessian_trace(model, F.cross_entropy, d, matvecs=np.int16(9), seed=np.uint8(1))
+    assert t.estimate == hessian_trace(model, F.cross_entropy, d, matvecs=9, seed=1).estimate
+    s = spectral_density(
+        model,
+        F.cross_entropy,
+        d,
+        lanczos_steps=np.int64(5),
+        runs=np.int64(2),
+        sigma=np.float64(0.1),
+        grid=np.int64(7),
+    )
+    assert s.grid.shape == (7,) and s.sigma == 0.1
+    cb = SharpnessCallback(
+        F.cross_entropy, d, every=np.int64(2), tol=np.float64(1e-3), seed=np.int64(1)
+    )
+    assert cb.every == 2
+    from analysis_lib.landscape import eigenvector_directions
+
+    plane = eigenvector_directions(model, F.cross_entropy, d, k=np.int64(2))
+    np.testing.assert_allclose(plane.eigenvalues, a.values, rtol=1e-6)

@@ -11,12 +11,16 @@ Quick use::
     dens = spectral_density(model, loss_fn, data)               # grid, density
 
 ``data`` is an iterable of ``(inputs, targets)`` batches; the loss is the sample-weighted mean
-over all of them, so a ragged last batch counts right.
+over all of them, so a ragged last batch counts right. Models must have float32 or float64
+parameters (a bfloat16 or float16 model is refused: evaluate a float32 copy). A product that is
+not finite raises :class:`NonFiniteError`, which says why (a parameter, a batch, the loss or its
+gradient).
 """
 
 from .algorithms import (
     DensityResult,
     EigenResult,
+    NonFiniteError,
     TraceResult,
     default_max_matvecs,
     gaussian_density,
@@ -54,6 +58,7 @@ __all__ = [
     "GGNOperator",
     "HessianOperator",
     "LinearOperator",
+    "NonFiniteError",
     "ParameterSpace",
     "SharpnessCallback",
     "TraceResult",

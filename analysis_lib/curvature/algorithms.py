@@ -26,12 +26,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import progress_disabled
-from .._checks import check_int
-from .operators import LinearOperator
+from .._checks import check_int, check_positive
+from .._evaluation import generator
+from .operators import LinearOperator, check_dtype
 
 __all__ = [
     "DensityResult",
     "EigenResult",
+    "NonFiniteError",
     "TraceResult",
     "hutchinson",
     "hutchpp",
@@ -41,6 +43,19 @@ __all__ = [
 ]
 
 WHICH = ("LA", "SA", "LM")
+
+
+class NonFiniteError(ValueError):
+    """A matrix-vector product of the operator held NaN or infinite values; the message says
+    which product and, where the operator can tell, why (a parameter, a batch, the loss or its
+    gradient not finite)."""
+
+
+def _nonfinite(op: LinearOperator, where: str) -> NonFiniteError:
+    cause = op.nonfinite_cause()
+    return NonFiniteError(
+        f"{where} of {op!r} is not finite (NaN or inf)" + (f": {cause}" if cause else "")
+    )
 
 
 @dataclass
@@ -132,16 +147,13 @@ class DensityResult:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0 or a torch.Generator)")
-    return torch.Generator().manual_seed(seed)
+    return generator(seed)
 
 
 def _check_operator(op) -> None:
     if not isinstance(op, LinearOperator):
         raise ValueError(f"Invalid op: {type(op).__name__} (expected a LinearOperator)")
+    check_dtype("op", op.dtype)
 
 
 def _rademacher(op: LinearOperator, gen: torch.Generator) -> Tensor:
@@ -158,6 +170,21 @@ def _bar(total: int, desc: str, progress: bool | None):
     ``TQDM_DISABLE`` is set (read here: tqdm's notebook bar ignores the variable)."""
     disable = progress_disabled() if progress is None else not progress
     return tqdm(total=total, desc=desc, leave=False, delay=0.5, disable=disable)
+
+
+def _check_grid(grid) -> np.ndarray:
+    try:
+        arr = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Invalid grid: {grid!r} (expected a number of points >= 2 or a 1-D array of numbers)"
+        ) from None
+    if arr.ndim != 1 or arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(
+            f"Invalid grid: an array of shape {arr.shape} (expected a non-empty 1-D array of "
+            "finite numbers, or a number of points >= 2)"
+        )
+    return arr
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
@@ -215,6 +242,8 @@ def _lanczos_process(
             w = w - beta_prev * basis[j - 1]
         w = _orthogonalize(w, basis[: j + 1])
         beta = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(alpha) and math.isfinite(beta)):
+            raise _nonfinite(op, f"Lanczos product {j + 1}")
         alphas.append(alpha)
         scale = max(scale, abs(alpha) + beta + beta_prev)
         breakdown = beta <= tiny * scale
@@ -249,6 +278,10 @@ def _select(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 def _start_vector(op: LinearOperator, v0: Tensor | None, gen: torch.Generator) -> Tensor:
     if v0 is None:
         return _gaussian(op, gen)
+    if not isinstance(v0, Tensor):
+        raise ValueError(
+            f"Invalid v0: {type(v0).__name__} (expected a tensor of shape ({op.size},))"
+        )
     if v0.shape != (op.size,):
         raise ValueError(f"Invalid v0: shape {tuple(v0.shape)} (expected ({op.size},))")
     v0 = v0.detach().to(device=op.device, dtype=op.dtype)
@@ -305,8 +338,7 @@ def lanczos(
         raise ValueError(f"Invalid k: {k} (larger than the operator's dimension {n})")
     if which not in WHICH:
         raise ValueError(f"Invalid which: {which!r} (expected one of {WHICH})")
-    if not isinstance(tol, int | float) or not tol > 0:
-        raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
+    tol = check_positive("tol", tol)
     budget = (
         default_max_matvecs(k, n)
         if max_matvecs is None
@@ -373,8 +405,7 @@ def power_iteration(
         raise ValueError(
             f"Invalid criterion: {criterion!r} (expected 'residual' or 'relative_change')"
         )
-    if not isinstance(tol, int | float) or not tol > 0:
-        raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
+    tol = check_positive("tol", tol)
     budget = check_int("max_matvecs", max_matvecs)
     gen = _generator(seed)
     v = _start_vector(op, v0, gen)
@@ -387,6 +418,8 @@ def power_iteration(
             bar.update(1)
             theta = float(torch.dot(v, w))
             residual = float(torch.linalg.vector_norm(w - theta * v))
+            if not (math.isfinite(theta) and math.isfinite(residual)):
+                raise _nonfinite(op, f"power-iteration product {len(history) + 1}")
             history.append([theta])
             if criterion == "residual":
                 converged = residual <= tol * abs(theta)
@@ -426,6 +459,8 @@ def hutchinson(
         for i in range(m):
             z = _rademacher(op, gen)
             samples[i] = float(torch.dot(z, op.matvec(z)))
+            if not math.isfinite(samples[i]):
+                raise _nonfinite(op, f"Hutchinson product {i + 1}")
             bar.update(1)
     return TraceResult(
         estimate=float(samples.mean()),
@@ -462,11 +497,15 @@ def hutchpp(
         ys = []
         for col in sketch.T:
             ys.append(op.matvec(col))
+            if not bool(torch.isfinite(ys[-1]).all()):
+                raise _nonfinite(op, f"Hutch++ sketch product {len(ys)}")
             bar.update(1)
         q = torch.linalg.qr(torch.stack(ys, dim=1), mode="reduced").Q  # (n, min(n, s))
         sketch_trace = 0.0
         for col in q.T:
             sketch_trace += float(torch.dot(col, op.matvec(col)))
+            if not math.isfinite(sketch_trace):
+                raise _nonfinite(op, "a Hutch++ product")
             bar.update(1)
         rest = m - s - q.shape[1]
         samples = np.empty(rest)
@@ -474,6 +513,8 @@ def hutchpp(
             g = _rademacher(op, gen)
             g = g - q @ (q.T @ g)
             samples[i] = float(torch.dot(g, op.matvec(g)))
+            if not math.isfinite(samples[i]):
+                raise _nonfinite(op, "a Hutch++ product")
             bar.update(1)
     return TraceResult(
         estimate=sketch_trace + float(samples.mean()),
@@ -520,10 +561,12 @@ def slq(
     _check_operator(op)
     steps = min(check_int("lanczos_steps", lanczos_steps), op.size)
     runs = check_int("runs", runs)
-    if sigma is not None and not (isinstance(sigma, int | float) and sigma > 0):
-        raise ValueError(f"Invalid sigma: {sigma!r} (expected a number > 0)")
+    if sigma is not None:
+        sigma = check_positive("sigma", sigma)
     if isinstance(grid, int | np.integer):
         grid = check_int("grid", grid, 2)
+    else:
+        grid = _check_grid(grid)
     gen = _generator(seed)
     products_before = op.matvecs
     nodes = np.zeros((runs, steps))

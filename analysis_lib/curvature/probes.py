@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from .._checks import check_int
 from .algorithms import (
     DensityResult,
     EigenResult,
@@ -111,7 +112,7 @@ def hessian_eigenvalues(
         backend=backend,
     )
     if method == "power":
-        if k != 1 or which != "LM":
+        if check_int("k", k) != 1 or which != "LM":
             raise ValueError(
                 f"Invalid k/which for method='power': k={k!r}, which={which!r} "
                 "(power iteration finds one eigenvalue, the largest in magnitude: "

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
-from .._checks import check_int
-from .algorithms import _generator, lanczos
-from .operators import DiagonalScaledOperator, HessianOperator, adam_preconditioner
+from .._checks import check_int, check_positive
+from .algorithms import NonFiniteError, _generator, lanczos
+from .operators import BACKENDS, DiagonalScaledOperator, HessianOperator, adam_preconditioner
 
 __all__ = ["SharpnessCallback", "stability_thresholds"]
 
@@ -40,6 +41,15 @@ def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> di
     with momentum > 0 (heavy ball, or Nesterov's variant); ``threshold_adam`` for Adam-family
     optimizers (to compare with the preconditioned sharpness). Infinite when ``lr == 0``.
     """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            f"Invalid optimizer: {type(optimizer).__name__} (expected a torch.optim.Optimizer)"
+        )
+    group = check_int("group", group, 0)
+    if group >= len(optimizer.param_groups):
+        raise ValueError(
+            f"Invalid group: {group} (the optimizer has {len(optimizer.param_groups)} param groups)"
+        )
     g = optimizer.param_groups[group]
     lr = float(g["lr"])
     inv = math.inf if lr == 0 else 1.0 / lr
@@ -98,13 +108,24 @@ class SharpnessCallback:
     ) -> None:
         every = check_int("every", every, 1)
         max_matvecs = check_int("max_matvecs", max_matvecs, 1)
-        if not isinstance(tol, int | float) or not tol > 0:
-            raise ValueError(f"Invalid tol: {tol!r} (expected a number > 0)")
+        tol = check_positive("tol", tol)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"Invalid backend: {backend!r} (expected one of {BACKENDS})")
+        if not isinstance(preconditioned, bool | np.bool_):
+            raise ValueError(f"Invalid preconditioned: {preconditioned!r} (expected True or False)")
         if not callable(loss_fn):
             raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
+        if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+            raise ValueError(
+                "Invalid data: one (inputs, targets) pair (expected a list of batches: "
+                "[(inputs, targets)])"
+            )
         self.data = list(data)
         if not self.data:
             raise ValueError("Invalid data: empty (expected a list of (inputs, targets) batches)")
+        for i, batch in enumerate(self.data):
+            if not isinstance(batch, tuple | list) or len(batch) != 2:
+                raise ValueError(f"Invalid data: batch {i} is not an (inputs, targets) pair")
         self.loss_fn, self.every, self.preconditioned = loss_fn, every, preconditioned
         self.tol, self.max_matvecs, self.params, self.backend = tol, max_matvecs, params, backend
         self.seed = seed
@@ -116,7 +137,20 @@ class SharpnessCallback:
         return type(self).__name__
 
     def _top(self, key: str, op) -> dict[str, float]:
-        res = lanczos(
+        try:
+            res = self._lanczos(key, op)
+        except NonFiniteError:  # a diverging run: record NaN, let the training loop decide
+            self._vectors.pop(key, None)
+            return {key: math.nan, f"{key}_residual": math.nan, f"{key}_matvecs": math.nan}
+        self._vectors[key] = res.vectors[:, 0].detach()
+        return {
+            key: float(res.values[0]),
+            f"{key}_residual": float(res.residuals[0]),
+            f"{key}_matvecs": float(res.matvecs),
+        }
+
+    def _lanczos(self, key: str, op):
+        return lanczos(
             op,
             k=1,
             which="LA",
@@ -126,12 +160,6 @@ class SharpnessCallback:
             seed=self._generator,
             progress=False,
         )
-        self._vectors[key] = res.vectors[:, 0].detach()
-        return {
-            key: float(res.values[0]),
-            f"{key}_residual": float(res.residuals[0]),
-            f"{key}_matvecs": float(res.matvecs),
-        }
 
     def __call__(
         self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any = None
