@@ -19,6 +19,8 @@ optimizer's step ``step`` (counting from 1) whenever ``step % every == 0``, with
 (inputs, targets) batch of that step; the numbers it returns go into ``run.measurements``.
 Callbacks that keep state between calls (e.g. the last preconditioner, for the drift) expose
 ``state_dict()`` / ``load_state_dict()`` so that a resumed run measures the same numbers.
+A callback that returns anything but a dict of numbers (Python or NumPy numbers, one-element
+tensors) stops the run with a ValueError that names it, before anything of that step is recorded.
 """
 
 from __future__ import annotations
@@ -472,25 +474,34 @@ class _Schedules:
                 )
 
 
-def _callback_row(cb, result: Any, step: int) -> dict[str, float]:
-    """The numbers a callback returned, checked before anything is recorded."""
+def _callback_row(cb, result: Any, step: int, row: dict[str, float]) -> dict[str, float]:
+    """The numbers a callback returned, checked before anything is recorded: numbers under
+    string keys that no other callback of this step (nor ``step``) has taken."""
     name = getattr(cb, "name", type(cb).__name__)
     if not isinstance(result, Mapping):
         raise ValueError(
             f"callback {name} returned a {type(result).__name__} at step {step} (expected a "
             "dict of names -> numbers)"
         )
-    row = {}
     for key, value in result.items():
         if isinstance(value, Tensor) and value.numel() == 1:
             value = value.item()
-        if not isinstance(key, str) or not isinstance(value, int | float | np.number):
+        if not isinstance(key, str) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
             raise ValueError(
                 f"callback {name} returned {value!r:.60} for {key!r} at step {step} "
                 "(expected string keys and numbers)"
             )
-        row[key] = float(value)
-    return row
+        if key in row and not (
+            row[key] == float(value) or (math.isnan(row[key]) and math.isnan(float(value)))
+        ):
+            raise ValueError(
+                f"callback {name} returned {key!r} = {float(value)!r} at step {step}, where "
+                f"{'the step column says' if key == 'step' else 'another callback returned'} "
+                f"{row[key]!r} (callbacks may share a column only with equal values)"
+            )
+    return {k: float(v.item() if isinstance(v, Tensor) else v) for k, v in result.items()}
 
 
 def train(
@@ -531,9 +542,19 @@ def train(
         divergence_factor: the run ends, with ``run.diverged = True``, at the first step whose
             loss is not finite or exceeds ``divergence_factor`` times the first step's loss
             (or whose update is not finite).
-        checkpoint: a file to save the run to (atomically) every ``checkpoint_every`` steps and
-            at the end. When it exists, the run resumes from it and continues bit-identically;
-            it must have been written by the same configuration (else a ValueError).
+        checkpoint: a file to save the run to every ``checkpoint_every`` steps and at the end
+            (see :func:`save_checkpoint`: synced, renamed into place, with a checksum). Its
+            folder is created if missing and must be writable: checked before the first step.
+            When the file exists, the run resumes from it and continues bit-identically, as if
+            it had been run with these arguments from the start (``steps`` may differ: a
+            finished run is extended). It must have been written by the same run: the same
+            task (constructor arguments, data, loss, model factory), the same model, the same
+            optimizer as constructed (class and every param group's hyperparameters; a
+            factory is identified by the optimizer it builds), the same ``lr``, ``hparams``,
+            ``batch_size``, ``seed``, dtype, ``divergence_factor`` and ``record_every``, and
+            schedules (``lr_schedule``, a callable alpha) giving the same values at every step
+            taken; else a ValueError says what differs. A file that cannot be read raises
+            :class:`CheckpointError`.
         checkpoint_every: steps between checkpoints (default: only at the end).
         record_every: ``history`` gets a row every ``record_every`` steps (and at the last
             step and a divergent one); the loss is still checked for divergence at every step.
@@ -571,7 +592,7 @@ def train(
     if checkpoint is not None:
         if not isinstance(checkpoint, str | os.PathLike):
             raise ValueError(f"Invalid checkpoint: {checkpoint!r} (expected a file path)")
-        path = Path(checkpoint)
+        path = Path(checkpoint).expanduser()
         if path.is_dir():
             raise ValueError(f"Invalid checkpoint: {path} is a folder (expected a file path)")
         io.check_writable(path.parent, f"checkpoint {path}")
@@ -792,7 +813,7 @@ def train(
                     row: dict[str, float] = {"step": step}
                     for cb in due:
                         tc = time.perf_counter()
-                        row.update(_callback_row(cb, cb(step, model, opt, (x, y)), step))
+                        row.update(_callback_row(cb, cb(step, model, opt, (x, y)), step, row))
                         callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
                             time.perf_counter() - tc
                         )

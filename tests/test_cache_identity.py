@@ -236,3 +236,15 @@ def test_a_chmod_read_only_cache_folder_fails_before_computing(cache_dir):
     finally:
         cache_dir.chmod(0o755)
     assert not calls
+
+
+def test_an_intact_entry_holding_another_grid_is_recomputed(cache_dir):
+    model, data, d = tiny()
+    first = landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS, cache=True)
+    (path,) = cache_dir.glob("landscape_1d-*.npz")
+    arrays, meta = io.load_arrays(path)
+    io.save_arrays(path, {**arrays, "loss": arrays["loss"][:3]}, meta)  # checksum right
+    with pytest.warns(RuntimeWarning, match="another grid"):
+        again = landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS, cache=True)
+    np.testing.assert_array_equal(again.loss, first.loss)
+    assert landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS, cache=True).from_cache

@@ -310,3 +310,19 @@ def test_a_callback_may_return_tensors_and_numpy_numbers():
     value = {"a": torch.tensor(1.5), "b": np.float32(2.5), "c": 3, "d": float("nan")}
     run = go(small(), steps=2, callbacks=[Returns(value, every=1)])
     assert run.measurements[["a", "b", "c"]].iloc[0].tolist() == [1.5, 2.5, 3.0]
+
+
+def test_callbacks_may_share_a_column_only_with_equal_values():
+    same = [Returns({"lr": 0.5}, every=1), Returns({"lr": 0.5, "x": 1.0}, every=1)]
+    run = go(small(), steps=2, callbacks=same)
+    assert run.measurements["lr"].tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match=r"callback Returns-cb returned 'lr' = 0\.25.*0\.5"):
+        go(small(), steps=2, callbacks=[Returns({"lr": 0.5}, 1), Returns({"lr": 0.25}, 1)])
+    with pytest.raises(ValueError, match="step column"):
+        go(small(), steps=2, callbacks=[Returns({"step": 7}, 1)])
+
+
+def test_a_home_relative_checkpoint_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    go(small(), steps=2, checkpoint="~/runs/a.pt")
+    assert (tmp_path / "runs" / "a.pt").is_file()

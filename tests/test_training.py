@@ -219,7 +219,7 @@ def test_resume_refuses_another_configuration(digits, tmp_path):
     with pytest.raises(ValueError, match="beyond steps"):
         quiet_train(digits, "adamw", 2, lr=1e-3, checkpoint=path)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):  # noqa: B017 (torch's own unpickling error; nothing is run)
+    with pytest.raises(training.CheckpointError, match=r"run\.pt.*not a training checkpoint"):
         quiet_train(digits, "adamw", 6, lr=1e-3, checkpoint=path)
 
 

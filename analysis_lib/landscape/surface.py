@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -626,6 +627,13 @@ def _surface(
         if refresh:  # the finished chunks of an interrupted run are not trusted either
             state["partial"].unlink(missing_ok=True)
         arrays = io.cached(name, config, compute, refresh=refresh)
+        if not _grid_fits(arrays, alphas, betas, shape):  # intact, but not this grid's arrays
+            warnings.warn(
+                f"cache entry {path.name} holds arrays of another grid; recomputed",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            arrays = io.cached(name, config, compute, refresh=True)
         state["partial"].unlink(missing_ok=True)
     else:
         arrays = compute()
@@ -639,6 +647,19 @@ def _surface(
         method=state.get("method", "cached"),
         from_cache="seconds" not in state,
     )
+
+
+def _grid_fits(arrays, alphas, betas, shape) -> bool:
+    """Whether cached ``arrays`` are those of the grid ``alphas x betas``."""
+    try:
+        return (
+            np.asarray(arrays["loss"]).shape == shape
+            and np.asarray(arrays["accuracy"]).shape == shape
+            and np.array_equal(arrays["alphas"], alphas)
+            and np.array_equal(arrays["betas"], np.zeros(0) if betas is None else betas)
+        )
+    except KeyError:
+        return False
 
 
 def _load_partial(path, config, size, loss, acc, done):
