@@ -370,13 +370,21 @@ def data_dir() -> Path:
 
     ``$ANALYSIS_LIB_DATA`` when it is set and not empty (a relative value is taken relative to
     the project root, or to the working directory when the package is installed elsewhere);
-    otherwise ``data/cache/`` at the project root (``./data/cache`` without one).
+    otherwise ``data/cache/`` at the project root (``./data/cache`` without one). A folder that
+    cannot be created (e.g. the path of a file) raises a ValueError naming it.
     """
     root = _project_root()
     base = root if root is not None else Path.cwd()
     env = os.environ.get(DATA_ENV_VAR, "").strip()
     folder = base / Path(env).expanduser() if env else base / "data" / "cache"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        source = f" (from ${DATA_ENV_VAR})" if env else ""
+        raise ValueError(
+            f"Invalid data folder {folder}{source}: it cannot be created "
+            f"({type(exc).__name__}: {exc.strerror or exc})"
+        ) from exc
     return folder
 
 

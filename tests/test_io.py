@@ -232,3 +232,13 @@ def test_metadata_is_json_inside_the_file(tmp_path):
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz["__meta__"][()]))
     assert meta["meta"] == {"note": "ü"}
+
+
+def test_a_data_folder_that_is_a_file_is_named(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"x")
+    monkeypatch.setenv(io.DATA_ENV_VAR, str(blocker))
+    calls = []
+    with pytest.raises(ValueError, match=rf"data folder {blocker}.*{io.DATA_ENV_VAR}"):
+        io.cached("demo", {"k": 1}, lambda: calls.append(1) or {"a": np.arange(2)})
+    assert not calls and blocker.read_bytes() == b"x"
