@@ -430,8 +430,10 @@ class HessianOperator(_ModelOperator):
     """The Hessian of the mean loss over ``data``: ``H = sum_b (n_b / N) d^2 L_b / d theta^2``.
 
     Args:
-        model: the network; it is evaluated in eval mode (batch norm with running statistics,
-            a warning says so; dropout off), its own mode is restored after every product.
+        model: the network, with float32 or float64 parameters (bfloat16 and float16 are
+            refused: see :data:`SUPPORTED_DTYPES`); it is evaluated in eval mode (batch norm
+            with running statistics, a warning says so; dropout off), and every submodule's own
+            mode is restored after every product.
         loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
         data: an iterable of ``(inputs, targets)`` batches (a list or a DataLoader), read once
             and kept (moved to the model's device). Batch ``b`` of ``n_b`` samples weighs

@@ -98,6 +98,10 @@ def hessian_eigenvalues(
     iteration, ``k=1``, largest magnitude). The eigenvectors are flat, in the order of
     ``model.named_parameters()``. ``matrix``, ``params``, ``preconditioner`` and ``backend``
     choose the operator (:func:`curvature_operator`). ``seconds`` includes building it.
+
+    The model's parameters must be float32 or float64 (a bfloat16 or float16 model is refused:
+    evaluate a float32 copy). A product that is not finite raises
+    :class:`~analysis_lib.curvature.NonFiniteError`, which names the cause.
     """
     start = time.perf_counter()
     if method not in EIGEN_METHODS:
