@@ -142,7 +142,7 @@ def _tensor_identity(t: Any) -> dict[str, Any]:
 
     t = torch.as_tensor(t).detach().cpu().contiguous()
     h = hashlib.sha256()
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
     return {"tensor": str(t.dtype), "shape": list(t.shape), "sha256": h.hexdigest()}
 
 
@@ -413,7 +413,7 @@ def _checksum(arrays: Mapping[str, np.ndarray], meta_json: str) -> str:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode("utf-8"))
-        h.update(a.tobytes())
+        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")
     return h.hexdigest()
 
 

@@ -468,7 +468,7 @@ def _hash_tensors(h, tensors: Mapping[str, Tensor]) -> None:
     for k, t in tensors.items():
         t = torch.as_tensor(t).detach().cpu().contiguous().reshape(-1)
         h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
+        h.update(t.view(torch.uint8).numpy())  # the buffer itself: no copy
 
 
 def _digest(fill) -> str:
