@@ -148,6 +148,8 @@ class _Guard:
     as before, also when the block raises."""
 
     def __init__(self, model: torch.nn.Module) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
         self.model = model
 
     def __enter__(self) -> _Guard:
@@ -601,9 +603,9 @@ def sigma_flatness(
     threshold: float = 0.1,
     *,
     adaptive: bool = False,
-    samples: int = 16,
+    samples: int = 8,
     sigma_init: float = 0.01,
-    iterations: int = 12,
+    iterations: int = 10,
     seed: int = 0,
     params=None,
 ) -> SharpnessResult:
@@ -687,7 +689,7 @@ def sharpness_report(
     restarts: int = 2,
     samples: int = 64,
     eigen_tol: float = 1e-4,
-    trace_matvecs: int = 100,
+    trace_matvecs: int = 60,
     seed: int = 0,
     progress: bool | None = None,
 ) -> dict[str, Any]:

@@ -328,6 +328,8 @@ def test_report_and_sweep_measurement():
         (lambda m, f, d: worst_case_sharpness(m, f, d, 0.1, step_size=0), "Invalid step_size"),
         (lambda m, f, d: worst_case_sharpness(m, f, [], 0.1), "Invalid data: no samples"),
         (lambda m, f, d: worst_case_sharpness(m, None, d, 0.1), "Invalid loss_fn"),
+        (lambda m, f, d: worst_case_sharpness(None, f, d, 0.1), "Invalid model: NoneType"),
+        (lambda m, f, d: worst_case_sharpness(m, f, d[0], 0.1), "Invalid data: expected an"),
         (lambda m, f, d: average_sharpness(m, f, d, 0), "Invalid rho: 0"),
         (lambda m, f, d: average_sharpness(m, f, d, 0.1, samples=1), "Invalid samples: 1"),
         (lambda m, f, d: average_sharpness(m, f, [], 0.1), "Invalid data: no samples"),
