@@ -822,7 +822,7 @@ def _recompute_bn(model: nn.Module, batches) -> None:
     for _ in range(len(bns)):
         sums: dict[int, list] = {}
 
-        def collect(module, inputs):
+        def collect(module, inputs, sums=sums):
             x = inputs[0].detach().double()
             x = x.movedim(1, -1).reshape(-1, x.shape[1]) if x.dim() > 1 else x[:, None]
             acc = sums.setdefault(id(module), [module, 0, 0.0, 0.0])
