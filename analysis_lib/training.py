@@ -707,6 +707,8 @@ def train(
                     if hasattr(cb, "load_state_dict"):
                         cb.load_state_dict(state)
                 torch.set_rng_state(ck["rng"].cpu())
+                if device.type == "cuda" and isinstance(ck.get("cuda_rng"), Tensor):
+                    torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
                 raise CheckpointError(
                     f"checkpoint {path}: its state does not fit this run "
@@ -735,6 +737,11 @@ def train(
                         cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in callbacks
                     ],
                     "rng": torch.get_rng_state(),
+                    **(
+                        {"cuda_rng": torch.cuda.get_rng_state(device)}
+                        if device.type == "cuda"
+                        else {}
+                    ),
                 },
             )
 

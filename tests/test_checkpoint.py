@@ -326,3 +326,35 @@ def test_a_home_relative_checkpoint_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     go(small(), steps=2, checkpoint="~/runs/a.pt")
     assert (tmp_path / "runs" / "a.pt").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_run_with_dropout_resumes_bit_identically_on_cuda(tmp_path):
+    base = small()
+    task = tasks.Task(
+        "dropout",
+        *(t.cuda() for t in (base.x_train, base.y_train, base.x_val, base.y_val)),
+        base.x_test.cuda(),
+        base.y_test.cuda(),
+        model_factory=lambda: torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 1)
+        ),
+        loss="mse",
+    )
+
+    def run(steps, checkpoint=None):
+        return training.train(
+            task,
+            "sgdm",
+            steps,
+            lr=0.05,
+            batch_size=16,
+            device="cuda",
+            progress=False,
+            checkpoint=checkpoint,
+        )
+
+    straight = run(8)
+    path = tmp_path / "cuda.pt"
+    run(3, path)
+    same_run(run(8, path), straight)
