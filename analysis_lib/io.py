@@ -13,7 +13,13 @@ A cache entry is one ``.npz`` file holding named NumPy arrays, the metadata as J
 intact, and otherwise calls ``compute`` and writes its result. A truncated, corrupt or tampered
 file is detected (:class:`CacheCorruptError`), reported with a warning and recomputed; it is
 never trusted. Files go to :func:`data_dir`: ``$ANALYSIS_LIB_DATA`` when set, else
-``data/cache/`` at the project root.
+``data/cache/`` at the project root; :func:`cached` checks that the folder is writable before
+it computes anything (:func:`check_writable`).
+
+:func:`describe` and :func:`callable_identity` give the content of a value or a callable as
+JSON-able data (tensors by digest, functions by byte code, closure values and globals, partials
+by their arguments): the one notion of identity that landscape cache keys and training
+checkpoints use. Every write goes through :func:`write_atomically` (synced, then renamed).
 """
 
 from __future__ import annotations
