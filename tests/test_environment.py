@@ -34,6 +34,16 @@ def test_every_runtime_dependency_is_in_environment_yml():
     assert "python" in conda
 
 
+def test_every_dev_extra_is_in_environment_yml():
+    # conda users get jupyterlab, nbval, pytest ... from conda-forge, not from pip's extras
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    conda = _conda_packages()
+    missing = [d for d in extras["dev"] if CONDA_NAMES.get(_name(d), _name(d)) not in conda]
+    assert not missing, f"add these to environment.yml: {missing}"
+
+
 def test_environment_yml_installs_the_package_with_dev_extras():
     assert re.search(r"^\s+-\s+-e \.\[dev\]\s*$", (ROOT / "environment.yml").read_text(), re.M)
 
