@@ -127,3 +127,29 @@ def test_training_on_the_device_matches_the_cpu(device):
     assert not runs[1].diverged and next(runs[1].model.parameters()).device.type == device
     np.testing.assert_allclose(dev, cpu, rtol=1e-4)
     assert dev[-5:].mean() < dev[:5].mean()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["default", "loop", "foreach"])
+@pytest.mark.parametrize("scope", ["global", "tensor"])
+def test_ada2ms_scopes_over_two_groups_with_an_unused_tensor(device, path, scope):
+    """scope="global" spans both groups; a tensor whose gradients are all zero makes no
+    adaptive step (weight decay only) and nothing becomes non-finite."""
+    grads = [[g[0], np.zeros_like(g[1]), g[2]] for g in gradient_sequence(12)]
+    params = _on(device, make_params())
+    theta0 = [p.detach().cpu().numpy().copy() for p in params]
+    hp = dict(betas=(0.9, 0.95), eps=1e-7, alpha=0.4, scope=scope)
+    groups = [
+        {"params": [params[0], params[1]], "lr": 1e-2, "weight_decay": 0.05},
+        {"params": [params[2]], "lr": 3e-3, "weight_decay": 0.0},
+    ]
+    opt = Ada2MS(groups, **hp, **PATHS[path])
+    for gs in grads:
+        for p, g in zip(params, gs, strict=True):
+            p.grad = torch.as_tensor(g, dtype=p.dtype, device=device)
+        opt.step()
+    theta, _, _ = ref_ada2ms(
+        theta0, grads, lr=[1e-2, 3e-3], weight_decay=[0.05, 0.0], groups=[0, 0, 1], **hp
+    )
+    assert all(torch.isfinite(p).all() for p in params)
+    assert_close_list([p.cpu() for p in params], theta, rtol=1e-10)

@@ -73,8 +73,13 @@ def ref_adamnx(theta, grads, lr, betas, eps, weight_decay):
     return theta, m, v
 
 
-def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope):
+def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope, groups=None):
+    """``groups``: the param group of each tensor (default: one group); ``lr`` and
+    ``weight_decay`` may then be lists with one value per group."""
     b1, b2 = betas
+    groups = [0] * len(theta) if groups is None else groups
+    lrs = [lr[g] if isinstance(lr, list) else lr for g in groups]
+    wds = [weight_decay[g] if isinstance(weight_decay, list) else weight_decay for g in groups]
     theta = [np.array(x, dtype=np.float64) for x in theta]
     m = [np.zeros_like(x) for x in theta]
     v = [np.zeros_like(x) for x in theta]
@@ -85,13 +90,20 @@ def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope):
             v[k] = b2 * v[k] + (1 - b2) * g**2
         mh = [x / (1 - b1**t) for x in m]
         vh = [x / (1 - b2**t) for x in v]
-        if scope == "group":
-            s = [np.concatenate([x.ravel() for x in vh]).mean()] * len(vh)
-        else:
-            s = [x.mean() for x in vh]
+        members = {
+            "global": [list(range(len(vh)))] * len(vh),
+            "group": [
+                [j for j in range(len(vh)) if groups[j] == groups[k]] for k in range(len(vh))
+            ],
+            "tensor": [[k] for k in range(len(vh))],
+        }[scope]
+        s = [np.concatenate([vh[j].ravel() for j in js]).mean() for js in members]
         for k in range(len(theta)):
-            d = np.exp(al * np.log(vh[k]) + (1 - al) * np.log(s[k]))
-            theta[k] = theta[k] * (1 - lr * weight_decay) - lr * mh[k] / (np.sqrt(d) + eps)
+            # d = exp(al log vh + (1 - al) log s), written as powers so that vh = 0 and s = 0
+            # give d = 0 (0^0 = 1)
+            d = vh[k] ** al * s[k] ** (1 - al)
+            step = np.divide(mh[k], np.sqrt(d) + eps, out=np.zeros_like(d), where=mh[k] != 0)
+            theta[k] = theta[k] * (1 - lrs[k] * wds[k]) - lrs[k] * step
     return theta, m, v
 
 
@@ -137,6 +149,65 @@ def test_adamnx_second_moment_equals_closed_form(path, beta2):
         g2 = np.stack([gs[k] ** 2 for gs in grads])
         closed = np.tensordot(w, g2, axes=1) / w.sum()
         np.testing.assert_allclose(opt.state[p]["exp_avg_sq"].numpy(), closed, rtol=1e-10)
+
+
+def authors_adamnx_step(theta, g, m, v, t, *, lr, beta1, beta2, eps, weight_decay):
+    """One step of AdamNX on one array, as the authors' public update rule states it (float64):
+    step-dependent decays, decoupled weight decay first, eps outside the square root."""
+    a = beta2 ** (1.0 - beta2)
+    beta1_hat = (beta1 - beta1**t) / (1.0 - beta1**t)
+    beta2_hat = (1.0 - a ** (t - 1)) / (1.0 - a**t)
+    theta = theta - lr * weight_decay * theta
+    m = beta1_hat * m + (1.0 - beta1_hat) * g
+    v = beta2_hat * v + (1.0 - beta2_hat) * g * g
+    theta = theta - lr * m / (np.sqrt(v) + eps)
+    return theta, m, v
+
+
+@pytest.mark.parametrize("path", PATHS[:2], ids=PATH_IDS[:2])
+def test_adamnx_matches_the_authors_update_rule_with_several_groups(path):
+    """Three param groups with their own lr, betas, eps and weight decay, and a parameter that
+    gets its first gradient at step 4 (its decays then start from t = 1), against the rule
+    applied array by array."""
+    rng = np.random.default_rng(7)
+    shapes = [(5, 4), (3,), (2, 3), (6,)]
+    hps = [
+        dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01),
+        dict(lr=3e-2, beta1=0.5, beta2=0.9, eps=1e-3, weight_decay=0.0),
+        dict(lr=5e-3, beta1=0.0, beta2=0.5, eps=1e-6, weight_decay=0.2),
+    ]
+    group_of = [0, 0, 1, 2]
+    late = 3  # the parameter with no gradient before step 4
+    theta = [rng.standard_normal(s) for s in shapes]
+    params = [torch.tensor(x).requires_grad_() for x in theta]
+    groups = [
+        {
+            "params": [p for p, gi in zip(params, group_of, strict=True) if gi == k],
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+        }
+        for k, hp in enumerate(hps)
+    ]
+    opt = AdamNX(groups, **path)
+    m = [np.zeros(s) for s in shapes]
+    v = [np.zeros(s) for s in shapes]
+    t = [0] * len(shapes)
+    for step in range(1, 9):
+        grads = [rng.standard_normal(s) * 10.0 ** rng.uniform(-2, 2) for s in shapes]
+        for k, p in enumerate(params):
+            p.grad = None if (k == late and step < 4) else torch.tensor(grads[k])
+            if p.grad is not None:
+                t[k] += 1
+                theta[k], m[k], v[k] = authors_adamnx_step(
+                    theta[k], grads[k], m[k], v[k], t[k], **hps[group_of[k]]
+                )
+        opt.step()
+        assert_close_list(params, theta, rtol=1e-12, atol=1e-15)
+    assert_close_list([opt.state[p]["exp_avg"] for p in params], m, rtol=1e-12, atol=1e-15)
+    assert_close_list([opt.state[p]["exp_avg_sq"] for p in params], v, rtol=1e-12)
+    assert [int(opt.state[p]["step"]) for p in params] == [8, 8, 8, 5]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
@@ -192,9 +263,10 @@ def test_ada2ms_defaults():
         for k in ("lr", "betas", "eps", "weight_decay", "alpha", "scope")
     }
     assert got == dict(
-        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, alpha=0.5, scope="group"
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, alpha=0.5, scope="global"
     )
     assert "reconstruction" in Ada2MS.__doc__
+    assert all(f'``"{scope}"``' in Ada2MS.__doc__ for scope in ("global", "group", "tensor"))
 
 
 def _mlp_and_data(dtype=torch.float32, seed=0):
@@ -268,7 +340,7 @@ def test_ada2ms_alpha_zero_is_momentum_sgd_with_one_global_scale(path):
     )
 
 
-@pytest.mark.parametrize("scope", ["group", "tensor"])
+@pytest.mark.parametrize("scope", ["global", "group", "tensor"])
 @pytest.mark.parametrize("alpha", [1.0, 0.75, 0.5, 0.25, 0.0])
 def test_ada2ms_trajectory_matches_reference(scope, alpha):
     grads = gradient_sequence(60)
@@ -280,6 +352,47 @@ def test_ada2ms_trajectory_matches_reference(scope, alpha):
     theta, _, v = ref_ada2ms(theta0, grads, alpha=alpha, scope=scope, **hp)
     assert_close_list(params, theta, rtol=1e-10)
     assert_close_list([opt.state[p]["exp_avg_sq"] for p in params], v, rtol=1e-12)
+
+
+@pytest.mark.parametrize("path", PATHS[:2], ids=PATH_IDS[:2])
+@pytest.mark.parametrize("scope", ["global", "group", "tensor"])
+@pytest.mark.parametrize("alpha", [0.7, 0.0])
+def test_ada2ms_scopes_with_two_groups_match_reference(scope, alpha, path):
+    """The usual decay / no-decay split: scope="global" is one mean over both groups, "group"
+    one per group; the reference computes both from the definition."""
+    grads = gradient_sequence(40, scales=np.tile([1e-2, 1.0, 30.0], (40, 1)))
+    params = make_params()
+    theta0 = [p.detach().numpy().copy() for p in params]
+    hp = dict(betas=(0.85, 0.97), eps=1e-7)
+    groups = [
+        {"params": [params[0], params[2]], "lr": 1e-2, "weight_decay": 0.05},
+        {"params": [params[1]], "lr": 3e-3, "weight_decay": 0.0},
+    ]
+    opt = Ada2MS(groups, alpha=alpha, scope=scope, **hp, **path)
+    drive(opt, params, grads)
+    theta, _, _ = ref_ada2ms(
+        theta0,
+        grads,
+        lr=[1e-2, 3e-3],
+        weight_decay=[0.05, 0.0],
+        alpha=alpha,
+        scope=scope,
+        groups=[0, 1, 0],
+        **hp,
+    )
+    assert_close_list(params, theta, rtol=1e-10)
+    if scope != "tensor":  # the two readings of "global" really differ here
+        other = ref_ada2ms(
+            theta0,
+            grads,
+            lr=[1e-2, 3e-3],
+            weight_decay=[0.05, 0.0],
+            alpha=alpha,
+            scope="group" if scope == "global" else "global",
+            groups=[0, 1, 0],
+            **hp,
+        )[0]
+        assert not np.allclose(params[1].detach().numpy(), other[1], rtol=1e-3)
 
 
 def test_ada2ms_scopes_differ_as_defined():
@@ -327,7 +440,7 @@ def test_ada2ms_schedule_is_evaluated_at_the_step_being_taken():
     theta0 = [p.detach().numpy().copy() for p in params]
     hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
     drive(Ada2MS(params, alpha=alpha, **hp), params, grads)
-    assert sorted(set(seen)) == list(range(1, 9))
+    assert seen == list(range(1, 9))  # once per step
     theta, _, _ = ref_ada2ms(theta0, grads, alpha=lambda t: 1.0 / t, scope="group", **hp)
     assert_close_list(params, theta, rtol=1e-10)
 
@@ -375,8 +488,9 @@ CASES = [
     (Ada2MS, {}),
     (Ada2MS, dict(scope="tensor", alpha=0.3)),
     (Ada2MS, dict(alpha=ExponentialAlpha(0.0, 5.0))),
+    (Ada2MS, dict(scope="group", alpha=0.6)),
 ]
-CASE_IDS = ["adamnx", "ada2ms", "ada2ms-tensor", "ada2ms-schedule"]
+CASE_IDS = ["adamnx", "ada2ms", "ada2ms-tensor", "ada2ms-schedule", "ada2ms-group"]
 
 
 @pytest.mark.parametrize("cls,hp", CASES, ids=CASE_IDS)
@@ -690,7 +804,7 @@ def test_ada2ms_alpha_one_continues_an_adamw_state_dict():
     torch.save(adamw.state_dict(), buf)
     buf.seek(0)
     ours.load_state_dict(torch.load(buf, weights_only=True))
-    assert ours.param_groups[0]["alpha"] == 1.0 and ours.param_groups[0]["scope"] == "group"
+    assert ours.param_groups[0]["alpha"] == 1.0 and ours.param_groups[0]["scope"] == "global"
     a = drive(adamw, params, grads[10:])[-1]
     b = drive(ours, ours_params, grads[10:])[-1]
     assert_close_list(b, [x.numpy() for x in a], rtol=1e-12)

@@ -79,6 +79,11 @@ class LoopOps:
             x.add_(_at(c, i))
 
     @staticmethod
+    def clamp_min_(xs: list[Tensor], c: float) -> None:
+        for x in xs:
+            x.clamp_min_(c)
+
+    @staticmethod
     def ema_(avgs: list[Tensor], xs: list[Tensor], beta: Scalar) -> None:
         """avg <- beta * avg + (1 - beta) * x."""
         for a, x in zip(avgs, xs, strict=True):
@@ -159,6 +164,10 @@ class ForeachOps:
     @staticmethod
     def add_(xs: list[Tensor], c: ScalarArg) -> None:
         torch._foreach_add_(xs, c)
+
+    @staticmethod
+    def clamp_min_(xs: list[Tensor], c: float) -> None:
+        torch._foreach_clamp_min_(xs, c)
 
     @staticmethod
     def ema_(avgs: list[Tensor], xs: list[Tensor], beta: float) -> None:

@@ -17,6 +17,14 @@ LOOP = LoopRunner()
 FOREACH = ForeachRunner()
 
 
+# The parameter dtypes the optimizers step. float16 is refused: its smallest normal number is
+# 6e-5 and its smallest subnormal 6e-8, so the default eps = 1e-8 rounds to zero and a
+# gradient below about 2e-4 squares to zero (AdamNX then divides by zero); train such
+# models with float32 parameters under torch.autocast instead. bfloat16 has float32's range
+# and is supported (its moments are kept in bfloat16, as torch's AdamW does).
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
 def _is_real_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
@@ -24,6 +32,20 @@ def _is_real_number(x: Any) -> bool:
 def check_nonnegative(name: str, value: Any, where: str = "") -> None:
     if not _is_real_number(value) or not value >= 0 or math.isinf(value):
         raise ValueError(f"Invalid {name}{where}: {value!r} (expected a finite number >= 0)")
+
+
+def check_param_dtype(owner: str, p: Tensor, where: str = "") -> None:
+    if p.dtype not in SUPPORTED_DTYPES:
+        why = (
+            " (eps and small squared gradients underflow to zero in float16: keep float32 "
+            "parameters and use torch.autocast)"
+            if p.dtype == torch.float16
+            else ""
+        )
+        raise ValueError(
+            f"{owner} supports parameters of dtype float32, float64 and bfloat16; got a "
+            f"parameter of dtype {p.dtype}{where}{why}"
+        )
 
 
 def check_betas(betas: Any, where: str = "") -> None:
@@ -74,8 +96,10 @@ class AdamFamily(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"], where)
         check_betas(group["betas"], where)
 
-    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> None:
-        """Checks that depend on the step about to be taken (e.g. a scheduled hyperparameter)."""
+    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> Any:
+        """Checks that depend on the step about to be taken (e.g. a scheduled hyperparameter).
+        What it returns (e.g. the schedule's values, computed once) is handed to ``_update``."""
+        return None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
@@ -85,16 +109,107 @@ class AdamFamily(Optimizer):
             params = list(params)
         where = f" in param group {len(self.param_groups)}"
         for p in params:
-            if isinstance(p, Tensor) and (p.is_complex() or not p.is_floating_point()):
-                raise ValueError(
-                    f"{type(self).__name__} supports real floating-point parameters only; "
-                    f"got a parameter of dtype {p.dtype}{where}"
-                )
+            if isinstance(p, Tensor):
+                check_param_dtype(type(self).__name__, p, where)
         merged = {**self.defaults, **param_group}
         self._check_group(merged, where)
         if merged.get("foreach") and merged.get("fused"):
             raise ValueError(f"foreach and fused cannot both be True{where}")
         super().add_param_group({**param_group, "params": params})
+
+    # -- loading state ----------------------------------------------------------------------
+    STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")  # what every parameter's state holds
+    OPTIONAL_STATE_KEYS: tuple[str, ...] = ()
+    GROUP_KEYS = ("lr", "betas", "eps", "weight_decay")
+
+    def _check_state_dict(self, state_dict: Any) -> list[dict[str, Any]]:
+        """Check that ``state_dict`` is this optimizer's kind of state and fits its parameters
+        (keys, shapes, dtypes) before anything changes; return the saved groups as they would
+        be loaded (:meth:`_adapt_groups`)."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(
+                f"Invalid state_dict: expected a dict with 'state' and 'param_groups' "
+                f"(an optimizer's state_dict), got {type(state_dict).__name__}"
+                + (
+                    f" with keys {sorted(map(str, state_dict))}"
+                    if isinstance(state_dict, dict)
+                    else ""
+                )
+            )
+        saved, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved, list) or not all(isinstance(g, dict) for g in saved):
+            raise ValueError("Invalid state_dict: 'param_groups' must be a list of dicts")
+        if not isinstance(state, dict):
+            raise ValueError("Invalid state_dict: 'state' must be a dict")
+        if len(saved) != len(self.param_groups):
+            raise ValueError(
+                f"Invalid state_dict: it has {len(saved)} param groups, {name} has "
+                f"{len(self.param_groups)}"
+            )
+        params: dict[Any, Tensor] = {}
+        for gi, (g, live) in enumerate(zip(saved, self.param_groups, strict=True)):
+            missing = [k for k in (*self.GROUP_KEYS, "params") if k not in g]
+            if missing:
+                raise ValueError(
+                    f"Invalid state_dict: param group {gi} lacks {', '.join(map(repr, missing))}"
+                    f": not the state of {name} (or of an optimizer whose state it can take)"
+                )
+            if len(g["params"]) != len(live["params"]):
+                raise ValueError(
+                    f"Invalid state_dict: param group {gi} has {len(g['params'])} parameters, "
+                    f"{name}'s has {len(live['params'])}"
+                )
+            params.update(zip(g["params"], live["params"], strict=True))
+        groups = self._adapt_groups([dict(g) for g in saved])
+        known = set(self.STATE_KEYS) | set(self.OPTIONAL_STATE_KEYS)
+        for k, entry in state.items():
+            where = f"Invalid state_dict: state of parameter {k!r}"
+            if k not in params:
+                raise ValueError(f"{where}: no parameter of the param groups has this index")
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: expected a dict, got {type(entry).__name__}")
+            if not entry:
+                continue
+            p = params[k]
+            missing = [key for key in self.STATE_KEYS if key not in entry]
+            extra = sorted(str(key) for key in entry if key not in known)
+            if missing or extra:
+                raise ValueError(
+                    f"{where}: "
+                    + (f"lacks {', '.join(map(repr, missing))}" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"has unknown {', '.join(map(repr, extra))}" if extra else "")
+                    + f" (not the state of {name})"
+                )
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = entry[key]
+                if not isinstance(value, Tensor) or value.shape != p.shape:
+                    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    raise ValueError(
+                        f"{where}: {key} is {got}, the parameter's shape is {tuple(p.shape)}"
+                    )
+                if value.dtype not in SUPPORTED_DTYPES:
+                    raise ValueError(f"{where}: {key} has dtype {value.dtype}")
+            step = entry["step"]
+            ok = isinstance(step, Tensor) and step.numel() == 1 and step.is_floating_point()
+            value = float(step) if ok else step
+            if not (ok or _is_real_number(step)) or not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{where}: step is {step!r} (expected a finite number >= 0)")
+        return groups
+
+    def _adapt_groups(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Refuse saved param groups of another kind of optimizer; return them as they would
+        be loaded (e.g. a schedule saved as data made a callable again)."""
+        return groups
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, after checking that ``state_dict`` is this optimizer's kind of state and
+        fits its parameters (:meth:`_check_state_dict`): a refused one changes nothing."""
+        groups = self._check_state_dict(state_dict)
+        for gi, g in enumerate(groups):
+            self._check_group({**self.defaults, **g}, f" in state_dict param group {gi}")
+        super().load_state_dict(state_dict)
 
     # -- the step ---------------------------------------------------------------------------
     def _runner(self, group: dict[str, Any], params: list[Tensor]):
@@ -115,7 +230,8 @@ class AdamFamily(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        # 1. Validate everything before any state changes.
+        # 1. Validate, and compute what can fail, before any state changes.
+        name = type(self).__name__
         work = []
         for gi, group in enumerate(self.param_groups):
             where = f" in param group {gi}"
@@ -123,15 +239,19 @@ class AdamFamily(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
                 if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            self._check_step(group, params, where)
-            work.append((group, params))
+                    raise RuntimeError(f"{name} does not support sparse gradients")
+                if p.dtype not in SUPPORTED_DTYPES:  # e.g. model.half() after construction
+                    check_param_dtype(name, p, where)
+            work.append((group, params, self._check_step(group, params, where)))
 
         # 2. Update.
-        for group, params in work:
-            if params:
-                self._update(group, self._buckets(params), self._runner(group, params))
+        self._apply([w for w in work if w[1]])
         return loss
+
+    def _apply(self, work: list[tuple[dict[str, Any], list[Tensor], Any]]) -> None:
+        """Update every (group, parameters with a gradient, plan from ``_check_step``)."""
+        for group, params, plan in work:
+            self._update(group, self._buckets(params), self._runner(group, params), plan)
 
     def _steps(self, params: list[Tensor]) -> list[int]:
         """The step count of each parameter (0 before its first step)."""
@@ -180,7 +300,7 @@ class AdamFamily(Optimizer):
             b.exp_avg_sqs.append(state["exp_avg_sq"])
         return list(buckets.values())
 
-    def _update(self, group: dict[str, Any], buckets: list[Bucket], runner) -> None:
+    def _update(self, group: dict[str, Any], buckets: list[Bucket], runner, plan: Any) -> None:
         raise NotImplementedError
 
     def _denominators(self, group: dict[str, Any], buckets: list[Bucket]) -> list[list[Tensor]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from . import _native
 from ._backends import accumulation_dtype
 from ._base import LOOP, AdamFamily, Bucket, check_unit_interval
 
-SCOPES = ("group", "tensor")
+SCOPES = ("global", "group", "tensor")
 _OPAQUE_SCHEDULE = "callable"  # how a user's own alpha callable appears in a state_dict
 SUM_KEY = "exp_avg_sq_sum"  # per-parameter state: the sum of exp_avg_sq, kept in float64
 
@@ -62,18 +64,27 @@ def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: fl
     v_hat = v / bias_correction2 and s = ``mean_v_hat`` (the mean of v_hat over the scope).
 
     Written as a divisor so that alpha = 1 gives c = sqrt(bias_correction2) and the same
-    floating-point operations as torch's AdamW. ``mean_v_hat`` is a float64 tensor or a float."""
+    floating-point operations as torch's AdamW. ``mean_v_hat`` is a float64 tensor or a float.
+
+    A mean of zero (every gradient of the scope zero so far) gives c = 0, the mark of d = 0:
+    :func:`ada2ms_apply_` then makes no adaptive step (as AdamW with zero moments), whatever
+    alpha; a NaN mean stays NaN, so a diverging run shows."""
+    if isinstance(mean_v_hat, Tensor):
+        c = mean_v_hat ** ((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
+        return torch.where(mean_v_hat == 0, torch.zeros_like(c), c)
+    if mean_v_hat == 0:
+        return 0.0
     return mean_v_hat ** ((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
 
 
 def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list[Tensor | float]:
     """For each bucket of tensors, the divisor c of sqrt(d) = v^(alpha/2) / c, in float64: one
-    value (scope="group": s is the mean of v_hat over every bucket) or a 1-D tensor with one
-    divisor per tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor of each tensor's
-    sum of v, ``numels`` the tensors' sizes. A group's value is a Python float when the sums are
+    value (scope="global" or "group": s is the mean of v_hat over every bucket given) or a 1-D
+    tensor with one divisor per tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor
+    of each tensor's sum of v, ``numels`` the tensors' sizes. A group's value is a Python float when the sums are
     on the CPU (a handful of scalar tensor operations cost more than the rest of a small step),
     a 0-dim tensor elsewhere (no synchronisation with the device)."""
-    if scope == "group":
+    if scope in ("global", "group"):
         device = sums[0].device
         if all(s.is_cpu for s in sums):
             total = sum(s.sum().item() / c for s, c in zip(sums, bias_corrections2, strict=True))
@@ -102,18 +113,46 @@ def ada2ms_update_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, *
 def ada2ms_apply_(
     ops, params, exp_avgs, exp_avg_sqs, *, divisor, lr, alpha, eps, weight_decay, bias_correction1
 ) -> None:
-    """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) / divisor."""
+    """theta <- theta (1 - lr wd) - lr m_hat / (sqrt(d) + eps), sqrt(d) = v^(alpha/2) / divisor.
+
+    A divisor of 0 marks d = 0 (a scope whose mean second moment is zero): that tensor's
+    adaptive step is zero, and only the weight decay moves it. With eps = 0 an element with
+    v = 0 (and so m = 0) inside a scope of positive mean also makes a zero step, not 0 / 0."""
     ops.mul_(params, 1 - lr * weight_decay)
-    if isinstance(alpha, float) and alpha == 1.0:
+    if isinstance(alpha, float) and alpha == 1.0 and _all_positive(divisor) and eps > 0:
         # AdamW's own floating-point operations: sqrt(v) / sqrt(bias_correction2) + eps
         denom = ada2ms_denominator(ops, exp_avg_sqs, divisor=divisor, alpha=alpha, eps=eps)
         ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
     else:
         # the same update with the divisor c folded into the scalars, one pass less:
-        # m / (v^(alpha/2) / c + eps) = c m / (v^(alpha/2) + eps c)
+        # m / (v^(alpha/2) / c + eps) = c m / (v^(alpha/2) + eps c); c = 0 (d = 0): the
+        # multiplier is 0 and the added term 1, so 0 * m / (v^(alpha/2) + 1) = 0, for every eps
         denom = ops.pow(exp_avg_sqs, alpha / 2)
-        ops.add_(denom, _times(eps, divisor))
+        ops.add_(denom, _eps_term(eps, divisor))
+        if not (isinstance(eps, float) and eps > 0):
+            # eps = 0 (on the compiled path, always: fused, it costs nothing): an element whose
+            # v is 0 has m = 0 too, and 0 / tiny = 0 where 0 / 0 would be NaN
+            ops.clamp_min_(denom, torch.finfo(denom[0].dtype).tiny)
         ops.addcdiv_(params, exp_avgs, denom, _times(-lr / bias_correction1, divisor))
+
+
+def _all_positive(c) -> bool:
+    """Whether a host-side divisor (a float, or a list of floats) is > 0 everywhere; False for
+    tensors (the compiled path), which then take the general branch."""
+    if isinstance(c, float):
+        return c > 0
+    return isinstance(c, list) and all(isinstance(x, float) and x > 0 for x in c)
+
+
+def _eps_one(eps, c):
+    if isinstance(c, Tensor):
+        return torch.where(c == 0, torch.ones_like(c), eps * c)
+    return 1.0 if c == 0 else eps * c
+
+
+def _eps_term(eps, c):
+    """eps * c, with 1 where c = 0 (see ada2ms_apply_): one value, or a list of per-tensor ones."""
+    return [_eps_one(eps, ci) for ci in c] if isinstance(c, list) else _eps_one(eps, c)
 
 
 def _scalar_arg(divisor: Tensor | float, runner):
@@ -140,8 +179,13 @@ def _times(k, c):
 
 
 def ada2ms_denominator(ops, exp_avg_sqs, *, divisor, alpha, eps) -> list[Tensor]:
-    """sqrt(d) + eps = v^(alpha/2) / divisor + eps."""
+    """sqrt(d) + eps = v^(alpha/2) / divisor + eps (eps where the divisor is 0: d = 0).
+    Host-side divisors only (floats)."""
     denom = ops.pow(exp_avg_sqs, alpha / 2)
+    if isinstance(divisor, list):
+        divisor = [c if c != 0 else math.inf for c in divisor]
+    elif divisor == 0:
+        divisor = math.inf
     ops.div_(denom, divisor)
     ops.add_(denom, eps)
     return denom
@@ -165,11 +209,22 @@ class Ada2MS(AdamFamily):
              = \exp(\alpha \log \hat v_t + (1-\alpha) \log s_t) \\
         \theta &\leftarrow \theta\,(1 - \eta\lambda) - \eta\, \hat m_t / (\sqrt{d_t} + \epsilon)
 
-    The scope is every element of every parameter of the param group that takes part in the step
-    (``scope="group"``, a global estimate) or each tensor separately (``scope="tensor"``).
-    ``alpha = 1`` is exactly AdamW; ``alpha = 0`` is momentum SGD (the bias-corrected momentum)
-    scaled by one global :math:`1/\sqrt{s_t}`. With :math:`\epsilon = 0` the update is invariant to
-    multiplying the loss by a constant, for every alpha.
+    The scope is the set of elements over which :math:`s_t` is averaged; only parameters that
+    take part in the step (``grad`` not None) count:
+
+    - ``"global"`` (the default): every element of every parameter the optimizer steps, across
+      all param groups whose scope is ``"global"``: one estimate for the whole model. This is
+      the literal reading of the paper's "global second-moment estimate", hence the default.
+    - ``"group"``: one estimate per param group. With the usual split into a decay and a
+      no-decay group this is two estimates, not one global one.
+    - ``"tensor"``: one estimate per parameter tensor.
+
+    With a single param group ``"global"`` and ``"group"`` are the same. A scope whose mean is
+    zero (all its gradients zero so far: an unused head, dead units) has :math:`d_t = 0` and, as
+    AdamW with zero moments, makes no adaptive step: only the weight decay moves it, on every
+    execution path. ``alpha = 1`` is exactly AdamW; ``alpha = 0`` is momentum SGD (the
+    bias-corrected momentum) scaled by one :math:`1/\sqrt{s_t}`. With :math:`\epsilon = 0` the
+    update is invariant to multiplying the loss by a constant, for every alpha.
 
     Args:
         params: parameters or param groups, as for any torch optimizer.
@@ -177,11 +232,18 @@ class Ada2MS(AdamFamily):
         betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
         eps: :math:`\epsilon` added to :math:`\sqrt{d_t}` (>= 0).
         weight_decay: decoupled weight decay :math:`\lambda` (>= 0).
-        alpha: a number in [0, 1], or a callable ``step -> alpha`` evaluated at the step being
-            taken (t = 1 for the first), e.g. :class:`ExponentialAlpha`.
-        scope: ``"group"`` or ``"tensor"``, the set over which :math:`s_t` is averaged.
+        alpha: a number in [0, 1], or a callable ``step -> alpha`` evaluated once per step at
+            the step being taken (t = 1 for the first), e.g. :class:`ExponentialAlpha`; its
+            value is checked at every step, before anything changes.
+        scope: ``"global"``, ``"group"`` or ``"tensor"``, the set over which :math:`s_t` is
+            averaged (see above).
         foreach: use multi-tensor kernels (default: on CUDA).
         fused: fuse the element-wise update with ``torch.compile`` (compiled on first use).
+
+    Parameters may be float32, float64 or bfloat16 (moments in the parameter's dtype, the
+    running sums behind :math:`s_t` in float64); float16 parameters are refused with a
+    ``ValueError`` (``eps = 1e-8`` and small squared gradients underflow to zero in float16):
+    keep float32 parameters and use ``torch.autocast``.
 
     Under data parallelism the gradients are equal on every rank and nothing changes; where
     parameters are sharded (FSDP / DTensor) the sum of :math:`v` and the element count behind
@@ -191,6 +253,7 @@ class Ada2MS(AdamFamily):
     # The fused path's phase 1 on the CPU goes through the native kernel of _native.py; False
     # keeps the compiled reduction (the benchmark and the tests compare the two).
     _native_reduction = True
+    OPTIONAL_STATE_KEYS = (SUM_KEY,)
 
     def __init__(
         self,
@@ -200,7 +263,7 @@ class Ada2MS(AdamFamily):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
         alpha: float | Callable[[int], float] = 0.5,
-        scope: str = "group",
+        scope: str = "global",
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
@@ -219,28 +282,55 @@ class Ada2MS(AdamFamily):
         super()._check_group(group, where)
         if not callable(group["alpha"]):
             check_unit_interval("alpha", group["alpha"], where)
-        if group["scope"] not in SCOPES:
+        if not isinstance(group["scope"], str) or group["scope"] not in SCOPES:
             raise ValueError(f"Invalid scope{where}: {group['scope']!r} (expected one of {SCOPES})")
 
-    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> None:
-        if callable(group["alpha"]):  # a constant was checked with the group
-            for step in {t + 1 for t in self._steps(params)}:
-                check_unit_interval(
-                    f"alpha (schedule value at step {step})", self.alpha_at(step, group), where
-                )
+    def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> dict:
+        """alpha at each step count about to be taken in this group, {step: alpha}: a schedule
+        is called here, once per step, and its value checked before anything changes."""
+        alpha = group["alpha"]
+        if not callable(alpha):  # a constant was checked with the group
+            return {}
+        steps = {t + 1 for t in self._steps(params)}
+        return {t: _schedule_value(alpha, t, where) for t in steps}
 
     @staticmethod
     def alpha_at(step: int, group: dict[str, Any]) -> float:
-        """alpha of ``group`` at step ``step`` (the schedule evaluated, or the constant)."""
+        """alpha of ``group`` at step ``step`` (the schedule evaluated and checked, or the
+        constant)."""
         alpha = group["alpha"]
-        return float(alpha(step)) if callable(alpha) else float(alpha)
+        return _schedule_value(alpha, step, "") if callable(alpha) else float(alpha)
 
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
         super()._init_state(p, state)
         # shape (1,), not 0-dim: torch.compile (2.13, CPU) drops in-place updates of 0-dim inputs
         state[SUM_KEY] = torch.zeros(1, dtype=torch.float64, device=p.device)
 
-    def _update(self, group, buckets: list[Bucket], runner) -> None:
+    # -- the step ---------------------------------------------------------------------------
+    def _apply(self, work) -> None:
+        # Groups of scope "global" share one s_t: phase 1 of all of them comes first. The
+        # others do both phases group by group (see _update).
+        shared = [w for w in work if w[0]["scope"] == "global"]
+        for group, params, plan in work:
+            if group["scope"] != "global":
+                self._update(group, self._buckets(params), self._runner(group, params), plan)
+        if not shared:
+            return
+        jobs = [
+            (group, self._buckets(params), self._runner(group, params), plan)
+            for group, params, plan in shared
+        ]
+        sums = [self._phase1(group, buckets, runner) for group, buckets, runner, _ in jobs]
+        divisors = self._divisors([(g, b, plan) for g, b, _, plan in jobs], sums)
+        for (group, buckets, runner, plan), divs in zip(jobs, divisors, strict=True):
+            self._phase2(group, buckets, runner, plan, divs)
+
+    def _update(self, group, buckets: list[Bucket], runner, plan) -> None:
+        sums = self._phase1(group, buckets, runner)
+        (divisors,) = self._divisors([(group, buckets, plan)], [sums])
+        self._phase2(group, buckets, runner, plan, divisors)
+
+    def _phase1(self, group, buckets: list[Bucket], runner) -> list[list[Tensor]]:
         # Phase 1: s needs sum(v) over the scope before any parameter moves. Kept per tensor in
         # float64 state and advanced by linearity, it costs one read of the gradients instead of
         # a pass over g and v.
@@ -248,16 +338,19 @@ class Ada2MS(AdamFamily):
         # gradients it starts with still in the CPU's last-level cache (measured 4% faster a step).
         # On the CPU the fused path does this reduction with a native kernel that reads the
         # whole bucket in one parallel pass (_native.py), the compiled reduction elsewhere.
-        beta1, beta2 = group["betas"]
+        beta2 = group["betas"][1]
         native = runner.name == "fused" and self._native_reduction
         square_sums = [self._square_sums(b) for b in buckets]
         for b, sums in zip(reversed(buckets), reversed(square_sums), strict=True):
             grads, sums = b.grads[::-1], sums[::-1]
             if not (native and _native.square_sums_ema_(grads, sums, beta2)):
                 runner.run(ada2ms_square_sums_, (grads, sums), dict(beta2=beta2))
+        return square_sums
+
+    def _phase2(self, group, buckets: list[Bucket], runner, plan, divisors) -> None:
         # Phase 2: moments and update in one pass.
+        beta1, beta2 = group["betas"]
         static = () if callable(group["alpha"]) else ("alpha",)  # a constant alpha compiles in
-        divisors = [_scalar_arg(d, runner) for d in self._divisors(group, buckets, square_sums)]
         for b, divisor in zip(buckets, divisors, strict=True):
             runner.run(
                 ada2ms_update_,
@@ -265,9 +358,9 @@ class Ada2MS(AdamFamily):
                 dict(
                     beta1=beta1,
                     beta2=beta2,
-                    divisor=divisor,
+                    divisor=_scalar_arg(divisor, runner),
                     lr=group["lr"],
-                    alpha=self.alpha_at(b.step, group),
+                    alpha=self._alpha(group, b.step, plan),
                     eps=group["eps"],
                     weight_decay=group["weight_decay"],
                     bias_correction1=1.0 - beta1**b.step,
@@ -275,41 +368,77 @@ class Ada2MS(AdamFamily):
                 static=static,
             )
 
+    def _alpha(self, group, step: int, plan: dict | None) -> float:
+        if not callable(group["alpha"]):
+            return float(group["alpha"])
+        if plan is not None and step in plan:
+            return plan[step]
+        return self.alpha_at(step, group)
+
     def _square_sums(self, b: Bucket) -> list[Tensor]:
         return [self.state[p][SUM_KEY] for p in b.params]
 
     def _divisors(
-        self, group, buckets: list[Bucket], square_sums: list[list[Tensor]] | None = None
-    ) -> list[Tensor | float]:
-        beta2 = group["betas"][1]
+        self, entries: list[tuple[dict, list[Bucket], dict | None]], square_sums=None
+    ) -> list[list[Tensor | float]]:
+        """The divisors of each bucket of each (group, buckets, plan) entry. Groups of scope
+        "global" among the entries share one mean; the others have their own."""
         if square_sums is None:
-            square_sums = [self._square_sums(b) for b in buckets]
-        divisors = ada2ms_divisors(
-            [torch.cat(sums) for sums in square_sums],
-            [[p.numel() for p in b.params] for b in buckets],
-            [1.0 - beta2**b.step for b in buckets],
-            [self.alpha_at(b.step, group) for b in buckets],
-            group["scope"],
-        )
-        # computed in float64; used in the parameters' arithmetic precision
-        return [
-            _rounded(d, accumulation_dtype(b.params[0].dtype))
-            for b, d in zip(buckets, divisors, strict=True)
-        ]
-
-    def _denominators(self, group, buckets: list[Bucket]):
-        return [
-            LOOP.run(
-                ada2ms_denominator,
-                (b.exp_avg_sqs,),
-                dict(
-                    divisor=_scalar_arg(div, LOOP),
-                    alpha=self.alpha_at(b.step, group),
-                    eps=group["eps"],
-                ),
+            square_sums = [[self._square_sums(b) for b in buckets] for _, buckets, _ in entries]
+        out: list[list[Tensor | float] | None] = [None] * len(entries)
+        shared = [k for k, (group, _, _) in enumerate(entries) if group["scope"] == "global"]
+        parts = [[k] for k in range(len(entries)) if k not in shared]
+        if shared:
+            parts.append(shared)
+        for part in parts:
+            flat = [
+                (k, b, s) for k in part for b, s in zip(entries[k][1], square_sums[k], strict=True)
+            ]
+            if not flat:
+                for k in part:
+                    out[k] = []
+                continue
+            divisors = ada2ms_divisors(
+                [torch.cat(s) for _, _, s in flat],
+                [[p.numel() for p in b.params] for _, b, _ in flat],
+                [1.0 - entries[k][0]["betas"][1] ** b.step for k, b, _ in flat],
+                [self._alpha(entries[k][0], b.step, entries[k][2]) for k, b, _ in flat],
+                entries[part[0]][0]["scope"],
             )
-            for b, div in zip(buckets, self._divisors(group, buckets), strict=True)
-        ]
+            for k in part:
+                out[k] = []
+            for (k, b, _), d in zip(flat, divisors, strict=True):
+                # computed in float64; used in the parameters' arithmetic precision and device
+                d = _rounded(d, accumulation_dtype(b.params[0].dtype))
+                if isinstance(d, Tensor) and d.device != b.params[0].device:
+                    d = d.to(b.params[0].device)
+                out[k].append(d)
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def effective_step_sizes(self) -> dict[Tensor, Tensor]:
+        """The per-coordinate effective step size lr / (sqrt(d) + eps) of the last step, for each
+        parameter that has state (empty before the first step); where d = 0, lr / eps."""
+        entries = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if self.state.get(p)]
+            if params:
+                entries.append((group, self._group_state(params), None))
+        out: dict[Tensor, Tensor] = {}
+        for (group, buckets, _), divisors in zip(entries, self._divisors(entries), strict=True):
+            for b, div in zip(buckets, divisors, strict=True):
+                denoms = LOOP.run(
+                    ada2ms_denominator,
+                    (b.exp_avg_sqs,),
+                    dict(
+                        divisor=_scalar_arg(div, LOOP),
+                        alpha=self.alpha_at(b.step, group),
+                        eps=group["eps"],
+                    ),
+                )
+                for p, d in zip(b.params, denoms, strict=True):
+                    out[p] = group["lr"] / d
+        return out
 
     # -- a callable alpha in state_dict ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -325,26 +454,75 @@ class Ada2MS(AdamFamily):
                 g["alpha"] = _OPAQUE_SCHEDULE
         return sd
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's. Also loads the state of torch's AdamW (same moment names): the
-        hyperparameters AdamW lacks (alpha, scope) keep this optimizer's values."""
-        live = [dict(g) for g in self.param_groups]
-        saved = [g.get("alpha") for g in state_dict["param_groups"]]
-        for gi, (now, then) in enumerate(zip(live, saved, strict=False)):
-            if then == _OPAQUE_SCHEDULE and not callable(now["alpha"]):
+    def _check_state_dict(self, state_dict):
+        groups = super()._check_state_dict(state_dict)
+        for k, entry in state_dict["state"].items():
+            total = entry.get(SUM_KEY) if isinstance(entry, dict) else None
+            if total is not None and not (
+                isinstance(total, Tensor) and total.numel() == 1 and total.is_floating_point()
+            ):
                 raise ValueError(
-                    f"state_dict param group {gi} was saved with a callable alpha; construct the "
-                    "optimizer with the same alpha callable before loading it"
+                    f"Invalid state_dict: state of parameter {k!r}: {SUM_KEY} is not a "
+                    "one-element floating-point tensor"
                 )
+        return groups
+
+    def _adapt_groups(self, groups):
+        for gi, (g, now) in enumerate(zip(groups, self.param_groups, strict=True)):
+            own = "alpha" in g or "scope" in g
+            if own and not ("alpha" in g and "scope" in g):
+                missing = "scope" if "alpha" in g else "alpha"
+                raise ValueError(f"Invalid state_dict: param group {gi} lacks {missing!r}")
+            if not own:  # only torch's AdamW (alpha = 1) has the same moments
+                if "amsgrad" not in g:
+                    raise ValueError(
+                        f"Invalid state_dict: param group {gi} lacks 'alpha' and 'scope': "
+                        "neither Ada2MS's state nor torch's AdamW's (an AdamNX state_dict? its "
+                        "second moment is another average of g^2)"
+                    )
+                if g.get("amsgrad") or g.get("maximize"):
+                    raise ValueError(
+                        f"Invalid state_dict: param group {gi} is AdamW's with amsgrad or "
+                        "maximize, which Ada2MS does not do"
+                    )
+                if g.get("decoupled_weight_decay") is False and g["weight_decay"] != 0:
+                    raise ValueError(
+                        f"Invalid state_dict: param group {gi} is torch Adam's, whose weight "
+                        "decay is an L2 term in the gradient, not Ada2MS's decoupled decay"
+                    )
+                g["alpha"], g["scope"] = now["alpha"], now["scope"]
+                continue
+            then = g["alpha"]
+            if then == _OPAQUE_SCHEDULE:
+                if not callable(now["alpha"]):
+                    raise ValueError(
+                        f"state_dict param group {gi} was saved with a callable alpha; construct "
+                        "the optimizer with the same alpha callable before loading it"
+                    )
+                g["alpha"] = now["alpha"]
+            elif isinstance(then, dict):
+                if then.get("schedule") != "exponential" or not {"final", "tau"} <= set(then):
+                    raise ValueError(
+                        f"Invalid state_dict: param group {gi} has an unknown alpha {then!r}"
+                    )
+                g["alpha"] = ExponentialAlpha(final=then["final"], tau=then["tau"])
+        return groups
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, after checking that ``state_dict`` is Ada2MS's state and fits the
+        parameters (a refused one changes nothing). Also loads the state of torch's AdamW
+        (same moment names): the hyperparameters AdamW lacks (alpha, scope) keep this
+        optimizer's values."""
+        groups = self._check_state_dict(state_dict)
+        for gi, g in enumerate(groups):
+            self._check_group({**self.defaults, **g}, f" in state_dict param group {gi}")
         saved_sums = {k: v[SUM_KEY] for k, v in state_dict["state"].items() if SUM_KEY in v}
-        super().load_state_dict(state_dict)
-        for g, now, then in zip(self.param_groups, live, saved, strict=False):
+        live = [dict(g) for g in self.param_groups]
+        Optimizer.load_state_dict(self, state_dict)  # torch's: the checks are done
+        for g, now, checked in zip(self.param_groups, live, groups, strict=True):
             for key, value in now.items():
                 g.setdefault(key, value)
-            if isinstance(then, dict) and then.get("schedule") == "exponential":
-                g["alpha"] = ExponentialAlpha(final=then["final"], tau=then["tau"])
-            elif then == _OPAQUE_SCHEDULE:
-                g["alpha"] = now["alpha"]
+            g["alpha"], g["scope"] = checked["alpha"], checked["scope"]
         # torch casts every state tensor to its parameter's dtype: the sums go back to float64
         params = [p for g in self.param_groups for p in g["params"]]
         for k, p in enumerate(params):
@@ -354,3 +532,19 @@ class Ada2MS(AdamFamily):
                 state[SUM_KEY] = total.to(device=p.device, dtype=torch.float64, copy=True).reshape(
                     1
                 )
+
+
+def _schedule_value(alpha: Callable[[int], Any], step: int, where: str) -> float:
+    """alpha(step) from a schedule, checked: a real number in [0, 1], else a ValueError that
+    names alpha, the step and the value."""
+    value = alpha(step)
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(
+            f"Invalid alpha (schedule value at step {step}){where}: {value!r} "
+            "(expected a number in [0, 1])"
+        )
+    value = float(value)
+    check_unit_interval(f"alpha (schedule value at step {step})", value, where)
+    return value

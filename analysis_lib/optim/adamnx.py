@@ -94,6 +94,12 @@ class AdamNX(AdamFamily):
         foreach: use multi-tensor kernels (default: on CUDA).
         fused: fuse the element-wise update with ``torch.compile`` (compiled on first use).
 
+    Parameters may be float32, float64 or bfloat16 (moments kept in the parameter's dtype, as
+    torch's AdamW does). float16 parameters are refused with a ``ValueError``: the default
+    ``eps = 1e-8`` rounds to zero in float16 and gradients below about 2e-4 square to zero,
+    so ``m / (sqrt(v) + eps)`` divides by zero; keep float32 parameters and use
+    ``torch.autocast`` for float16 compute.
+
     State per parameter, as torch.optim.AdamW names it: ``step``, ``exp_avg`` (:math:`m`),
     ``exp_avg_sq`` (:math:`v`), kept in the parameter's dtype.
     """
@@ -117,7 +123,23 @@ class AdamNX(AdamFamily):
         )
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
-    def _update(self, group, buckets: list[Bucket], runner) -> None:
+    def _adapt_groups(self, groups):
+        for gi, g in enumerate(groups):
+            foreign = (
+                "Ada2MS"
+                if "alpha" in g or "scope" in g
+                else "torch's Adam/AdamW"
+                if "amsgrad" in g
+                else None
+            )
+            if foreign:
+                raise ValueError(
+                    f"Invalid state_dict: param group {gi} is {foreign}'s, not AdamNX's "
+                    "(their second moments are different averages of g^2)"
+                )
+        return groups
+
+    def _update(self, group, buckets: list[Bucket], runner, plan=None) -> None:
         beta1, beta2 = group["betas"]
         for b in buckets:
             beta1_hat, beta2_hat = adamnx_betas(beta1, beta2, b.step)
