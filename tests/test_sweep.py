@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,13 +57,21 @@ def tiny(**over) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cl:
+    """Two single-threaded worker processes, forked as run_sweep's own LocalCluster does on
+    Linux (so that they, and a restarted one, start without importing torch afresh)."""
+    import dask
+
+    method = "fork" if sys.platform == "linux" else "spawn"
+    with (
+        dask.config.set({"distributed.worker.multiprocessing-method": method}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cl,
+    ):
         yield cl
 
 
@@ -173,13 +182,11 @@ def test_a_trial_row_is_the_training_run_it_describes(tmp_path):
 
 
 # -- serial vs Dask -------------------------------------------------------------------------------
-def test_a_local_cluster_sweep_gives_the_serial_table(tmp_path, cluster, monkeypatch):
+def test_a_local_cluster_sweep_gives_the_serial_table(tmp_path):
     serial = run_sweep(tiny(), tmp_path / "serial", serial=True, progress=False)
-    # the cluster found through DASK_SCHEDULER_ADDRESS, as on a remote deployment
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
-    dask = run_sweep(tiny(), tmp_path / "dask", progress=False)
+    dask = run_sweep(tiny(), tmp_path / "dask", workers=2, progress=False)  # its own cluster
     assert dask.ran == serial.ran == 8
-    assert set(dask.trials["worker"]) <= set(cluster.scheduler_info["workers"])
+    assert all(w.startswith("tcp://") for w in dask.trials["worker"])
     assert set(serial.trials["worker"]) == {"serial"}
     # numerically exact, column by column, apart from where and how long each trial ran
     pd.testing.assert_frame_equal(
@@ -205,8 +212,10 @@ def test_errors_and_divergence_are_recorded_and_the_rest_finish(tmp_path, cluste
         {"name": "sgd", "lrs": [1e-5, 1e4]},  # learns nothing / diverges
         {"name": "adam", "lrs": [1e-2]},
     ]
-    with distributed.Client(cluster) as client:
-        result = run_sweep(cfg, tmp_path / "out", client=client, progress=False)
+    # the cluster found through DASK_SCHEDULER_ADDRESS, as on a remote deployment
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+    result = run_sweep(cfg, tmp_path / "out", progress=False)
+    assert set(result.trials["worker"]) <= set(cluster.scheduler_info["workers"])
     t = result.trials.set_index(["optimizer", "lr", "seed"])
     for seed in (0, 1):
         assert t.loc[("sgd", 1e-5, seed), "status"] == "error"
