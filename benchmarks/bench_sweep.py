@@ -10,6 +10,11 @@ What it measures
              processes, started and closed by ``run_sweep``; everything is counted (cluster
              start, the workers' imports, submitting, gathering, writing ``trials.csv``).
 
+    pool     the same trials through a plain ``multiprocessing`` pool of ``--workers`` processes
+             (no Dask, no files): what parallel processes can gain on this machine right now.
+             On a machine busy with other work the pool gains little too; the ratio dask/pool
+             then says what Dask itself costs.
+
     and the same for a sweep of one trial: the difference is the fixed overhead of the Dask path
     (a cluster started for it), and, on a cluster already running, of one trial sent to it.
     The two tables are checked equal (apart from the seconds and worker columns) before any
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -38,7 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis_lib.sweep import load_config, run_sweep
+from analysis_lib.sweep import load_config, run_sweep, run_trial
 
 
 def config(steps: int, single: bool = False) -> dict:
@@ -81,7 +87,7 @@ def main() -> int:
     big, one = load_config(config(args.steps)), load_config(config(args.steps, single=True))
     assert len(big.trials()) == 24
 
-    t_serial, t_dask, t1_serial, t1_dask, t1_warm = [], [], [], [], []
+    t_serial, t_dask, t_pool, t1_serial, t1_dask, t1_warm = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for r in range(args.repeats):
@@ -90,6 +96,10 @@ def main() -> int:
             same(serial, dask)
             t_serial.append(s)
             t_dask.append(d)
+            t0 = time.perf_counter()
+            with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+                pool.map(run_trial, big.trials(), chunksize=1)
+            t_pool.append(time.perf_counter() - t0)
             s1, serial1 = timed(one, tmp / f"serial1-{r}", serial=True)
             d1, dask1 = timed(one, tmp / f"dask1-{r}", workers=args.workers)
             same(serial1, dask1)
@@ -112,6 +122,7 @@ def main() -> int:
                 t1_warm.append(w1)
 
     ratio = min(t_dask) / min(t_serial)
+    pool_ratio = min(t_pool) / min(t_serial)
     overhead = min(t1_dask) - min(t1_serial)
     warm = min(t1_warm) - min(t1_serial)
     print(f"24 trials of {args.steps} steps, {args.workers} workers, {os.cpu_count()} cores")
@@ -124,6 +135,8 @@ def main() -> int:
     print(
         f"  ratio dask/serial {ratio:7.3f}     target <= 0.65: {'ok' if ratio <= 0.65 else 'MISSED'}"
     )
+    print(f"  multiprocessing pool {min(t_pool):5.2f} s   ratio pool/serial {pool_ratio:.3f}, "
+          f"dask/pool {min(t_dask) / min(t_pool):.3f}")  # fmt: skip
     print("one trial")
     print(f"  serial            {min(t1_serial):7.2f} s")
     print(f"  dask, new cluster {min(t1_dask):7.2f} s   overhead {overhead:5.2f} s   "
