@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ConnectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(
         f"{result.ran} trials run, {result.skipped} already done; "
         f"results in {result.out}/trials.csv and summary.csv"

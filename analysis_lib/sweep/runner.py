@@ -309,7 +309,14 @@ def _run_on_dask(todo, measures, record, client, address, workers) -> None:
     try:
         if client is None:
             if address is not None:
-                client = own_client = Client(address)
+                try:
+                    client = own_client = Client(address)
+                except (OSError, TimeoutError) as e:
+                    raise ConnectionError(
+                        f"cannot reach the Dask scheduler at {address} ({e}); start one "
+                        "(dask scheduler) or leave --scheduler / DASK_SCHEDULER_ADDRESS unset "
+                        "for a LocalCluster"
+                    ) from e
             else:
                 n = workers or os.cpu_count() or 1
                 with dask.config.set({"distributed.worker.multiprocessing-method": method}):
