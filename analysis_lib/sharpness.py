@@ -60,6 +60,7 @@ from ._evaluation import eval_mode
 from .curvature.algorithms import _generator
 from .curvature.operators import (
     ParameterSpace,
+    _batch_size,
     _warn_batchnorm,
     materialize_data,
     select_parameters,
@@ -183,7 +184,7 @@ class _Objective:
         first = named[0][1]
         self.dtype, self.device = first.dtype, first.device
         self.batches = materialize_data(data, self.device)
-        self.n_samples = sum(_size(y, x) for x, y, _ in self.batches)
+        self.n_samples = sum(_batch_size(y, x) for x, y, _ in self.batches)
         chosen = set(self.space.names)
         self.fixed = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
         self.fixed.update(dict(model.named_buffers()))
@@ -212,7 +213,7 @@ class _Objective:
         total = torch.zeros(u.shape[0], dtype=self.dtype, device=self.device)
         with torch.no_grad():
             for x, y, w in self.batches:
-                step = self._chunk(u.shape[0], _size(y, x))
+                step = self._chunk(u.shape[0], _batch_size(y, x))
                 f = vmap(self._loss, in_dims=(0, None, None, None))
                 for i in range(0, u.shape[0], step):
                     total[i : i + step] += w * f(u[i : i + step], scale, x, y)
@@ -225,7 +226,7 @@ class _Objective:
         grads = torch.zeros_like(u)
         f = vmap(grad_and_value(self._loss), in_dims=(0, None, None, None))
         for x, y, w in self.batches:
-            step = self._chunk(u.shape[0], _size(y, x))
+            step = self._chunk(u.shape[0], _batch_size(y, x))
             for i in range(0, u.shape[0], step):
                 g, v = f(u[i : i + step], scale, x, y)
                 total[i : i + step] += w * v.detach()
@@ -320,15 +321,6 @@ class _Whole:
     def values_and_grads(self, u: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
         v, g = self.obj.values_and_grads(u[0], scale)
         return v[None], g[None]
-
-
-def _size(targets: Any, inputs: Any) -> int:
-    for t in (targets, inputs):
-        if isinstance(t, Tensor) and t.ndim > 0:
-            return int(t.shape[0])
-        if isinstance(t, tuple | list) and t and isinstance(t[0], Tensor):
-            return int(t[0].shape[0])
-    return len(targets)
 
 
 def _result(measure, value, stderr, loss, settings, obj, start, **extra) -> SharpnessResult:
