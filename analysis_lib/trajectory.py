@@ -25,7 +25,7 @@ multiplied by its own η. Each coordinate's state is independent of the others' 
 AdamW and AdamNX, so the rows do not interact. Ada2MS is different: its global statistic s (the
 mean of v̂ over the param group) would mix the rows; here each grid point is its own 2-element
 tensor in one param group with ``scope="tensor"``, which for a single 2-D parameter is exactly
-the default ``scope="group"``. The tests check every optimizer's batched rows against the real
+the default ``scope="global"``. The tests check every optimizer's batched rows against the real
 optimizer run at each learning rate separately.
 """
 
