@@ -173,16 +173,8 @@ def _assert_fused_matches_loop(
 
 
 @needs_kernel
-def test_fused_step_uses_the_kernel_and_matches_the_loop(monkeypatch):
-    calls = []
-    kernel = _native.square_sums_ema_
-
-    def spy(grads, sums, beta2):
-        done = kernel(grads, sums, beta2)
-        calls.append(done)
-        return done
-
-    monkeypatch.setattr(_native, "square_sums_ema_", spy)
+def test_fused_step_uses_the_kernel_and_matches_the_loop(native_kernel_calls):
+    calls = native_kernel_calls
     _assert_fused_matches_loop(steps=20)
     _assert_fused_matches_loop(steps=5, dtype=torch.float32)
     assert len(calls) == 25 and all(calls)  # every fused step went through the kernel

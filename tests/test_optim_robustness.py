@@ -105,16 +105,8 @@ def _fused_zero_run(scope, native, monkeypatch):
 
 
 @pytest.mark.parametrize("scope", ["tensor", "global"])
-def test_zero_second_moments_on_the_fused_path(scope, monkeypatch):
-    calls = []
-    kernel = _native.square_sums_ema_
-
-    def spy(grads, sums, beta2):
-        done = kernel(grads, sums, beta2)
-        calls.append(done)
-        return done
-
-    monkeypatch.setattr(_native, "square_sums_ema_", spy)
+def test_zero_second_moments_on_the_fused_path(scope, monkeypatch, native_kernel_calls):
+    calls = native_kernel_calls
     _fused_zero_run(scope, native=scope == "global", monkeypatch=monkeypatch)
     if scope == "global" and _native.library() is not None:
         assert calls and all(calls)  # the native kernel computed the sums
