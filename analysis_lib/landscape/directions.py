@@ -277,7 +277,8 @@ def random_directions(
     if orthogonal:
         before = d2
         d2 = orthogonalize(d1, d2)[0] if norm == "none" else _orthogonalize_units(d1, d2, norm)
-        change = np.sqrt(dot(*[{k: d2[k] - before[k] for k in d2}] * 2) / dot(before, before))
+        moved = {k: d2[k] - before[k] for k in d2}
+        change = float(np.sqrt(dot(moved, moved) / dot(before, before)))
     return Directions(
         d1, d2, kind="random", cosine=float(cosine), orthogonalized=orthogonal, d2_change=change
     )
