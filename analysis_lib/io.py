@@ -57,6 +57,7 @@ __all__ = [
     "data_dir",
     "describe",
     "load_arrays",
+    "project_root",
     "save_arrays",
     "write_atomically",
 ]
@@ -366,7 +367,10 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
 
 
 # -- the folder -------------------------------------------------------------------------------
-def _project_root() -> Path | None:
+def project_root() -> Path | None:
+    """The folder holding ``pyproject.toml`` next to the ``analysis_lib`` package, or None when
+    the package is installed somewhere without one (e.g. site-packages). Relative values of
+    ``$ANALYSIS_LIB_DATA`` and ``$ANALYSIS_LIB_FIGURES`` are taken from it."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").is_file() else None
 
@@ -379,7 +383,7 @@ def data_dir() -> Path:
     otherwise ``data/cache/`` at the project root (``./data/cache`` without one). A folder that
     cannot be created (e.g. the path of a file) raises a ValueError naming it.
     """
-    root = _project_root()
+    root = project_root()
     base = root if root is not None else Path.cwd()
     env = os.environ.get(DATA_ENV_VAR, "").strip()
     folder = base / Path(env).expanduser() if env else base / "data" / "cache"

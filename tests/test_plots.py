@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 import numpy as np
 
@@ -10,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from analysis_lib import plots
+from analysis_lib import io, plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +69,7 @@ def test_figures_dir_relative_env_is_below_project_root(tmp_path, monkeypatch):
     # notebook's kernel runs in notebooks/).
     root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.setattr(plots, "_project_root", lambda: root)
+    monkeypatch.setattr(io, "project_root", lambda: root)
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv(plots.FIGURES_ENV_VAR, "build/test-figures")
     assert plots.figures_dir() == root / "build" / "test-figures"
@@ -75,7 +77,7 @@ def test_figures_dir_relative_env_is_below_project_root(tmp_path, monkeypatch):
 
 
 def test_figures_dir_without_project_root_uses_cwd(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "_project_root", lambda: None)
+    monkeypatch.setattr(io, "project_root", lambda: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
     assert plots.figures_dir() == tmp_path / "figures"
@@ -155,7 +157,7 @@ def test_interrupted_write_leaves_old_file_and_no_temporary(fig_dir, fig, monkey
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots.os, "replace", interrupted)
+    monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         plots.save(fig, "keep", formats=("png",), dpi=50)
     assert old.read_bytes() == before

@@ -1,0 +1,148 @@
+"""One palette for every figure: each optimizer's colour and line style, Ada2MS's alphas on one
+sequential scale, and the style of a toy-problem trajectory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import matplotlib.colors as mcolors
+import numpy as np
+import seaborn as sns
+
+__all__ = [
+    "ADA2MS_SCHEDULE_COLOR",
+    "OPTIMIZER_COLORS",
+    "alpha_colormap",
+    "alpha_colors",
+    "optimizer_color",
+    "optimizer_style",
+    "trajectory_style",
+]
+
+# One palette for every figure, defined here only. Fixed colours from Okabe & Ito's colour-blind
+# safe set: the SGD family blue, Adam green, AdamW orange, AdamNX reddish purple. Ada2MS is one
+# method with a dial, so its constant alphas lie on one sequential scale (seaborn's perceptually
+# uniform "rocket", dark at alpha = 0 to light at alpha = 1: adjacent levels differ in lightness,
+# which colour-blind readers see too), and a schedule of alpha is near-black.
+#: Fixed colour (hex string) for each optimizer, shared by all figures. ``"ada2ms"`` is its
+#: default alpha (0.5); use :func:`optimizer_color` for any other alpha or a schedule.
+OPTIMIZER_COLORS: dict[str, str] = {
+    "sgd": "#0072b2",  # blue
+    "sgdm": "#56b4e9",  # sky blue
+    "adam": "#009e73",  # bluish green
+    "adamw": "#e69f00",  # orange
+    "adamnx": "#cc79a7",  # reddish purple
+    "ada2ms": "",  # filled in below: alpha_colors([0.5])
+}
+#: The colour of Ada2MS with a schedule of alpha (e.g. ``ExponentialAlpha``, 1 -> 0).
+ADA2MS_SCHEDULE_COLOR = "#1a1a1a"
+# The part of "rocket" that Ada2MS's alpha in [0, 1] maps to: its darkest end is black and its
+# lightest is too pale for lines on white.
+_ALPHA_SPAN = (0.12, 0.74)
+_ADA2MS_DEFAULT_ALPHA = 0.5
+
+
+def alpha_colormap() -> mcolors.Colormap:
+    """The colormap for Ada2MS's ``alpha`` in ``[0, 1]``: the part of seaborn's perceptually
+    uniform ``rocket`` scale from dark (``alpha = 0``, momentum-SGD-like) to light
+    (``alpha = 1``, AdamW). Every figure that colours Ada2MS by alpha uses it."""
+    lo, hi = _ALPHA_SPAN
+    rocket = sns.color_palette("rocket", as_cmap=True)
+    return mcolors.LinearSegmentedColormap.from_list(
+        "ada2ms_alpha", [rocket(lo + (hi - lo) * x) for x in np.linspace(0, 1, 64)]
+    )
+
+
+def alpha_colors(
+    alphas: Iterable[float], cmap: str | mcolors.Colormap | None = None
+) -> list[tuple[float, float, float, float]]:
+    """One RGBA colour per Ada2MS ``alpha`` value (each in ``[0, 1]``), in the given order.
+
+    By default the colours come from :func:`alpha_colormap`, Ada2MS's scale in every figure.
+    ``cmap`` picks another colormap instead (a name such as ``"viridis"`` or seaborn's
+    ``"crest"``, or a Colormap), evaluated at ``alpha`` (for quantities other than Ada2MS's
+    alpha, which should not look like it).
+
+    Raises:
+        ValueError: an alpha is not a number in ``[0, 1]``.
+    """
+    values = [float(a) for a in alphas]
+    for a in values:
+        if not 0.0 <= a <= 1.0:  # also rejects NaN
+            raise ValueError(f"Invalid alphas entry: {a!r} (expected a number in [0, 1])")
+    if cmap is None:
+        colormap = alpha_colormap()
+    elif isinstance(cmap, str):
+        colormap = sns.color_palette(cmap, as_cmap=True)
+    else:
+        colormap = cmap
+    return [tuple(float(c) for c in colormap(a)) for a in values]
+
+
+OPTIMIZER_COLORS["ada2ms"] = mcolors.to_hex(alpha_colors([_ADA2MS_DEFAULT_ALPHA])[0])
+
+
+def optimizer_color(name: str, alpha=None) -> str:
+    """The colour of an optimizer configuration, the same in every figure: ``name`` as
+    ``make_optimizer`` knows it (any case); for Ada2MS, ``alpha`` a number in ``[0, 1]`` (on
+    :func:`alpha_colormap`), a schedule (any callable: :data:`ADA2MS_SCHEDULE_COLOR`) or
+    ``None`` (the default alpha, 0.5). Returns a hex string.
+
+    Raises:
+        ValueError: an unknown name, or an alpha outside ``[0, 1]``.
+    """
+    key = str(name).lower()
+    if key not in OPTIMIZER_COLORS:
+        raise ValueError(f"Invalid name: {name!r} (expected one of {tuple(OPTIMIZER_COLORS)})")
+    if key != "ada2ms" or alpha is None:
+        return OPTIMIZER_COLORS[key]
+    if callable(alpha):
+        return ADA2MS_SCHEDULE_COLOR
+    return mcolors.to_hex(alpha_colors([alpha])[0])
+
+
+def optimizer_style(name: str, alpha=None) -> dict:
+    """``color`` (:func:`optimizer_color`) and ``linestyle`` of an optimizer configuration:
+    AdamW and Ada2MS at ``alpha = 1`` (which is AdamW) dashed, so that paths they share with
+    Adam stay visible; an alpha schedule dash-dotted; everything else solid."""
+    key = str(name).lower()
+    style = "-"
+    if key == "adamw":
+        style = _LINESTYLES["adamw"]
+    elif key == "ada2ms" and callable(alpha):
+        style = "-."
+    elif key == "ada2ms" and alpha is not None:
+        style = _LINESTYLES.get(float(alpha), "-")
+    return {"color": optimizer_color(key, alpha), "linestyle": style}
+
+
+_LINESTYLES = {"adamw": (0, (5, 2)), 1.0: (0, (5, 2)), 0.5: "-", 0.0: (0, (1.2, 1.2))}
+
+
+def trajectory_style(trajectory) -> dict:
+    """Line colour, style and label of a trajectory (or a :class:`~analysis_lib.trajectory.Method`
+    or a :class:`~analysis_lib.trajectory.TuneResult`): :func:`optimizer_style` of its
+    optimizer and alpha, with its label."""
+    name = trajectory.optimizer
+    alpha = (trajectory.hparams or {}).get("alpha")
+    if name not in OPTIMIZER_COLORS:
+        return {"color": "0.3", "linestyle": "-", "label": trajectory.label}
+    return {**optimizer_style(name, alpha), "label": trajectory.label}
+
+
+def _as_list(trajectories) -> list:
+    return list(trajectories.values()) if isinstance(trajectories, dict) else list(trajectories)
+
+
+def _styles(trajectories, colors=None) -> list[dict]:
+    """:func:`trajectory_style` of each trajectory; a dict's keys become the labels and
+    ``colors`` (one per trajectory) replace the optimizer colours."""
+    items = _as_list(trajectories)
+    styles = [trajectory_style(t) for t in items]
+    if isinstance(trajectories, dict):
+        for style, label in zip(styles, trajectories, strict=True):
+            style["label"] = str(label)
+    if colors is not None:
+        for style, color in zip(styles, colors, strict=True):
+            style.update(color=color, linestyle="-")
+    return styles
