@@ -38,6 +38,7 @@ from .directions import (
 from .surface import (
     FIRST_LAYER_OPTIONS,
     LandscapeGrid,
+    SurfaceSettings,
     auto_chunk_size,
     evaluate_points,
     interpolate,
@@ -52,6 +53,7 @@ __all__ = [
     "Directions",
     "LandscapeGrid",
     "SnapshotCallback",
+    "SurfaceSettings",
     "auto_chunk_size",
     "difference",
     "dot",

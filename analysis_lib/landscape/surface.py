@@ -28,10 +28,13 @@ import copy
 import hashlib
 import json
 import math
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +48,7 @@ from .directions import Directions, _check_direction, difference, parameters
 __all__ = [
     "FIRST_LAYER_OPTIONS",
     "LandscapeGrid",
+    "SurfaceSettings",
     "auto_chunk_size",
     "evaluate_points",
     "interpolate",
@@ -449,7 +453,7 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
-def _tqdm(items, progress: bool, unit: str):
+def _tqdm(items, progress: bool, unit: str, total: int | None = None):
     from tqdm.auto import tqdm
 
     from analysis_lib import progress_disabled
@@ -457,10 +461,297 @@ def _tqdm(items, progress: bool, unit: str):
     return tqdm(
         items,
         desc="landscape",
-        unit="chunk",
+        unit=unit,
+        total=total,
         leave=False,
         disable=not progress or progress_disabled(),
     )
+
+
+# -- what a grid is and how it is evaluated ------------------------------------------------------
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """How a grid is evaluated and kept: the keyword arguments of :func:`surface_1d` and
+    :func:`surface_2d` (documented there), travelling together. None of them changes the
+    numbers, except ``accuracy_fn`` and ``first_layer`` (which enter the cache key)."""
+
+    chunk_size: int | None = None
+    accuracy_fn: Callable | None = None
+    first_layer: str = "auto"
+    progress: bool = True
+    cache: bool | str = False
+    refresh: bool = False
+    cache_extra: dict | None = None
+    memory: int | None = None
+    cache_key: str | None = None
+    client: object = None
+
+    @classmethod
+    def of(cls, arguments: Mapping) -> SurfaceSettings:
+        """The settings among ``arguments`` (a function's ``locals()``, named like the fields)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+
+    def checked(self) -> SurfaceSettings:
+        """These settings, validated (ValueError naming the argument)."""
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size, 1)
+        if self.cache_key is not None and not (isinstance(self.cache_key, str) and self.cache_key):
+            raise ValueError(f"Invalid cache_key: {self.cache_key!r} (expected a non-empty string)")
+        if self.first_layer not in FIRST_LAYER_OPTIONS:
+            raise ValueError(
+                f"Invalid first_layer: {self.first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
+            )
+        if self.client is not None:
+            _check_client(self.client)
+        return self
+
+
+def _check_client(client) -> None:
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise ValueError("Invalid client: the distributed package is not installed") from exc
+    if not isinstance(client, Client):
+        raise ValueError(
+            f"Invalid client: {type(client).__name__} (expected a dask.distributed.Client or None)"
+        )
+    if client.status != "running":
+        raise ValueError(f"Invalid client: its status is {client.status!r} (closed?)")
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The coordinates of a 1-D (``betas`` None) or 2-D grid and its points as coefficient rows
+    ``(alpha,)`` or ``(alpha, beta)``, alpha-major."""
+
+    alphas: np.ndarray
+    betas: np.ndarray | None
+
+    @classmethod
+    def of(cls, alphas, betas) -> _Grid:
+        return cls(
+            _check_grid("alphas", alphas), None if betas is None else _check_grid("betas", betas)
+        )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.alphas),) if self.betas is None else (len(self.alphas), len(self.betas))
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        if self.betas is None:
+            return self.alphas[:, None]
+        a, b = np.meshgrid(self.alphas, self.betas, indexing="ij")
+        return np.stack([a.ravel(), b.ravel()], axis=1)
+
+    def arrays(self, loss: np.ndarray, accuracy: np.ndarray) -> dict[str, np.ndarray]:
+        """What the cache keeps of a computed grid."""
+        return {
+            "alphas": self.alphas,
+            "betas": np.zeros(0) if self.betas is None else self.betas,
+            "loss": loss.reshape(self.shape),
+            "accuracy": accuracy.reshape(self.shape),
+        }
+
+    def fits(self, arrays) -> bool:
+        """Whether cached ``arrays`` are those of this grid."""
+        try:
+            return (
+                np.asarray(arrays["loss"]).shape == self.shape
+                and np.asarray(arrays["accuracy"]).shape == self.shape
+                and np.array_equal(arrays["alphas"], self.alphas)
+                and np.array_equal(
+                    arrays["betas"], np.zeros(0) if self.betas is None else self.betas
+                )
+            )
+        except KeyError:
+            return False
+
+
+@dataclass
+class _Job:
+    """Everything a chunk of points needs: what travels to the Dask workers, once per grid. A
+    worker builds its evaluator (the first layer's terms included) on its first chunk, from its
+    own copy of the model in eval mode, and keeps it for the others (one per thread: an
+    evaluator's work buffers are not shared)."""
+
+    model: nn.Module
+    loss_fn: Callable
+    batches: list[tuple[Tensor, Tensor]]
+    directions: list[dict[str, Tensor]]
+    accuracy_fn: Callable | None
+    first_layer: str
+    _evaluators: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def evaluator(self) -> _Evaluator:
+        """An evaluator of ``self.model`` as it is (the caller holds it in eval mode)."""
+        return _Evaluator(
+            self.model,
+            self.loss_fn,
+            self.batches,
+            self.directions,
+            self.accuracy_fn,
+            self.first_layer,
+        )
+
+    def worker_evaluator(self) -> _Evaluator:
+        """This thread's evaluator of a private eval-mode copy of the model."""
+        ev = self._evaluators.get(threading.get_ident())
+        if ev is None:
+            model = copy.deepcopy(self.model).eval()
+            ev = _Evaluator(
+                model,
+                self.loss_fn,
+                self.batches,
+                self.directions,
+                self.accuracy_fn,
+                self.first_layer,
+            )
+            self._evaluators[threading.get_ident()] = ev
+        return ev
+
+    def __getstate__(self):
+        return {**self.__dict__, "_evaluators": {}}
+
+
+def _dask_chunk(job: _Job, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """A chunk of points on a Dask worker, on one torch thread (restored afterwards), as a sweep
+    trial runs: the numbers do not depend on the worker's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ev = job.worker_evaluator()
+        loss, acc = ev(coeffs)
+        return loss, acc, ev.method
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class _Progress:
+    """The values of a grid so far, chunk by chunk; with a ``path``, saved there (atomically)
+    after every chunk until the grid is complete, so that an interrupted computation resumes."""
+
+    size: int
+    loss: np.ndarray
+    accuracy: np.ndarray
+    done: np.ndarray
+    path: Path | None = None
+    config: dict | None = None
+
+    @classmethod
+    def start(cls, points: int, size: int, path=None, config=None) -> _Progress:
+        """A fresh grid of ``points`` in chunks of ``size``, or the finished chunks of an
+        interrupted computation when ``path`` holds them for the same ``config`` (in its chunk
+        size)."""
+        from analysis_lib import io
+
+        fresh = cls(
+            size,
+            np.full(points, np.nan),
+            np.full(points, np.nan),
+            np.zeros(math.ceil(points / size), dtype=bool),
+            path,
+            config,
+        )
+        if path is None or not path.is_file():
+            return fresh
+        try:
+            arrays, meta = io.load_arrays(path)
+        except io.CacheCorruptError:
+            return fresh
+        if meta.get("config") != config or arrays["loss"].shape != (points,):
+            return fresh
+        size = int(meta["chunk_size"])
+        if arrays["done"].shape != (math.ceil(points / size),):  # a fresh start in its size
+            return cls.start(points, size)._at(path, config)
+        return cls(
+            size,
+            arrays["loss"].copy(),
+            arrays["accuracy"].copy(),
+            arrays["done"].copy(),
+            path,
+            config,
+        )
+
+    def _at(self, path, config) -> _Progress:
+        self.path, self.config = path, config
+        return self
+
+    def chunks(self) -> list[tuple[int, int]]:
+        return _chunks(len(self.loss), self.size)
+
+    def todo(self) -> list[int]:
+        return [i for i in range(len(self.done)) if not self.done[i]]
+
+    def record(self, i: int, loss: np.ndarray, accuracy: np.ndarray) -> None:
+        from analysis_lib import io
+
+        lo, hi = self.chunks()[i]
+        self.loss[lo:hi], self.accuracy[lo:hi] = loss, accuracy
+        self.done[i] = True
+        if self.path is not None and not self.done.all():
+            io.save_arrays(
+                self.path,
+                {"loss": self.loss, "accuracy": self.accuracy, "done": self.done},
+                {"config": self.config, "chunk_size": self.size},
+            )
+
+
+def _run_here(job: _Job, coeffs: np.ndarray, state: _Progress, progress: bool) -> str:
+    """The missing chunks in this process; returns the evaluator's method."""
+    with _eval_mode(job.model):
+        ev = job.evaluator()
+        chunks = state.chunks()
+        for i in _tqdm(state.todo(), progress, "chunk"):
+            lo, hi = chunks[i]
+            state.record(i, *ev(coeffs[lo:hi]))
+    return ev.method
+
+
+def _run_on_dask(client, job: _Job, coeffs: np.ndarray, state: _Progress, progress) -> str:
+    """The missing chunks as tasks on ``client``'s workers, recorded as they finish. The job
+    (model, loss, data, directions) is scattered to every worker once; each task carries only
+    its coefficient rows. On an error or an interruption the outstanding tasks are cancelled
+    (the chunks finished so far are kept in the partial file)."""
+    from distributed import as_completed
+
+    todo = state.todo()
+    if not todo:
+        return _run_here(job, coeffs, state, progress)
+    chunks = state.chunks()
+    [remote] = client.scatter([job], broadcast=True, hash=False)
+    token = uuid.uuid4().hex[:12]
+    futures = {
+        client.submit(_dask_chunk, remote, coeffs[lo:hi], key=f"landscape-{token}-{i}"): i
+        for i in todo
+        for lo, hi in [chunks[i]]
+    }
+    method = "vmap"
+    try:
+        for fut in _tqdm(as_completed(futures), progress, "chunk", total=len(futures)):
+            loss, acc, method = fut.result()
+            state.record(futures[fut], loss, acc)
+    finally:
+        client.cancel([*futures, remote])
+    return method
+
+
+def _compute(job: _Job, grid: _Grid, settings: SurfaceSettings, partial=None):
+    """The grid's arrays (resuming from ``partial`` = (path, config) when given) and how they
+    were computed: seconds, chunk size, method."""
+    start = time.perf_counter()
+    coeffs = grid.coefficients
+    size = settings.chunk_size
+    if size is None:
+        size = auto_chunk_size(job.model, job.batches, len(coeffs), settings.memory)
+    state = _Progress.start(len(coeffs), size, *(partial or ()))
+    if settings.client is None:
+        method = _run_here(job, coeffs, state, settings.progress)
+    else:
+        method = _run_on_dask(settings.client, job, coeffs, state, settings.progress)
+    run = {"seconds": time.perf_counter() - start, "chunk_size": state.size, "method": method}
+    return grid.arrays(state.loss, state.accuracy), run
 
 
 # -- cache keys ----------------------------------------------------------------------------------
@@ -492,193 +783,98 @@ def _fn_identity(fn, what: str):
         ) from exc
 
 
-def _cache_config(
-    model, loss_fn, data, directions, alphas, betas, accuracy_fn, first_layer, extra, key=None
-) -> dict:
+def _cache_config(job: _Job, grid: _Grid, settings: SurfaceSettings) -> dict:
+    """What the cache key of a grid covers: everything that changes its numbers (not the
+    chunk size, the progress bar or where the chunks run)."""
+    model, key = job.model, settings.cache_key
+
     def model_hash(h):
         h.update(repr(model).encode())
         _hash_tensors(h, parameters(model))
         _hash_tensors(h, dict(model.named_buffers()))
 
     def dirs_hash(h):
-        for d in directions:
+        for d in job.directions:
             _hash_tensors(h, d)
 
     def data_hash(h):
-        for i, (x, y) in enumerate(data):
+        for i, (x, y) in enumerate(job.batches):
             _hash_tensors(h, {f"x{i}": x, f"y{i}": y})
 
     return {
         "model": _digest(model_hash),
         "directions": _digest(dirs_hash),
         "data": _digest(data_hash),
-        "loss_fn": {"key": key} if key is not None else _fn_identity(loss_fn, "loss_fn"),
+        "loss_fn": {"key": key} if key is not None else _fn_identity(job.loss_fn, "loss_fn"),
         "accuracy_fn": (
             None
-            if accuracy_fn is None or key is not None
-            else _fn_identity(accuracy_fn, "accuracy_fn")
+            if job.accuracy_fn is None or key is not None
+            else _fn_identity(job.accuracy_fn, "accuracy_fn")
         ),
-        "alphas": alphas.tolist(),
-        "betas": None if betas is None else betas.tolist(),
-        "first_layer": first_layer,
-        "extra": extra or {},
+        "alphas": grid.alphas.tolist(),
+        "betas": None if grid.betas is None else grid.betas.tolist(),
+        "first_layer": job.first_layer,
+        "extra": settings.cache_extra or {},
     }
 
 
-# -- the public functions ------------------------------------------------------------------------
-def _surface(
-    model,
-    loss_fn,
-    data,
-    directions,
-    alphas,
-    betas,
-    *,
-    chunk_size,
-    accuracy_fn,
-    first_layer,
-    progress,
-    cache,
-    refresh,
-    cache_extra,
-    memory,
-    cache_key=None,
-) -> LandscapeGrid:
+def _cached(job: _Job, grid: _Grid, settings: SurfaceSettings):
+    """The grid's arrays from the cache, or computed (resuming an interrupted computation from
+    its partial file) and stored; and how they were computed (empty for a hit)."""
     from analysis_lib import io
 
-    alphas = _check_grid("alphas", alphas)
-    betas = None if betas is None else _check_grid("betas", betas)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, 1)
-    if cache_key is not None and not (isinstance(cache_key, str) and cache_key):
-        raise ValueError(f"Invalid cache_key: {cache_key!r} (expected a non-empty string)")
-    if first_layer not in FIRST_LAYER_OPTIONS:
-        raise ValueError(
-            f"Invalid first_layer: {first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
+    cache = settings.cache
+    name = cache if isinstance(cache, str) else f"landscape_{len(grid.shape)}d"
+    config = _cache_config(job, grid, settings)
+    path = io.cache_path(name, config)
+    partial = (path.with_name(path.stem + ".partial.npz"), json.loads(io.canonical_json(config)))
+    if settings.refresh:  # the finished chunks of an interrupted run are not trusted either
+        partial[0].unlink(missing_ok=True)
+    run = {}
+
+    def compute() -> dict[str, np.ndarray]:
+        arrays, info = _compute(job, grid, settings, partial)
+        run.update(info)
+        return arrays
+
+    arrays = io.cached(name, config, compute, refresh=settings.refresh)
+    if not grid.fits(arrays):  # intact, but not this grid's arrays
+        warnings.warn(
+            f"cache entry {path.name} holds arrays of another grid; recomputed",
+            RuntimeWarning,
+            stacklevel=4,
         )
+        arrays = io.cached(name, config, compute, refresh=True)
+    partial[0].unlink(missing_ok=True)
+    return arrays, run
+
+
+# -- the public functions ------------------------------------------------------------------------
+def _surface(model, loss_fn, data, directions, alphas, betas, settings) -> LandscapeGrid:
+    """A grid of ``directions`` (one or two) around ``model``: checked before any work, then
+    read from the cache, computed here or computed on the Dask client of ``settings``."""
+    grid = _Grid.of(alphas, betas)
+    settings = settings.checked()
     params = parameters(model)
     directions = [_check_direction(f"d{i + 1}", d, params) for i, d in enumerate(directions)]
     data = _check_data(data, next(iter(params.values())).device)  # read once, checked first
-    if betas is None:
-        coeffs = alphas[:, None]
-        shape = (len(alphas),)
+    if not callable(loss_fn):
+        raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
+    job = _Job(model, loss_fn, data, directions, settings.accuracy_fn, settings.first_layer)
+    if settings.cache:
+        arrays, run = _cached(job, grid, settings)
     else:
-        a, b = np.meshgrid(alphas, betas, indexing="ij")
-        coeffs = np.stack([a.ravel(), b.ravel()], axis=1)
-        shape = (len(alphas), len(betas))
-    state = {}
-
-    def compute() -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        with _eval_mode(model):
-            ev = _Evaluator(model, loss_fn, data, directions, accuracy_fn, first_layer)
-            size = chunk_size
-            if size is None:
-                size = auto_chunk_size(model, ev.batches, len(coeffs), memory)
-            loss = np.full(len(coeffs), np.nan)
-            acc = np.full(len(coeffs), np.nan)
-            partial = state.get("partial")
-            done = np.zeros(math.ceil(len(coeffs) / size), dtype=bool)
-            if partial is not None:
-                size, loss, acc, done = _load_partial(
-                    partial, state["config"], size, loss, acc, done
-                )
-            chunks = _chunks(len(coeffs), size)
-            todo = [i for i in range(len(chunks)) if not done[i]]
-            for i in _tqdm(todo, progress, "chunk"):
-                lo, hi = chunks[i]
-                loss[lo:hi], acc[lo:hi] = ev(coeffs[lo:hi])
-                done[i] = True
-                if partial is not None and not done.all():
-                    io.save_arrays(
-                        partial,
-                        {"loss": loss, "accuracy": acc, "done": done},
-                        {"config": state["config"], "chunk_size": size},
-                    )
-        state.update(seconds=time.perf_counter() - start, chunk_size=size, method=ev.method)
-        return {
-            "alphas": alphas,
-            "betas": np.zeros(0) if betas is None else betas,
-            "loss": loss.reshape(shape),
-            "accuracy": acc.reshape(shape),
-        }
-
-    if cache:
-        name = (
-            cache
-            if isinstance(cache, str)
-            else ("landscape_2d" if betas is not None else "landscape_1d")
-        )
-        config = _cache_config(
-            model,
-            loss_fn,
-            data,
-            directions,
-            alphas,
-            betas,
-            accuracy_fn,
-            first_layer,
-            cache_extra,
-            cache_key,
-        )
-        path = io.cache_path(name, config)
-        state["config"] = json.loads(io.canonical_json(config))
-        state["partial"] = path.with_name(path.stem + ".partial.npz")
-        if refresh:  # the finished chunks of an interrupted run are not trusted either
-            state["partial"].unlink(missing_ok=True)
-        arrays = io.cached(name, config, compute, refresh=refresh)
-        if not _grid_fits(arrays, alphas, betas, shape):  # intact, but not this grid's arrays
-            warnings.warn(
-                f"cache entry {path.name} holds arrays of another grid; recomputed",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            arrays = io.cached(name, config, compute, refresh=True)
-        state["partial"].unlink(missing_ok=True)
-    else:
-        arrays = compute()
+        arrays, run = _compute(job, grid, settings)
     return LandscapeGrid(
-        alphas=alphas,
-        betas=betas,
+        alphas=grid.alphas,
+        betas=grid.betas,
         loss=np.asarray(arrays["loss"]),
         accuracy=np.asarray(arrays["accuracy"]),
-        seconds=state.get("seconds", 0.0),
-        chunk_size=state.get("chunk_size", 0),
-        method=state.get("method", "cached"),
-        from_cache="seconds" not in state,
+        seconds=run.get("seconds", 0.0),
+        chunk_size=run.get("chunk_size", 0),
+        method=run.get("method", "cached"),
+        from_cache=not run,
     )
-
-
-def _grid_fits(arrays, alphas, betas, shape) -> bool:
-    """Whether cached ``arrays`` are those of the grid ``alphas x betas``."""
-    try:
-        return (
-            np.asarray(arrays["loss"]).shape == shape
-            and np.asarray(arrays["accuracy"]).shape == shape
-            and np.array_equal(arrays["alphas"], alphas)
-            and np.array_equal(arrays["betas"], np.zeros(0) if betas is None else betas)
-        )
-    except KeyError:
-        return False
-
-
-def _load_partial(path, config, size, loss, acc, done):
-    """The finished chunks of an interrupted computation, when ``path`` holds them for the same
-    configuration; else the fresh arrays."""
-    from analysis_lib import io
-
-    if not path.is_file():
-        return size, loss, acc, done
-    try:
-        arrays, meta = io.load_arrays(path)
-    except io.CacheCorruptError:
-        return size, loss, acc, done
-    if meta.get("config") != config or arrays["loss"].shape != loss.shape:
-        return size, loss, acc, done
-    size = int(meta["chunk_size"])
-    if arrays["done"].shape != (math.ceil(len(loss) / size),):
-        return size, loss, acc, np.zeros(math.ceil(len(loss) / size), dtype=bool)
-    return size, arrays["loss"].copy(), arrays["accuracy"].copy(), arrays["done"].copy()
 
 
 def surface_1d(
@@ -697,26 +893,12 @@ def surface_1d(
     cache_extra: dict | None = None,
     memory: int | None = None,
     cache_key: str | None = None,
+    client=None,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha * direction`` for each of ``alphas``; see
     :func:`surface_2d` for the arguments. ``betas`` of the result is None."""
-    return _surface(
-        model,
-        loss_fn,
-        data,
-        [direction],
-        alphas,
-        None,
-        chunk_size=chunk_size,
-        accuracy_fn=accuracy_fn,
-        first_layer=first_layer,
-        progress=progress,
-        cache=cache,
-        refresh=refresh,
-        cache_extra=cache_extra,
-        memory=memory,
-        cache_key=cache_key,
-    )
+    settings = SurfaceSettings.of(locals())
+    return _surface(model, loss_fn, data, [direction], alphas, None, settings)
 
 
 def surface_2d(
@@ -737,6 +919,7 @@ def surface_2d(
     cache_extra: dict | None = None,
     memory: int | None = None,
     cache_key: str | None = None,
+    client=None,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha d1 + beta d2`` over the grid ``alphas x betas``.
 
@@ -765,10 +948,22 @@ def surface_2d(
             is refused unless ``cache_key`` names it (then it replaces both identities). The
             cache folder must be writable; that is checked before any work.
         memory: bytes of working memory for the automatic chunk size.
+        client: a ``dask.distributed.Client``: the chunks run as tasks on its workers (the
+            way Li et al.'s code spreads a grid over GPUs with MPI). The model, loss, data
+            and directions are sent to every worker once (scattered), each task carries its
+            chunk's coefficients and runs on one torch thread; chunks are recorded as they
+            finish (with ``cache``, in the partial file too, so that an interrupted grid
+            resumes, with or without a client). The chunk size is chosen here, as without a
+            client, so each point goes through the same arithmetic: the grid is bit-identical
+            to one computed in this process on one torch thread, on the same device type and
+            library versions (the workers evaluate on the device the model is on, so they
+            need one of that type). Loss and accuracy functions must be picklable
+            (cloudpickle: lambdas and closures are).
 
     Raises:
         ValueError: a direction whose keys or shapes do not match the model, an empty or
-            non-finite grid, empty data, a bad chunk size; before any work starts.
+            non-finite grid, empty data, a bad chunk size, a ``client`` that is not a running
+            ``distributed.Client``; before any work starts.
     """
     if isinstance(d1, Directions):
         if d2 is not None and not isinstance(d2, Mapping) and betas is None:
@@ -780,23 +975,8 @@ def surface_2d(
         raise ValueError("Invalid d2: None (a 2-D surface needs two directions)")
     if alphas is None or betas is None:
         raise ValueError("Invalid alphas/betas: both grids are required")
-    return _surface(
-        model,
-        loss_fn,
-        data,
-        [d1, d2],
-        alphas,
-        betas,
-        chunk_size=chunk_size,
-        accuracy_fn=accuracy_fn,
-        first_layer=first_layer,
-        progress=progress,
-        cache=cache,
-        refresh=refresh,
-        cache_extra=cache_extra,
-        memory=memory,
-        cache_key=cache_key,
-    )
+    settings = SurfaceSettings.of(locals())
+    return _surface(model, loss_fn, data, [d1, d2], alphas, betas, settings)
 
 
 # -- interpolation -------------------------------------------------------------------------------
@@ -845,6 +1025,23 @@ def _recompute_bn(model: nn.Module, batches) -> None:
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))
         done.add(id(bn))
+
+
+def _model_at(model_a, params, direction, alpha: float, buffers_b, bn_batches) -> nn.Module:
+    """A copy of model a at ``theta_a + alpha (theta_b - theta_a)`` in eval mode, its running
+    statistics recomputed from ``bn_batches`` or, when that is None, interpolated like the
+    parameters (``buffers_b`` are model b's)."""
+    point = copy.deepcopy(model_a)
+    with torch.no_grad():
+        for k, p in point.named_parameters():
+            p.copy_(params[k] + alpha * direction[k])
+        if bn_batches is None:
+            for k, b in point.named_buffers():
+                if b.is_floating_point():
+                    b.copy_((1 - alpha) * b + alpha * buffers_b[k])
+    if bn_batches is not None:
+        _recompute_bn(point, bn_batches)
+    return point.eval()
 
 
 def interpolate(
@@ -901,24 +1098,15 @@ def interpolate(
     batches = _check_data(data, device)
     bn_batches = _check_data(bn_data, device) if recompute_bn else None
     buffers_b = dict(model_b.named_buffers())
+    origin = [{k: torch.zeros_like(p) for k, p in params.items()}]  # the point model itself
     loss, acc = np.empty(len(alphas)), np.empty(len(alphas))
     for i, alpha in enumerate(_tqdm(alphas, progress, "point")):
-        point = copy.deepcopy(model_a)
-        with torch.no_grad():
-            for k, p in point.named_parameters():
-                p.copy_(params[k] + float(alpha) * direction[k])
-            if not recompute_bn:
-                for k, b in point.named_buffers():
-                    if b.is_floating_point():
-                        b.copy_((1 - float(alpha)) * b + float(alpha) * buffers_b[k])
-        if recompute_bn:
-            _recompute_bn(point, bn_batches)
-        point.eval()
+        point = _model_at(model_a, params, direction, float(alpha), buffers_b, bn_batches)
         lo, ac = evaluate_points(
             point,
             loss_fn,
             batches,
-            [{k: torch.zeros_like(p) for k, p in params.items()}],
+            origin,
             np.zeros((1, 1)),
             accuracy_fn=accuracy_fn,
             progress=False,
