@@ -285,3 +285,227 @@ def test_smoothed_losses_draw_a_band():
     with pytest.raises(ValueError, match="smooth"):
         plots.draw_losses(noisy, [run], smooth=0)
     plt.close("all")
+
+
+# -- colours of a notebook's table of runs ---------------------------------------------------
+def test_optimizer_colors_and_styles_of_labelled_configurations():
+    runs = {
+        "SGD": "sgd",
+        "AdamW": ("adamw", {"lr": 1e-3}),
+        "Ada2MS 0": ("ada2ms", {"alpha": 0.0}, [1e-3, 1e-2]),
+        "Ada2MS schedule": ("ada2ms", {"alpha": lambda step: 0.5}),
+    }
+    colors = plots.optimizer_colors(runs)
+    assert colors == {
+        "SGD": plots.optimizer_color("sgd"),
+        "AdamW": plots.optimizer_color("adamw"),
+        "Ada2MS 0": plots.optimizer_color("ada2ms", 0.0),
+        "Ada2MS schedule": plots.ADA2MS_SCHEDULE_COLOR,
+    }
+    styles = plots.optimizer_linestyles(runs)
+    assert styles["SGD"] == "-" and styles["AdamW"] == plots.optimizer_style("adamw")["linestyle"]
+    assert styles["Ada2MS schedule"] == "-."
+    with pytest.raises(ValueError, match="configs"):
+        plots.optimizer_colors({"x": 3})
+    with pytest.raises(ValueError, match="name"):
+        plots.optimizer_colors({"x": ("lion", {})})
+
+
+# -- curvature and the edge of stability -----------------------------------------------------
+def _density(nodes, weights):
+    from types import SimpleNamespace
+
+    nodes, weights = np.array([nodes], dtype=float), np.array([weights], dtype=float)
+    return SimpleNamespace(nodes=nodes, weights=weights, grid=np.linspace(0, 1, 5), density=None)
+
+
+def test_spectral_densities_are_smoothed_on_the_shared_grid():
+    densities = {"SGD": _density([0.0, 2.0], [0.75, 0.25]), "AdamW": _density([1.0], [1.0])}
+    colors = plots.optimizer_colors({"SGD": "sgd", "AdamW": "adamw"})
+    grid, sigma = np.linspace(-1, 3, 81), 0.5
+    fig = plots.plot_spectral_densities(densities, colors, grid=grid, sigma=sigma, title="t")
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] == pytest.approx(1e-6)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SGD", "AdamW"]
+    sgd = ax.get_lines()[0]
+    assert sgd.get_color() == colors["SGD"]
+
+    def normal(x, mu):  # the Gaussian kernel, written out
+        return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+
+    np.testing.assert_allclose(sgd.get_ydata(), 0.75 * normal(grid, 0) + 0.25 * normal(grid, 2))
+    assert ax.get_xlabel() == r"Hessian eigenvalue $\lambda$"
+    with pytest.raises(ValueError, match="sigma"):
+        plots.plot_spectral_densities(densities, colors, grid=grid)
+    with pytest.raises(ValueError, match="densities"):
+        plots.plot_spectral_densities({}, colors)
+    plt.close("all")
+
+
+def _curvature_frames():
+    import pandas as pd
+
+    labels = ["SGD+momentum", "AdamW", "Ada2MS α=0"]
+    eigen = pd.DataFrame(
+        [
+            dict(optimizer=label, rank=r, eigenvalue=10.0 * (i + 1) / r, residual=1e-3)
+            for i, label in enumerate(labels)
+            for r in (1, 2, 3)
+        ]
+    )
+    summary = pd.DataFrame(
+        {
+            "trace": [50.0, 80.0, 60.0],
+            "trace_stderr": [1.0, 2.0, 1.5],
+            "preconditioned_lambda_max": [np.nan, 0.02, 0.5],
+            "threshold_adam": [np.nan, 38.0, 38.0],
+        },
+        index=pd.Index(labels, name="optimizer"),
+    )
+    colors = plots.optimizer_colors(
+        {"SGD+momentum": "sgdm", "AdamW": "adamw", "Ada2MS α=0": ("ada2ms", {"alpha": 0.0})}
+    )
+    return eigen, summary, colors
+
+
+def test_curvature_summary_panels():
+    eigen, summary, colors = _curvature_frames()
+    fig = plots.plot_curvature_summary(eigen, summary, colors, trace_title="Trace (Hutch++, 8)")
+    ax, bx, cx = fig.axes
+    assert ax.get_xlabel() == "rank $i$" and list(ax.get_xticks()) == [1, 2, 3]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(summary.index)
+    # the traces: one row per run from the top, with two standard errors either side
+    assert [t.get_text() for t in bx.get_yticklabels()] == list(summary.index)
+    assert bx.yaxis_inverted() and "2" in bx.get_xlabel() and bx.get_title() == "Trace (Hutch++, 8)"
+    bars = [c for c in bx.collections if len(c.get_segments()) == 1]
+    (x0, _), (x1, _) = bars[1].get_segments()[0]
+    assert (x0, x1) == pytest.approx((80.0 - 4.0, 80.0 + 4.0))
+    # preconditioned sharpness: only the adaptive runs, as fractions of the threshold, log axis
+    assert cx.get_xscale() == "log"
+    assert [t.get_text() for t in cx.get_yticklabels()] == ["AdamW", "Ada2MS α=0"]
+    widths = [p.get_width() for p in cx.patches]
+    assert widths == pytest.approx([0.02 / 38, 0.5 / 38])
+    plt.close(fig)
+
+
+def test_curvature_vs_loss_scatter():
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    population = pd.DataFrame(
+        {
+            "optimizer": ["SGD+momentum"] * 2 + ["AdamW"] * 2,
+            "seed": [0, 1, 0, 1],
+            "train_loss": [0.002, 0.003, 0.02, 0.05],
+            "lambda_max": [5.0, 4.0, 30.0, 20.0],
+            "trace": [50.0, 60.0, 300.0, 400.0],
+        }
+    )
+    colors = plots.optimizer_colors({"SGD+momentum": "sgdm", "AdamW": "adamw"})
+    fig = plots.plot_curvature_vs_loss(population, colors)
+    ax, bx = fig.axes
+    for axis, column in ((ax, "lambda_max"), (bx, "trace")):
+        assert axis.get_xscale() == axis.get_yscale() == "log"
+        rho = spearmanr(population["train_loss"], population[column]).statistic
+        assert f"Spearman ρ = {rho:.2f} over 4 runs" in axis.get_title()
+        assert len(axis.collections) == 4  # one marker per run
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SGD+momentum", "AdamW"]
+    assert [t.get_text() for t in bx.get_legend().get_texts()] == ["seed 0", "seed 1"]
+    assert "final training loss" in ax.get_xlabel()
+    with pytest.raises(ValueError, match="trace"):
+        plots.plot_curvature_vs_loss(population.drop(columns="trace"), colors)
+    plt.close(fig)
+
+
+def _run(steps, loss, lr=0.1, **measured):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    history = pd.DataFrame({"step": steps, "loss": loss, "lr": lr})
+    measurements = pd.DataFrame({"step": steps, **measured})
+    return SimpleNamespace(history=history, measurements=measurements)
+
+
+def test_gd_edge_of_stability_marks_each_threshold():
+    steps = np.arange(0, 100, 10)
+    runs = {lr: _run(steps, np.geomspace(1, 0.01, 10), sharpness=np.linspace(0.5, 2 / lr, 10))
+            for lr in (1.0, 2.0)}  # fmt: skip
+    fig = plots.plot_gd_edge_of_stability(runs, sharpness_ylim=(0.3, 2.35))
+    ax, bx = fig.axes
+    assert ax.get_yscale() == "log" and bx.get_yscale() == "linear"
+    assert bx.get_ylim() == pytest.approx((0.3, 2.35))
+    assert [t.get_text() for t in bx.get_legend().get_texts()] == [r"$\eta$ = 1", r"$\eta$ = 2"]
+    dashed = [line.get_ydata()[0] for line in bx.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == pytest.approx([2.0, 1.0])  # 2 / eta
+    with pytest.raises(ValueError, match="runs"):
+        plots.plot_gd_edge_of_stability({})
+    plt.close(fig)
+
+
+def test_edge_of_stability_of_momentum_and_adaptive_runs():
+    steps = np.arange(0, 50, 10)
+    heavy = _run(steps, np.ones(5), lr=4.0, sharpness=np.full(5, 0.9), threshold_momentum=0.95)
+    adamw = _run(
+        steps, np.ones(5), preconditioned_sharpness=np.linspace(1, 38, 5), threshold_adam=38.0
+    )
+    colors = plots.optimizer_colors({"heavy ball": "sgdm", "AdamW": "adamw"})
+    fig = plots.plot_edge_of_stability({"heavy ball": heavy}, {"AdamW": adamw}, colors)
+    ax, bx = fig.axes
+    levels = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines()[1:]}
+    assert levels == pytest.approx({r"$(2 + 2\beta)/\eta$": 0.95, r"$2/\eta$ (no momentum)": 0.5})
+    (ratio, one) = bx.get_lines()
+    np.testing.assert_allclose(ratio.get_ydata(), np.linspace(1, 38, 5) / 38)
+    assert ratio.get_color() == colors["AdamW"] and one.get_ydata()[0] == 1.0
+    assert [t.get_text() for t in bx.get_legend().get_texts()] == ["AdamW"]
+    with pytest.raises(ValueError, match="threshold_adam"):
+        plots.plot_edge_of_stability({"heavy ball": heavy}, {"AdamW": heavy}, {**colors, "x": 0})
+    plt.close(fig)
+
+
+# -- effective step sizes ----------------------------------------------------------------------
+def test_loss_and_step_sizes_panels():
+    steps = np.arange(1000)
+    runs = {"SGD": _run(steps, np.full(1000, 0.5)), "AdamW": _run(steps, 1 + 0.0 * steps)}
+    sizes = {"SGD": np.array([0.5]), "AdamW": np.array([1e-3, 1e-2, 1e-2, 1e-1])}
+    colors = plots.optimizer_colors({"SGD": "sgd", "AdamW": "adamw"})
+    fig = plots.plot_loss_and_step_sizes(runs, sizes, colors, titles=("loss", "sizes"))
+    ax, bx = fig.axes
+    assert ax.get_xscale() == "log"
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.5)  # bin means of a constant
+    assert len(ax.get_lines()[0].get_xdata()) <= 100
+    cdf = bx.get_lines()[1]
+    np.testing.assert_allclose(cdf.get_xdata(), [-3, -3, -2, -2, -1])
+    np.testing.assert_allclose(cdf.get_ydata(), [0, 0.25, 0.5, 0.75, 1])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["SGD", "AdamW"]
+    with pytest.raises(ValueError, match="sizes"):
+        plots.draw_step_size_cdf(np.array([0.0, 1.0]), bx)
+    plt.close(fig)
+
+
+def test_alpha_step_sizes_spread_against_alpha():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=500)
+    sizes = {a: 10.0 ** (-3 + a * base) for a in (1.0, 0.5, 0.0)}  # spread proportional to alpha
+    fig = plots.plot_alpha_step_sizes(sizes, title="t")
+    ax, bx = fig.axes
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [r"$\alpha$ = 1", r"$\alpha$ = 0.5", r"$\alpha$ = 0 (one value)"]
+    spread = bx.get_lines()[0]
+    np.testing.assert_allclose(
+        spread.get_ydata(), [np.std(base), 0.5 * np.std(base), 0], atol=1e-12
+    )
+    assert spread.get_color() == plots.optimizer_color("ada2ms")
+    plt.close(fig)
+
+
+def test_explorer_draws_a_given_trajectory():
+    from analysis_lib import trajectory
+    from analysis_lib.problems import toy
+
+    bowl = toy.badly_scaled()
+    run = trajectory.run(bowl, "adam", 30, lr=0.1)
+    fig = plots.plot_explorer(bowl, run)
+    assert fig._suptitle.get_text() == f"{bowl.title}: Adam, lr = 0.1, 30 steps"
+    plt.close(fig)

@@ -15,7 +15,10 @@ __all__ = [
     "alpha_colormap",
     "alpha_colors",
     "optimizer_color",
+    "optimizer_colors",
+    "optimizer_linestyles",
     "optimizer_style",
+    "optimizer_styles",
     "trajectory_style",
 ]
 
@@ -114,6 +117,35 @@ def optimizer_style(name: str, alpha=None) -> dict:
     elif key == "ada2ms" and alpha is not None:
         style = _LINESTYLES.get(float(alpha), "-")
     return {"color": optimizer_color(key, alpha), "linestyle": style}
+
+
+def _configuration(config) -> tuple[str, object]:
+    """(name, alpha) of a configuration: a name, or a tuple (name, hyperparameters, ...)."""
+    if isinstance(config, str):
+        return config, None
+    if not isinstance(config, tuple | list) or not config or not isinstance(config[0], str):
+        raise ValueError(
+            f"Invalid configs entry: {config!r} (expected a name or (name, hyperparameters, ...))"
+        )
+    hparams = config[1] if len(config) > 1 and config[1] is not None else {}
+    return config[0], dict(hparams).get("alpha")
+
+
+def optimizer_styles(configs) -> dict[str, dict]:
+    """:func:`optimizer_style` of every configuration of a mapping ``label -> name`` or
+    ``label -> (name, hyperparameters, ...)`` (a notebook's table of runs), by label; an
+    Ada2MS ``alpha`` among the hyperparameters picks its colour on the alpha scale."""
+    return {label: optimizer_style(*_configuration(c)) for label, c in dict(configs).items()}
+
+
+def optimizer_colors(configs) -> dict[str, str]:
+    """The ``color`` of :func:`optimizer_styles`, by label."""
+    return {label: style["color"] for label, style in optimizer_styles(configs).items()}
+
+
+def optimizer_linestyles(configs) -> dict[str, object]:
+    """The ``linestyle`` of :func:`optimizer_styles`, by label."""
+    return {label: style["linestyle"] for label, style in optimizer_styles(configs).items()}
 
 
 _LINESTYLES = {"adamw": (0, (5, 2)), 1.0: (0, (5, 2)), 0.5: "-", 0.0: (0, (1.2, 1.2))}

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .._checks import check_int
 from .palette import _as_list, _styles
 
-__all__ = ["draw_losses", "draw_transition"]
+__all__ = [
+    "draw_losses",
+    "draw_step_size_cdf",
+    "draw_transition",
+    "plot_alpha_step_sizes",
+    "plot_loss_and_step_sizes",
+]
 
 #: How far below the largest starting gap the log loss axis reaches (rounding noise lies below)
 #: and how far above it a diverging run is followed.
@@ -100,6 +107,33 @@ def _rolling_median(values, window: int):
     return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
+def _mark_horizon(axes, horizon: float) -> None:
+    """AdamNX's horizon 1 / (1 - a) as a dotted line on every panel, named on the first."""
+    for ax in axes:
+        ax.axvline(horizon, color="0.35", ls=":", lw=1.2)
+    axes[0].annotate(
+        "AdamNX horizon\n1 / (1 − a)",
+        (horizon, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, -4),
+        textcoords="offset points",
+        va="top",
+        ha="right",
+        fontsize=9,
+        color="0.3",
+    )
+
+
+def _draw_beta2_hat(ax, frame, run: str, color) -> None:
+    """1 - beta2_hat of one run (AdamNX's second-moment decay) dashed on a twin log axis."""
+    twin = ax.twinx()
+    twin.plot(frame["step"], 1.0 - frame["beta2_hat"], color=color, ls="--", lw=1.2, alpha=0.8)
+    twin.set_yscale("log")
+    twin.set_ylabel(f"1 − β̂$_{{2,t}}$ of {run} (dashed)")
+    twin.grid(False)
+    twin.spines["right"].set_visible(True)
+
+
 def draw_transition(
     measurements,
     colors: dict,
@@ -153,38 +187,97 @@ def draw_transition(
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_ylabel(label)
         ax.set_xscale("log")
-        if horizon is not None:
-            ax.axvline(horizon, color="0.35", ls=":", lw=1.2)
     axes[2].set_yscale("log")
     axes[2].set_xlabel("step")
     axes[0].set_ylim(bottom=-0.02)
     if horizon is not None:
-        axes[0].annotate(
-            "AdamNX horizon\n1 / (1 − a)",
-            (horizon, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(-4, -4),
-            textcoords="offset points",
-            va="top",
-            ha="right",
-            fontsize=9,
-            color="0.3",
-        )
+        _mark_horizon(axes, horizon)
     handles, labels = axes[0].get_legend_handles_labels()
     if beta2_hat_run is not None:
         frame = measurements[measurements[column] == beta2_hat_run].sort_values("step")
-        twin = axes[2].twinx()
-        twin.plot(
-            frame["step"],
-            1.0 - frame["beta2_hat"],
-            color=colors[beta2_hat_run],
-            ls="--",
-            lw=1.2,
-            alpha=0.8,
-        )
-        twin.set_yscale("log")
-        twin.set_ylabel(f"1 − β̂$_{{2,t}}$ of {beta2_hat_run} (dashed)")
-        twin.grid(False)
-        twin.spines["right"].set_visible(True)
+        _draw_beta2_hat(axes[2], frame, beta2_hat_run, colors[beta2_hat_run])
     fig.legend(handles, labels, loc="outside right center", title="optimizer")
     return fig, axes
+
+
+# -- effective step sizes (notebooks 01 and 03) -------------------------------------------------
+def _binned_mean(steps: np.ndarray, values: np.ndarray, bins: int = 100):
+    """``values`` averaged over about ``bins`` log-spaced bins of the step (for a log step axis:
+    every bin holds at least one step); returns (first step of each bin, its mean)."""
+    edges = np.unique(np.geomspace(1, len(values), bins).astype(int)) - 1
+    return steps[edges], np.add.reduceat(values, edges) / np.diff(np.r_[edges, len(values)])
+
+
+def draw_step_size_cdf(sizes: np.ndarray, ax, **line_kwargs):
+    """The empirical distribution function of effective step sizes against log10 of the size
+    (a single value draws one vertical step). Returns the axes."""
+    sizes = np.sort(np.asarray(sizes, dtype=np.float64).ravel())
+    if sizes.size == 0 or not (np.isfinite(sizes) & (sizes > 0)).all():
+        raise ValueError("Invalid sizes: expected finite positive step sizes")
+    ecdf = np.arange(1, len(sizes) + 1) / len(sizes)
+    ax.step(np.log10(np.r_[sizes[0], sizes]), np.r_[0.0, ecdf], where="post", **line_kwargs)
+    return ax
+
+
+def plot_loss_and_step_sizes(
+    runs, step_sizes, colors: dict, *, styles: dict | None = None, loss_ylim=None, titles=None
+) -> Figure:
+    """Two panels: each run's training loss against the step (log axis; the mean over about 100
+    log-spaced bins, so the noise of small batches averages out where steps are dense) and the
+    distribution of its final effective step sizes (``step_sizes``: label -> array, see
+    :func:`draw_step_size_cdf`); one legend for both, on the right. ``runs``: label -> Run
+    (its ``history``); ``titles``: (loss panel, step-size panel). Returns the figure."""
+    styles = styles or {}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.3))
+    for label, run in runs.items():
+        style = {"color": colors[label], "ls": styles.get(label, "-")}
+        h = run.history
+        x, y = _binned_mean(h["step"].to_numpy(), h["loss"].to_numpy(dtype=float))
+        ax.plot(x, y, lw=1.4, **style)
+        draw_step_size_cdf(step_sizes[label], bx, lw=1.5, label=label, **style)
+    loss_title, sizes_title = titles or ("training loss", "effective step sizes")
+    ax.set(xscale="log", xlabel="step", ylabel="training loss (mean over log-spaced bins)")
+    ax.set(ylim=loss_ylim, title=loss_title)
+    bx.set(
+        xlabel=r"log$_{10}$ effective step size $\eta / (\sqrt{d_i} + \epsilon)$",
+        ylabel="fraction of coordinates",
+        title=sizes_title,
+    )
+    fig.legend(*bx.get_legend_handles_labels(), loc="outside right center", title="optimizer")
+    return fig
+
+
+def plot_alpha_step_sizes(step_sizes, *, title: str | None = None) -> Figure:
+    """Ada2MS's effective step sizes at several alphas (``step_sizes``: alpha -> array of the
+    sizes of every coordinate), on the alpha scale: their histograms on a log axis (a single
+    value as a vertical line) and the spread, the standard deviation of log10 of the sizes,
+    against alpha with the line ``alpha x`` (spread at the largest alpha) dashed.
+    Returns the figure."""
+    from .palette import alpha_colors, optimizer_color
+
+    alphas = list(step_sizes)
+    logs = {a: np.log10(np.asarray(s, dtype=np.float64).ravel()) for a, s in step_sizes.items()}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[1.6, 1])
+    lo = min(v.min() for v in logs.values()) - 0.05
+    hi = max(v.max() for v in logs.values()) + 0.05
+    bins = np.logspace(lo, hi, 120)
+    for (a, v), color in zip(logs.items(), alpha_colors(alphas), strict=True):
+        if np.ptp(v) > 1e-6:
+            ax.hist(
+                10**v, bins=bins, histtype="step", lw=1.6, color=color, label=rf"$\alpha$ = {a:g}"
+            )
+        else:
+            ax.axvline(10 ** v[0], color=color, lw=2, label=rf"$\alpha$ = {a:g} (one value)")
+    ax.set_xscale("log")
+    ax.set(xlabel=r"effective step size $\eta/(\sqrt{d}+\epsilon)$", ylabel="number of coordinates")
+    ax.set_title(title or "Ada2MS's effective step sizes")
+    ax.legend(fontsize=9)
+    spread = np.array([np.std(logs[a]) for a in alphas])
+    top = int(np.argmax(alphas))
+    bx.plot(alphas, spread, "o-", color=optimizer_color("ada2ms"), label="Ada2MS")
+    bx.plot([0, alphas[top]], [0, spread[top]], ls="--", color="0.5",
+            label=rf"$\alpha \times$ spread at $\alpha$ = {alphas[top]:g}")  # fmt: skip
+    bx.set(xlabel=r"$\alpha$", ylabel=r"std of log$_{10}$ step size  [decades]")
+    bx.set_title("Spread shrinks linearly in $\\alpha$")
+    bx.legend(fontsize=9)
+    return fig
