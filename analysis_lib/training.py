@@ -21,6 +21,12 @@ Callbacks that keep state between calls (e.g. the last preconditioner, for the d
 ``state_dict()`` / ``load_state_dict()`` so that a resumed run measures the same numbers.
 A callback that returns anything but a dict of numbers (Python or NumPy numbers, one-element
 tensors) stops the run with a ValueError that names it, before anything of that step is recorded.
+
+A callback may also end the run cleanly by raising :class:`StopTraining` (with a reason and,
+optionally, the numbers it measured): the run ends at that step, which is recorded in full
+(history row, measurements of every callback due at it, a checkpoint), with
+``run.stopped_at`` and ``run.reason`` set. :class:`TargetLoss` does this when the loss over a
+whole split reaches a target (e.g. to compare optimizers at matched training loss).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from tqdm.auto import tqdm
 
 from . import device as default_device
 from . import io, progress_disabled
-from ._checks import check_int
+from ._checks import check_float, check_int
+from ._evaluation import eval_mode
 from .optim import OPTIMIZERS, make_optimizer, transition_measures
 from .problems.tasks import Task
 
@@ -55,6 +62,8 @@ __all__ = [
     "CheckpointError",
     "EvaluateCallback",
     "Run",
+    "StopTraining",
+    "TargetLoss",
     "TransitionCallback",
     "cosine_schedule",
     "load_checkpoint",
@@ -94,6 +103,80 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end the run cleanly after the current step.
+
+    ``reason`` becomes ``run.reason``; ``values`` (names -> numbers) are recorded in
+    ``run.measurements`` at that step, like a callback's returned dict. A callback that declares
+    ``stops = True`` gets the step's history row recorded in full (update norm included) even
+    when ``record_every`` would skip it; for any other, the row of a stop at an unrecorded step
+    has ``update_norm`` NaN.
+    """
+
+    def __init__(self, reason: str, values: Mapping[str, float] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
+        self.values = dict(values or {})
+
+
+class TargetLoss(Callback):
+    """Stop the run at the first checked step where the mean loss over the whole ``split``
+    of ``task`` is at most ``target``:
+
+        L_split(θ_t) = (1/n) Σ_i loss(f(x_i; θ_t), y_i) <= target,   t = every, 2 every, ...
+
+    evaluated in eval mode (every submodule's own mode restored afterwards), without gradients,
+    in batches of ``batch_size`` (None: one batch) weighted by their size. The value at every
+    check is recorded in ``run.measurements`` as ``target_<split>_loss``. Costs one forward pass
+    over the split every ``every`` steps.
+    """
+
+    stops = True
+
+    def __init__(
+        self,
+        task: Task,
+        target: float,
+        every: int = 10,
+        split: str = "train",
+        batch_size: int | None = 4096,
+    ) -> None:
+        super().__init__(every)
+        if not isinstance(task, Task):
+            raise TypeError(
+                f"Invalid task: expected an analysis_lib Task, got {type(task).__name__}"
+            )
+        self.target = check_float("target", target)
+        if not isinstance(split, str):
+            raise ValueError(f"Invalid split: {split!r} (expected 'train', 'val' or 'test')")
+        task.split(split)  # validates the name
+        if batch_size is not None:
+            batch_size = check_int("batch_size", batch_size, 1)
+        self.task, self.split, self.batch_size = task, split, batch_size
+        self.column = f"target_{split}_loss"
+
+    def loss(self, model: nn.Module) -> float:
+        """The mean loss of ``model`` over the split, in eval mode."""
+        device = next(model.parameters()).device
+        if self.task.device != device:  # moved once, not at every call
+            self.task = self.task.to(device)
+        total, n = 0.0, 0
+        with eval_mode(model), torch.no_grad():
+            for x, y in self.task.data(self.split, self.batch_size):
+                total += float(self.task.loss_fn(model(x), y)) * len(x)
+                n += len(x)
+        return total / n
+
+    def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
+        value = self.loss(model)
+        if value <= self.target:
+            raise StopTraining(
+                f"{self.split} loss {value:.4g} <= target {self.target:g} at step {step}",
+                {self.column: value},
+            )
+        return {self.column: value}
 
 
 class TransitionCallback(Callback):
@@ -177,7 +260,9 @@ class Run:
     (L2 norm of the whole gradient), ``update_norm`` (L2 norm of the parameter change made by
     the step, weight decay included), ``lr`` (first param group). ``measurements``: one row per
     step at which a callback ran, with ``step`` and the callbacks' numbers. ``steps`` is the
-    number of optimizer steps taken.
+    number of optimizer steps taken. ``stopped_at``: the step at which a callback ended the run
+    by raising :class:`StopTraining` (None if none did); ``reason`` says why the run diverged
+    or stopped.
     """
 
     label: str
@@ -189,6 +274,7 @@ class Run:
     task: Task = field(repr=False)
     diverged: bool = False
     diverged_at: int | None = None
+    stopped_at: int | None = None
     reason: str | None = None
     steps: int = 0
     seconds: float = 0.0
@@ -355,6 +441,13 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any
     records = ck["records"]
     if records.ndim != 2 or records.shape[1] != 6:
         raise fail(f"holds history records of shape {tuple(records.shape)}, expected (n, 6)")
+    stopped = ck.get("stopped")  # optional: present when a callback stopped the run
+    if stopped is not None and not (
+        isinstance(stopped, dict)
+        and isinstance(stopped.get("step"), int)
+        and isinstance(stopped.get("reason"), str)
+    ):
+        raise fail(f"holds an unreadable stop record ({stopped!r:.60})")
     return ck
 
 
@@ -555,6 +648,10 @@ def train(
             schedules (``lr_schedule``, a callable alpha) giving the same values at every step
             taken; else a ValueError says what differs. A file that cannot be read raises
             :class:`CheckpointError`.
+            A run that a callback stopped (:class:`StopTraining`) is saved at the stop step
+            and stays stopped: resumed with any ``steps`` >= that step and any callbacks, it
+            takes no step and returns the same ``stopped_at``, ``reason`` and records (remove
+            the file to train further).
         checkpoint_every: steps between checkpoints (default: only at the end).
         record_every: ``history`` gets a row every ``record_every`` steps (and at the last
             step and a divergent one); the loss is still checked for divergence at every step.
@@ -655,6 +752,8 @@ def train(
         callback_seconds = {getattr(cb, "name", type(cb).__name__): 0.0 for cb in callbacks}
         first_loss: float | None = None
         start = taken = 0
+        stopped_at: int | None = None
+        reason: str | None = None
         if path is not None:
             # The run's identity: what the task, the model, the optimizer as constructed (its
             # class and every param group's hyperparameters) and the schedules' values are.
@@ -716,6 +815,8 @@ def train(
                 ) from exc
             records = ck["records"].tolist()
             measurements = ck["measurements"]
+            if ck.get("stopped") is not None:  # a stopped run stays stopped: no step is taken
+                stopped_at, reason = ck["stopped"]["step"], ck["stopped"]["reason"]
             first_loss = ck["first_loss"]
             callback_seconds.update(ck["callback_seconds"])
 
@@ -738,6 +839,11 @@ def train(
                     ],
                     "rng": torch.get_rng_state(),
                     **(
+                        {"stopped": {"step": stopped_at, "reason": reason}}
+                        if stopped_at is not None
+                        else {}
+                    ),
+                    **(
                         {"cuda_rng": torch.cuda.get_rng_state(device)}
                         if device.type == "cuda"
                         else {}
@@ -747,7 +853,8 @@ def train(
 
         # -- run --------------------------------------------------------------------------------------
         before = [torch.empty_like(p) for p in params]
-        diverged, diverged_at, reason = False, None, None
+        diverged, diverged_at = False, None
+        last = start if stopped_at is not None else steps
         nan = float("nan")
         bar = tqdm(
             total=steps,
@@ -761,7 +868,7 @@ def train(
         model.train()
         step = start
         try:
-            for step in range(start + 1, steps + 1):
+            for step in range(start + 1, last + 1):
                 if lr_schedule is not None:
                     factor = float(lr_schedule(step))
                     if not (math.isfinite(factor) and factor >= 0):
@@ -792,8 +899,11 @@ def train(
                         f"{first_loss:.3g}"
                     )
                     break
-                if step % record_every and step != steps:
+                due = [cb for cb in callbacks if step % cb.every == 0]
+                stops = any(getattr(cb, "stops", False) for cb in due)
+                if step % record_every and step != steps and not stops:
                     opt.step()  # not recorded: a non-finite update shows in the next loss
+                    recorded = False
                 else:
                     with torch.no_grad():
                         torch._foreach_copy_(before, params)
@@ -810,21 +920,35 @@ def train(
                     gnorm_v = _norm(values[: len(grads)])
                     unorm_v = _norm(values[len(grads) : len(grads) + len(before)])
                     records.append([step, loss_v, acc_v, gnorm_v, unorm_v, lr_now])
+                    recorded = True
                     if not math.isfinite(unorm_v):
                         taken = step
                         diverged, diverged_at, reason = True, step, "non-finite update"
                         break
                 taken = step
-                due = [cb for cb in callbacks if step % cb.every == 0]
                 if due:
                     row: dict[str, float] = {"step": step}
                     for cb in due:
                         tc = time.perf_counter()
-                        row.update(_callback_row(cb, cb(step, model, opt, (x, y)), step, row))
+                        try:
+                            result = cb(step, model, opt, (x, y))
+                        except StopTraining as stop:
+                            result = stop.values
+                            if stopped_at is None:
+                                stopped_at, reason = step, stop.reason
+                        row.update(_callback_row(cb, result, step, row))
                         callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
                             time.perf_counter() - tc
                         )
                     measurements.append(row)
+                if stopped_at is not None:
+                    if not recorded:  # a stop at a step that was not recorded
+                        with torch.no_grad():
+                            acc_v = float(task.accuracy(out, y)) if classify else nan
+                            gnorm_v = _norm(torch._foreach_norm(_grads(params)))
+                        records.append([step, loss_v, acc_v, gnorm_v, nan, lr_now])
+                    bar.update(1)
+                    break
                 if path is not None and checkpoint_every and step % checkpoint_every == 0:
                     save(step)
                 bar.update(1)
@@ -854,6 +978,7 @@ def train(
             task=task,
             diverged=diverged,
             diverged_at=diverged_at,
+            stopped_at=stopped_at,
             reason=reason,
             steps=taken,
             seconds=seconds,

@@ -383,3 +383,136 @@ def test_a_model_with_dropout_resumes_bit_identically_and_leaves_the_global_rng(
     torch.rand(5)  # the caller's generator moves on: the run must not depend on it
     resumed = quiet_train(task, "sgdm", 12, batch_size=64, lr=0.05, seed=3, checkpoint=path)
     pd.testing.assert_frame_equal(resumed.history, straight.history, check_exact=True)
+
+
+# -- early stop -------------------------------------------------------------------------------------
+class FullTrainLoss(training.Callback):
+    """The mean training loss over the whole split, computed directly (the reference)."""
+
+    def __call__(self, step, model, optimizer, batch):
+        task = self.task
+        model.eval()
+        with torch.no_grad():
+            value = task.loss_fn(model(task.x_train), task.y_train).item()
+        model.train()
+        return {"reference": value}
+
+
+def _reference(task, steps, every, **kw):
+    probe = FullTrainLoss(every)
+    probe.task = task
+    run = quiet_train(task, "adamw", steps, batch_size=64, lr=3e-3, callbacks=[probe], **kw)
+    return run, run.measurements.set_index("step")["reference"]
+
+
+def test_target_loss_stops_at_the_first_checked_step_below_the_target(digits):
+    every = 5
+    straight, reference = _reference(digits, 80, every)
+    target = float(reference.loc[45])  # reached first at step 45 or earlier (the loss may rise)
+    expected = int(reference.index[(reference <= target).to_numpy()][0])
+    assert 0 < expected < 80
+    cb = training.TargetLoss(digits, target, every=every, batch_size=None)
+    run = quiet_train(digits, "adamw", 80, batch_size=64, lr=3e-3, callbacks=[cb], record_every=7)
+    assert run.stopped_at == expected == run.steps and not run.diverged
+    assert (
+        run.reason
+        == f"train loss {reference.loc[expected]:.4g} <= target {target:g} at step {expected}"
+    )
+    assert run.history["step"].iloc[-1] == expected  # recorded although 7 does not divide it
+    full_row = straight.history.set_index("step").loc[expected]
+    stop_row = run.history.set_index("step").loc[expected]
+    pd.testing.assert_series_equal(stop_row, full_row, check_exact=True)  # the update norm too
+    meas = run.measurements.set_index("step")["target_train_loss"]
+    assert meas.index.tolist() == list(range(every, expected + 1, every))
+    np.testing.assert_allclose(meas, reference.loc[meas.index], rtol=1e-6)
+    assert meas.iloc[-1] <= target < meas.iloc[:-1].min()
+    for p, q in zip(
+        run.model.parameters(),
+        _reference(digits, expected, every)[0].model.parameters(),
+        strict=True,
+    ):
+        assert torch.equal(p, q)  # the model of the stop step, not one step more
+    assert run.model.training  # eval mode was restored
+
+
+def test_an_unreachable_target_runs_every_step(digits):
+    run = quiet_train(
+        digits,
+        "sgd",
+        12,
+        lr=0.1,
+        callbacks=[training.TargetLoss(digits, 1e-9, every=4, split="val")],
+    )
+    assert run.stopped_at is None and run.reason is None and run.steps == 12
+    assert run.measurements["step"].tolist() == [4, 8, 12]
+    assert (run.measurements["target_val_loss"] > 1e-9).all()
+
+
+def test_a_callback_may_stop_at_a_step_that_is_not_recorded(digits):
+    class Stop(training.Callback):
+        def __call__(self, step, model, optimizer, batch):
+            raise training.StopTraining("enough", {"seen": step})
+
+    others = training.TransitionCallback(every=3)
+    run = quiet_train(digits, "sgdm", 20, lr=0.05, record_every=4, callbacks=[Stop(6), others])
+    assert (run.stopped_at, run.steps, run.reason) == (6, 6, "enough")
+    assert run.history["step"].tolist() == [4, 6]
+    assert math.isnan(run.history["update_norm"].iloc[-1])  # taken, but not measured
+    assert run.measurements["step"].tolist() == [3, 6]
+    assert run.measurements["seen"].iloc[-1] == 6.0  # the stop's numbers, and the others' too
+    assert not math.isnan(run.measurements["cosine_to_momentum"].iloc[-1])
+
+
+def test_a_stopped_run_resumes_as_stopped(digits, tmp_path):
+    path = tmp_path / "stop.pt"
+    _, reference = _reference(digits, 40, 5)
+    target = float(reference.loc[25])
+    stop_at = int(reference.index[(reference <= target).to_numpy()][0])
+
+    def go(steps, callbacks):
+        return quiet_train(
+            digits,
+            "adamw",
+            steps,
+            batch_size=64,
+            lr=3e-3,
+            checkpoint=path,
+            checkpoint_every=3,
+            callbacks=callbacks,
+        )
+
+    first = go(40, [training.TargetLoss(digits, target, every=5)])
+    ck = training.load_checkpoint(path)
+    assert ck["step"] == stop_at == first.stopped_at
+    assert ck["stopped"] == {"step": stop_at, "reason": first.reason}
+    calls = []
+
+    class Count(training.Callback):
+        def __call__(self, step, model, optimizer, batch):
+            calls.append(step)
+            return {}
+
+    again = go(60, [Count(1)])  # more steps, other callbacks: still stopped, no step taken
+    assert calls == [] and again.steps == again.stopped_at == stop_at
+    assert again.reason == first.reason
+    pd.testing.assert_frame_equal(again.history, first.history, check_exact=True)
+    pd.testing.assert_frame_equal(again.measurements, first.measurements, check_exact=True)
+    with pytest.raises(ValueError, match="beyond steps"):
+        go(stop_at - 1, [])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(target=float("nan")), "target"),
+        (dict(target="0.1"), "target"),
+        (dict(every=0), "every"),
+        (dict(split="holdout"), "split"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(task="digits"), "task"),
+    ],
+)
+def test_target_loss_names_a_bad_argument(digits, kwargs, match):
+    args = dict(task=digits, target=0.1) | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        training.TargetLoss(**args)
