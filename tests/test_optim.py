@@ -714,7 +714,7 @@ def test_make_optimizer_passes_hyperparameters_and_rejects_unknown_names():
     opt = make_optimizer("ada2ms", make_params(), alpha=0.25, scope="tensor")
     assert opt.param_groups[0]["alpha"] == 0.25 and opt.param_groups[0]["scope"] == "tensor"
     assert make_optimizer("sgdm", make_params(), momentum=0.5).param_groups[0]["momentum"] == 0.5
-    with pytest.raises(ValueError, match=r"Unknown optimizer name: 'lion'.*adamnx.*ada2ms"):
+    with pytest.raises(ValueError, match=r"Unknown optimizer: 'lion'.*adamnx.*ada2ms"):
         make_optimizer("lion", make_params())
     assert set(OPTIMIZERS) == {"sgd", "sgdm", "adam", "adamw", "adamnx", "ada2ms"}
 

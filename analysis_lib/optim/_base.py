@@ -308,6 +308,31 @@ class AdamFamily(Optimizer):
         parameter of each bucket."""
         raise NotImplementedError
 
+    # -- what diagnostics read (see analysis_lib.optim.diagnostics) ---------------------------
+    #: Whether ``exp_avg`` is already the bias-corrected momentum m_hat (AdamNX folds the
+    #: correction into its decay); else m_hat = exp_avg / (1 - beta1^t), as in AdamW.
+    momentum_bias_corrected: bool = False
+
+    @torch.no_grad()
+    def momentum_directions(self) -> dict[Tensor, Tensor]:
+        """The bias-corrected momentum m_hat of each parameter that has state: the update is
+        -lr * m_hat / (sqrt(d) + eps) (decoupled weight decay aside)."""
+        out: dict[Tensor, Tensor] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                m = state["exp_avg"]
+                if not self.momentum_bias_corrected:
+                    m = m / (1.0 - group["betas"][0] ** float(state["step"]))
+                out[p] = m
+        return out
+
+    def step_measures(self) -> dict[str, float]:
+        """Scalars that describe the last step's schedule (e.g. AdamNX's beta2_hat); none here."""
+        return {}
+
     @torch.no_grad()
     def effective_step_sizes(self) -> dict[Tensor, Tensor]:
         """The per-coordinate effective step size lr / denominator of the last step, for each

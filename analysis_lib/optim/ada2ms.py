@@ -294,6 +294,12 @@ class Ada2MS(AdamFamily):
         steps = {t + 1 for t in self._steps(params)}
         return {t: _schedule_value(alpha, t, where) for t in steps}
 
+    def step_measures(self) -> dict[str, float]:
+        """``alpha``: the interpolation of the last step of the first param group."""
+        group = self.param_groups[0]
+        steps = [int(self.state[p]["step"]) for p in group["params"] if self.state.get(p)]
+        return {"alpha": self.alpha_at(max(steps, default=1), group)}
+
     @staticmethod
     def alpha_at(step: int, group: dict[str, Any]) -> float:
         """alpha of ``group`` at step ``step`` (the schedule evaluated and checked, or the

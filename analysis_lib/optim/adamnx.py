@@ -104,6 +104,8 @@ class AdamNX(AdamFamily):
     ``exp_avg_sq`` (:math:`v`), kept in the parameter's dtype.
     """
 
+    momentum_bias_corrected = True  # m_t = Adam's m_hat_t: the decays fold the correction in
+
     def __init__(
         self,
         params,
@@ -170,3 +172,7 @@ class AdamNX(AdamFamily):
             ]
             step = max(steps, default=0) or 1
         return adamnx_betas(*self.param_groups[group]["betas"], step)[1]
+
+    def step_measures(self) -> dict[str, float]:
+        """``beta2_hat``: the second-moment decay of the last step of the first param group."""
+        return {"beta2_hat": self.beta2_hat()}

@@ -6,16 +6,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._base import AdamFamily
+from .registry import OptimizerFacts, spec_of
 
 
-def _with_state(optimizer: torch.optim.Optimizer):
-    """(group, parameter, state) for every parameter that has optimizer state."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state:
-                yield group, p, state
+def _facts(optimizer: torch.optim.Optimizer, what: str, adaptive: bool) -> OptimizerFacts:
+    """The registry's view of ``optimizer`` for diagnostics; a TypeError when the registry does
+    not know it, or (``adaptive``) it has no diagonal preconditioner."""
+    spec = spec_of(optimizer)
+    if spec is None or (adaptive and not spec.adaptive):
+        needs = (
+            "an Adam-family optimizer (AdamNX, Ada2MS, Adam, AdamW)"
+            if adaptive
+            else "AdamNX, Ada2MS, Adam, AdamW or SGD"
+        )
+        raise TypeError(f"{what} needs {needs}, got {type(optimizer).__name__}")
+    return spec.facts(optimizer)
 
 
 @torch.no_grad()
@@ -27,19 +32,7 @@ def effective_step_sizes(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tenso
     ``v_hat^alpha * s^(1-alpha)`` for Ada2MS, the bias-corrected ``v_hat`` for torch's Adam and
     AdamW (``max_exp_avg_sq`` with ``amsgrad``). The update is then -step_size * momentum.
     """
-    if isinstance(optimizer, AdamFamily):
-        return optimizer.effective_step_sizes()
-    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        out = {}
-        for group, p, state in _with_state(optimizer):
-            v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
-            bc2 = 1.0 - group["betas"][1] ** float(state["step"])
-            out[p] = group["lr"] / ((v / bc2).sqrt() + group["eps"])
-        return out
-    raise TypeError(
-        f"effective_step_sizes needs an Adam-family optimizer (AdamNX, Ada2MS, Adam, AdamW), "
-        f"got {type(optimizer).__name__}"
-    )
+    return _facts(optimizer, "effective_step_sizes", adaptive=True).effective_step_sizes()
 
 
 @torch.no_grad()
@@ -51,28 +44,7 @@ def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor
     Ada2MS keep the raw EMA, divided here by 1 - beta1^t; torch's SGD keeps an uncorrected
     momentum buffer that starts at the first gradient (the gradient itself without momentum).
     """
-    from .adamnx import AdamNX
-
-    out: dict[Tensor, Tensor] = {}
-    if isinstance(optimizer, torch.optim.SGD):
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                buf = optimizer.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    out[p] = buf
-                elif p.grad is not None:
-                    out[p] = p.grad
-        return out
-    if not isinstance(optimizer, AdamFamily | torch.optim.Adam | torch.optim.AdamW):
-        raise TypeError(
-            f"momentum_directions needs AdamNX, Ada2MS, Adam, AdamW or SGD, got "
-            f"{type(optimizer).__name__}"
-        )
-    corrected = isinstance(optimizer, AdamNX)
-    for group, p, state in _with_state(optimizer):
-        m = state["exp_avg"]
-        out[p] = m if corrected else m / (1.0 - group["betas"][0] ** float(state["step"]))
-    return out
+    return _facts(optimizer, "momentum_directions", adaptive=False).momentum_directions()
 
 
 @torch.no_grad()
@@ -98,15 +70,9 @@ def transition_measures(
     - ``beta2_hat`` (AdamNX) and ``alpha`` (Ada2MS): the decay and interpolation of the last
       step, for the first param group.
     """
-    from .ada2ms import Ada2MS
-    from .adamnx import AdamNX
-
-    directions = momentum_directions(optimizer)
-    if isinstance(optimizer, torch.optim.SGD):
-        lrs = {p: g["lr"] for g in optimizer.param_groups for p in g["params"]}
-        sizes = {p: torch.full_like(m, lrs[p]) for p, m in directions.items()}
-    else:
-        sizes = effective_step_sizes(optimizer)
+    facts = _facts(optimizer, "transition_measures", adaptive=False)
+    directions = facts.momentum_directions()
+    sizes = facts.effective_step_sizes()
     if not sizes:
         raise ValueError("the optimizer has not taken a step yet: there is nothing to measure")
     lrs = {p: g["lr"] for g in optimizer.param_groups for p in g["params"]}
@@ -140,10 +106,5 @@ def transition_measures(
         measures["preconditioner_drift"] = (
             (precond - previous.to(precond.device)).norm() / previous.norm()
         ).item()
-    if isinstance(optimizer, AdamNX):
-        measures["beta2_hat"] = optimizer.beta2_hat()
-    if isinstance(optimizer, Ada2MS):
-        group = optimizer.param_groups[0]
-        steps = [int(optimizer.state[p]["step"]) for p in group["params"] if optimizer.state.get(p)]
-        measures["alpha"] = Ada2MS.alpha_at(max(steps, default=1), group)
+    measures.update(facts.step_measures())
     return measures, precond

@@ -1,28 +1,14 @@
-"""``make_optimizer``: every optimizer of the project under one name."""
+"""``make_optimizer``: every optimizer of the project under one name (see :mod:`.registry`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
-from .ada2ms import Ada2MS
-from .adamnx import AdamNX
+from .registry import OPTIMIZERS, optimizer_spec
 
-
-def _sgdm(params, **hp):
-    hp.setdefault("momentum", 0.9)
-    return torch.optim.SGD(params, **hp)
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "sgdm": _sgdm,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adamnx": AdamNX,
-    "ada2ms": Ada2MS,
-}
+__all__ = ["OPTIMIZERS", "make_optimizer"]
 
 
 def make_optimizer(name: str, params: Iterable, **hparams) -> torch.optim.Optimizer:
@@ -31,8 +17,8 @@ def make_optimizer(name: str, params: Iterable, **hparams) -> torch.optim.Optimi
     ``"sgd"``, ``"adam"`` and ``"adamw"`` are torch's own; ``"sgdm"`` is torch's SGD with
     ``momentum=0.9`` unless given; ``"adamnx"`` and ``"ada2ms"`` are this library's. ``hparams``
     are passed on (``lr``, ``betas``, ``weight_decay``, ``alpha``, ...).
+
+    Raises:
+        ValueError: an unknown name (:func:`~analysis_lib.optim.optimizer_spec`).
     """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer name: {name!r} (known: {', '.join(OPTIMIZERS)})")
-    return OPTIMIZERS[key](params, **hparams)
+    return optimizer_spec(name).build(params, **hparams)

@@ -1,0 +1,177 @@
+"""The optimizer registry: every optimizer of the project, once, with what the rest of the
+library needs to know about it.
+
+Each :class:`OptimizerSpec` names an optimizer (the key, lower case), says how to build it, how
+figures show it (display name, one colour), its family and the kind of its stability threshold:
+
+==========  ==============  =========  =========  ==========================================
+name        display         family     threshold  threshold on the sharpness
+==========  ==============  =========  =========  ==========================================
+sgd         SGD             plain      gd         2 / eta
+sgdm        SGD+momentum    momentum   momentum   (2 + 2 beta) / eta
+adam        Adam            adaptive   adaptive   (2 + 2 beta1) / ((1 - beta1) eta), on the
+adamw       AdamW           adaptive   adaptive   preconditioned Hessian P^(-1) H
+adamnx      AdamNX          adaptive   adaptive
+ada2ms      Ada2MS          adaptive   adaptive
+==========  ==============  =========  =========  ==========================================
+
+Names are case-insensitive everywhere (:func:`optimizer_spec`), and an unknown one is refused
+with one message. The colours are the Okabe-Ito palette (colour-blind safe) for the first five
+and, for Ada2MS, the point alpha = 0.5 of its sequential alpha scale (``plots.alpha_colors``).
+The registry holds hex strings only; it imports nothing of matplotlib.
+
+The per-optimizer facts that diagnostics read (effective step sizes, bias-corrected momentum,
+the schedule of the last step) are methods of AdamNX and Ada2MS themselves; for torch's
+optimizers the spec's ``facts`` wraps the instance in a view with the same methods
+(:mod:`analysis_lib.optim._torch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ._torch import TorchAdamFacts, TorchSGDFacts
+from .ada2ms import Ada2MS
+from .adamnx import AdamNX
+
+__all__ = [
+    "FAMILIES",
+    "OPTIMIZERS",
+    "THRESHOLDS",
+    "OptimizerFacts",
+    "OptimizerSpec",
+    "is_adaptive",
+    "optimizer_spec",
+    "spec_of",
+]
+
+FAMILIES = ("plain", "momentum", "adaptive")
+THRESHOLDS = ("gd", "momentum", "adaptive")
+
+
+class OptimizerFacts(Protocol):
+    """What diagnostics read from an optimizer after a step (see :mod:`._torch`)."""
+
+    def effective_step_sizes(self) -> dict[Tensor, Tensor]: ...
+
+    def momentum_directions(self) -> dict[Tensor, Tensor]: ...
+
+    def step_measures(self) -> dict[str, float]: ...
+
+
+def _itself(optimizer: Any) -> Any:
+    return optimizer
+
+
+def _always(optimizer: torch.optim.Optimizer) -> bool:
+    return True
+
+
+def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    return any(g.get("momentum", 0.0) > 0 for g in optimizer.param_groups)
+
+
+def _no_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    return not _has_momentum(optimizer)
+
+
+def _sgdm(params: Iterable, **hparams) -> torch.optim.SGD:
+    """torch's SGD with ``momentum=0.9`` unless given."""
+    hparams.setdefault("momentum", 0.9)
+    return torch.optim.SGD(params, **hparams)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer of the registry.
+
+    Attributes:
+        name: the key, lower case (``"sgd"``, ``"sgdm"``, ``"adam"``, ``"adamw"``, ``"adamnx"``,
+            ``"ada2ms"``).
+        display: the name in figures and tables (``"SGD+momentum"``, ``"AdamNX"``, ...).
+        color: ``"#rrggbb"``, the one colour of this optimizer in every figure.
+        family: ``"plain"``, ``"momentum"`` or ``"adaptive"`` (a diagonal preconditioner).
+        threshold: the stability-threshold kind: ``"gd"`` (2 / eta), ``"momentum"``
+            ((2 + 2 beta) / eta) or ``"adaptive"`` ((2 + 2 beta1) / ((1 - beta1) eta) on the
+            preconditioned Hessian).
+        build: ``(params, **hparams) -> optimizer``.
+        cls: the class whose instances this spec describes (subclasses included); None: no
+            instance is recognised as this optimizer.
+        matches: among specs of one class, whether an instance is this one (SGD with momentum
+            is ``"sgdm"``, without it ``"sgd"``).
+        facts: ``optimizer -> OptimizerFacts``, the view diagnostics read (the optimizer itself
+            for AdamNX and Ada2MS).
+    """
+
+    name: str
+    display: str
+    color: str
+    family: str
+    threshold: str
+    build: Callable[..., torch.optim.Optimizer]
+    cls: type[torch.optim.Optimizer] | None = None
+    matches: Callable[[torch.optim.Optimizer], bool] = _always
+    facts: Callable[[torch.optim.Optimizer], OptimizerFacts] = _itself
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the optimizer has a diagonal preconditioner (the Adam family)."""
+        return self.family == "adaptive"
+
+    def __call__(self, params: Iterable, **hparams) -> torch.optim.Optimizer:
+        """``build(params, **hparams)``: a spec can stand where a constructor is expected."""
+        return self.build(params, **hparams)
+
+
+_SPECS = (
+    OptimizerSpec("sgd", "SGD", "#0072b2", "plain", "gd", torch.optim.SGD, torch.optim.SGD,
+                  matches=_no_momentum, facts=TorchSGDFacts),
+    OptimizerSpec("sgdm", "SGD+momentum", "#56b4e9", "momentum", "momentum", _sgdm,
+                  torch.optim.SGD, matches=_has_momentum, facts=TorchSGDFacts),
+    OptimizerSpec("adam", "Adam", "#009e73", "adaptive", "adaptive", torch.optim.Adam,
+                  torch.optim.Adam, facts=TorchAdamFacts),
+    OptimizerSpec("adamw", "AdamW", "#e69f00", "adaptive", "adaptive", torch.optim.AdamW,
+                  torch.optim.AdamW, facts=TorchAdamFacts),
+    OptimizerSpec("adamnx", "AdamNX", "#cc79a7", "adaptive", "adaptive", AdamNX, AdamNX),
+    OptimizerSpec("ada2ms", "Ada2MS", "#ae1759", "adaptive", "adaptive", Ada2MS, Ada2MS),
+)  # fmt: skip
+#: name -> spec, in the order sgd, sgdm, adam, adamw, adamnx, ada2ms (read-only).
+OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType({s.name: s for s in _SPECS})
+
+
+def optimizer_spec(name: str) -> OptimizerSpec:
+    """The spec of the optimizer called ``name`` (any case).
+
+    Raises:
+        ValueError: ``Unknown optimizer: 'x' (known: sgd, sgdm, adam, adamw, adamnx, ada2ms)``.
+    """
+    spec = OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"Unknown optimizer: {name!r} (known: {', '.join(OPTIMIZERS)})")
+    return spec
+
+
+def spec_of(optimizer: torch.optim.Optimizer) -> OptimizerSpec | None:
+    """The spec that describes the instance ``optimizer`` (a subclass of a registered class
+    counts as that class; torch's SGD is ``"sgdm"`` when a param group has momentum > 0), or
+    None when no spec does (another optimizer, or not an optimizer)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return None
+    for klass in type(optimizer).__mro__:  # the most specific registered class first
+        for spec in OPTIMIZERS.values():
+            if spec.cls is not None and spec.cls is klass and spec.matches(optimizer):
+                return spec
+    return None
+
+
+def is_adaptive(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` is of the Adam family (a diagonal preconditioner: torch's Adam and
+    AdamW, AdamNX, Ada2MS)."""
+    spec = spec_of(optimizer)
+    return spec is not None and spec.adaptive
