@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from . import io, progress_disabled
 from ._checks import check_int
-from .optim import OPTIMIZERS, effective_step_sizes, make_optimizer
+from .optim import OPTIMIZERS, effective_step_sizes, make_optimizer, optimizer_spec
 from .problems.toy import ToyProblem
 
 __all__ = [
@@ -64,8 +64,9 @@ __all__ = [
     "tune_lr",
 ]
 
-#: Optimizers with a per-coordinate effective step size (recorded in :class:`Trajectory`).
-ADAPTIVE = frozenset({"adam", "adamw", "adamnx", "ada2ms"})
+#: Optimizers with a per-coordinate effective step size (recorded in :class:`Trajectory`): the
+#: registry's adaptive family.
+ADAPTIVE = frozenset(name for name, spec in OPTIMIZERS.items() if spec.adaptive)
 #: Optimizers whose update mixes coordinates through a statistic over the param group.
 _GROUP_STATISTIC = frozenset({"ada2ms"})
 #: Why a run ended, by code: 0 it ran all its steps, 1 a value became non-finite, 2 it left the
@@ -74,21 +75,14 @@ STOP_REASONS = ("completed", "non-finite", "left the region")
 _DTYPE = torch.float64
 _CACHE_VERSION = 1
 
-_NAMES = {
-    "sgd": "SGD",
-    "sgdm": "SGD+momentum",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adamnx": "AdamNX",
-    "ada2ms": "Ada2MS",
-}
-
 
 def method_label(optimizer: str, hparams: Mapping[str, Any] | None = None) -> str:
-    """A display name: ``"Adam"``, ``"SGD+momentum"``, ``"Ada2MS α=0.5"``, ..."""
-    name = _NAMES.get(optimizer, optimizer)
+    """A display name: ``"Adam"``, ``"SGD+momentum"``, ``"Ada2MS α=0.5"``, ... (the registry's
+    display name; a name the registry does not know is shown as it is)."""
+    key = optimizer.lower() if isinstance(optimizer, str) else optimizer
+    name = OPTIMIZERS[key].display if key in OPTIMIZERS else optimizer
     alpha = (hparams or {}).get("alpha")
-    if optimizer == "ada2ms" and alpha is not None:
+    if key == "ada2ms" and alpha is not None:
         name += f" α={alpha:g}" if isinstance(alpha, int | float) else f" α={alpha}"
     return name
 
@@ -277,10 +271,7 @@ def _check_problem(problem: Any) -> None:
 
 
 def _check_optimizer(optimizer: Any) -> str:
-    key = optimizer.lower() if isinstance(optimizer, str) else optimizer
-    if key not in OPTIMIZERS:
-        raise ValueError(f"Invalid optimizer: {optimizer!r} (known: {', '.join(OPTIMIZERS)})")
-    return key
+    return optimizer_spec(optimizer).name
 
 
 def _check_positive(name: str, value: Any, allow_none: bool = False) -> float | None:
@@ -389,25 +380,97 @@ class _Layout:
         return s * self.lrs if self.batched else s
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What every run of one method on one problem shares, checked (see :func:`_settings`)."""
+
+    problem: ToyProblem
+    optimizer: str  # the registry's key
+    steps: int
+    start: tuple[float, float]
+    seed: int
+    clip: float | None
+    bounds_factor: float
+    hparams: dict[str, Any]  # without lr; weight_decay 0 unless given
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the optimizer has per-coordinate effective step sizes to record."""
+        return self.optimizer in ADAPTIVE
+
+    def trajectory(self, sim: _Simulation, row: int, lr: float) -> Trajectory:
+        """Row ``row`` of ``sim`` (run at ``lr``) as a :class:`Trajectory`."""
+        n = int(sim.last[row])
+        points = sim.points[: n + 1, row].copy()
+        return Trajectory(
+            problem=self.problem,
+            optimizer=self.optimizer,
+            hparams={"lr": lr, **self.hparams},
+            points=points,
+            losses=sim.losses[: n + 1, row].copy(),
+            grad_norms=sim.grad_norms[: n + 1, row].copy(),
+            step_lengths=np.hypot(*np.diff(points, axis=0).T),  # no overflow warning
+            step_sizes=None if sim.step_sizes is None else sim.step_sizes[:n, row].copy(),
+            diverged=bool(sim.reason[row] != 0),
+            stop_reason=STOP_REASONS[int(sim.reason[row])],
+            seed=self.seed,
+        )
+
+
+def _settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams) -> _Settings:
+    """Check the arguments that :func:`run`, :func:`run_batch` and :func:`tune_lr` share."""
+    _check_problem(problem)
+    key = _check_optimizer(optimizer)
+    steps = check_int("steps", steps, 1)
+    seed = check_int("seed", seed, 0)
+    clip = _check_positive("clip", clip, allow_none=True)
+    bounds_factor = _check_positive("bounds_factor", bounds_factor)
+    if bounds_factor < 1:
+        raise ValueError(f"Invalid bounds_factor: {bounds_factor!r} (expected a number >= 1)")
+    start = _start_point(problem, start)
+    hparams = dict(hparams)
+    hparams.setdefault("weight_decay", 0.0)
+    return _Settings(problem, key, steps, start, seed, clip, bounds_factor, hparams)
+
+
+@dataclass(frozen=True)
+class _Simulation:
+    """The arrays of a simulated grid of G learning rates: a step axis (T + 1 points, T steps),
+    then the grid axis."""
+
+    points: np.ndarray  # (T + 1, G, 2)
+    losses: np.ndarray  # (T + 1, G)
+    grad_norms: np.ndarray  # (T + 1, G)
+    last: np.ndarray  # (G,): the index of each run's last valid point
+    reason: np.ndarray  # (G,): a code into STOP_REASONS
+    step_sizes: np.ndarray | None = None  # (T, G, 2), when recorded
+
+    def row(self, i: int) -> _Simulation:
+        """Grid point ``i`` alone, as a grid of one."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[[i]] if a.ndim == 1 else a[:, [i]]
+
+        return _Simulation(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The arrays by field name (``prefix`` prepended), the ones not recorded left out."""
+        named = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {prefix + k: a for k, a in named.items() if a is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "") -> _Simulation:
+        """The inverse of :meth:`arrays`."""
+        return cls(**{f.name: arrays.get(prefix + f.name) for f in fields(cls)})
+
+
 def _simulate(
-    problem: ToyProblem,
-    optimizer: str,
-    steps: int,
-    lrs: np.ndarray,
-    *,
-    start,
-    seed: int,
-    clip: float | None,
-    bounds_factor: float,
-    batched: bool,
-    record_step_sizes: bool,
-    hparams: dict,
-) -> dict[str, np.ndarray]:
-    """Run ``optimizer`` at each of ``lrs`` from ``start``. Returns arrays with a leading step
-    axis of length ``steps + 1`` and a grid axis of length G: ``points`` (T+1, G, 2), ``losses``,
-    ``grad_norms`` (T+1, G), ``step_sizes`` (T, G, 2) or absent, and per grid point ``last``
-    (the index of its last valid point) and ``reason`` (a code into STOP_REASONS)."""
-    layout = _Layout(optimizer, start, lrs, batched, hparams)
+    s: _Settings, lrs: np.ndarray, *, batched: bool, record_step_sizes: bool
+) -> _Simulation:
+    """Run ``s.optimizer`` at each of the G learning rates ``lrs`` from ``s.start`` for
+    ``s.steps`` steps, as one batched run (``batched``) or, for G = 1, the real optimizer."""
+    steps, problem = s.steps, s.problem
+    layout = _Layout(s.optimizer, s.start, lrs, batched, s.hparams)
     g_count = layout.g
     pts = torch.full((steps + 1, g_count, 2), math.nan, dtype=_DTYPE)
     losses = torch.full((steps + 1, g_count), math.nan, dtype=_DTYPE)
@@ -418,8 +481,8 @@ def _simulate(
     alive = torch.ones(g_count, dtype=torch.bool)
     (x0, x1), (y0, y1) = problem.bounds
     centre = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2], dtype=_DTYPE)
-    half = bounds_factor * torch.tensor([(x1 - x0) / 2, (y1 - y0) / 2], dtype=_DTYPE)
-    generator = torch.Generator().manual_seed(seed)
+    half = s.bounds_factor * torch.tensor([(x1 - x0) / 2, (y1 - y0) / 2], dtype=_DTYPE)
+    generator = torch.Generator().manual_seed(s.seed)
 
     p = layout.points()
     for k in range(steps + 1):
@@ -445,56 +508,20 @@ def _simulate(
         if k == steps:
             break
         g = problem.noisy_gradient(g, generator)
-        if clip is not None:
-            g = g * torch.clamp(clip / torch.hypot(g[..., :1], g[..., 1:]), max=1.0)
+        if s.clip is not None:
+            g = g * torch.clamp(s.clip / torch.hypot(g[..., :1], g[..., 1:]), max=1.0)
         layout.set_grads(g)
         layout.step(p)
         if sizes is not None:
             sizes[k] = layout.step_sizes()
         p = layout.points()
-    out = {
-        "points": pts.numpy(),
-        "losses": losses.numpy(),
-        "grad_norms": gnorms.numpy(),
-        "last": last.numpy(),
-        "reason": reason.numpy(),
-    }
-    if sizes is not None:
-        out["step_sizes"] = sizes.numpy()
-    return out
-
-
-def _prepare(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams):
-    _check_problem(problem)
-    key = _check_optimizer(optimizer)
-    steps = check_int("steps", steps, 1)
-    seed = check_int("seed", seed, 0)
-    clip = _check_positive("clip", clip, allow_none=True)
-    bounds_factor = _check_positive("bounds_factor", bounds_factor)
-    if bounds_factor < 1:
-        raise ValueError(f"Invalid bounds_factor: {bounds_factor!r} (expected a number >= 1)")
-    start = _start_point(problem, start)
-    hparams = dict(hparams)
-    hparams.setdefault("weight_decay", 0.0)
-    return key, steps, start, seed, clip, bounds_factor, hparams
-
-
-def _trajectory(problem, optimizer, hparams, sim, row: int, seed: int) -> Trajectory:
-    n = int(sim["last"][row])
-    points = sim["points"][: n + 1, row].copy()
-    sizes = sim.get("step_sizes")
-    return Trajectory(
-        problem=problem,
-        optimizer=optimizer,
-        hparams=hparams,
-        points=points,
-        losses=sim["losses"][: n + 1, row].copy(),
-        grad_norms=sim["grad_norms"][: n + 1, row].copy(),
-        step_lengths=np.hypot(*np.diff(points, axis=0).T),  # no overflow warning
-        step_sizes=None if sizes is None else sizes[:n, row].copy(),
-        diverged=bool(sim["reason"][row] != 0),
-        stop_reason=STOP_REASONS[int(sim["reason"][row])],
-        seed=seed,
+    return _Simulation(
+        points=pts.numpy(),
+        losses=losses.numpy(),
+        grad_norms=gnorms.numpy(),
+        last=last.numpy(),
+        reason=reason.numpy(),
+        step_sizes=None if sizes is None else sizes.numpy(),
     )
 
 
@@ -513,7 +540,8 @@ def run(
 
     Args:
         problem: the toy problem.
-        optimizer: ``"sgd"``, ``"sgdm"``, ``"adam"``, ``"adamw"``, ``"adamnx"`` or ``"ada2ms"``.
+        optimizer: ``"sgd"``, ``"sgdm"``, ``"adam"``, ``"adamw"``, ``"adamnx"`` or ``"ada2ms"``
+            (any case).
         steps: the number of steps (>= 1).
         start: the starting point (default: the problem's suggested start).
         seed: seeds the gradient noise of a stochastic problem (unused otherwise).
@@ -529,26 +557,14 @@ def run(
     Raises:
         ValueError: a bad argument (named in the message), before any step is taken.
     """
-    key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
-    )
     lr = hparams.pop("lr", None)
+    s = _settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
     if lr is None:  # the optimizer's own default
-        lr = make_optimizer(key, [torch.zeros(2, requires_grad=True)], **hparams).defaults["lr"]
-    sim = _simulate(
-        problem,
-        key,
-        steps,
-        np.array([lr], dtype=np.float64),
-        start=start,
-        seed=seed,
-        clip=clip,
-        bounds_factor=bounds_factor,
-        batched=False,
-        record_step_sizes=key in ADAPTIVE,
-        hparams=hparams,
-    )
-    return _trajectory(problem, key, {"lr": lr, **hparams}, sim, 0, seed)
+        params = [torch.zeros(2, requires_grad=True)]
+        lr = make_optimizer(s.optimizer, params, **s.hparams).defaults["lr"]
+    lrs = np.array([lr], dtype=np.float64)
+    sim = _simulate(s, lrs, batched=False, record_step_sizes=s.adaptive)
+    return s.trajectory(sim, 0, lr)
 
 
 def run_batch(
@@ -569,39 +585,21 @@ def run_batch(
     ``hparams`` must not contain ``lr``."""
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (give the learning rates as lrs)")
-    key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
-    )
+    s = _settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
     lrs = _check_grid(lrs)
-    sim = _simulate(
-        problem,
-        key,
-        steps,
-        lrs,
-        start=start,
-        seed=seed,
-        clip=clip,
-        bounds_factor=bounds_factor,
-        batched=True,
-        record_step_sizes=record_step_sizes and key in ADAPTIVE,
-        hparams=hparams,
-    )
-    return [
-        _trajectory(problem, key, {"lr": float(lr), **hparams}, sim, i, seed)
-        for i, lr in enumerate(lrs)
-    ]
+    sim = _simulate(s, lrs, batched=True, record_step_sizes=record_step_sizes and s.adaptive)
+    return [s.trajectory(sim, i, float(lr)) for i, lr in enumerate(lrs)]
 
 
 # -- tuning -----------------------------------------------------------------------------------
-def _scores(problem: ToyProblem, sim: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    g_count = sim["last"].shape[0]
-    rows = np.arange(g_count)
-    final = sim["points"][sim["last"], rows]
-    diverged = sim["reason"] != 0
+def _scores(problem: ToyProblem, sim: _Simulation) -> dict[str, np.ndarray]:
+    rows = np.arange(sim.last.shape[0])
+    final = sim.points[sim.last, rows]
+    diverged = sim.reason != 0
     distance = np.where(diverged, np.inf, problem.distance_to_minimum(final))
-    steps = np.arange(sim["losses"].shape[0])[:, None]
-    kept = steps <= sim["last"][None, :]
-    mean_loss = np.where(kept, sim["losses"], 0.0).sum(0) / kept.sum(0)
+    steps = np.arange(sim.losses.shape[0])[:, None]
+    kept = steps <= sim.last[None, :]
+    mean_loss = np.where(kept, sim.losses, 0.0).sum(0) / kept.sum(0)
     mean_loss = np.where(diverged, np.inf, mean_loss)
     return {
         "final_distance": distance,
@@ -618,7 +616,44 @@ def _choose(distance: np.ndarray, mean_loss: np.ndarray, tolerance: float) -> in
     return int(ties[np.argmin(mean_loss[ties])])
 
 
-_SIM_KEYS = ("points", "losses", "grad_norms", "step_sizes", "last", "reason")
+def _check_tolerance(tolerance: Any) -> float:
+    value = float(tolerance) if isinstance(tolerance, int | float) else math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Invalid tolerance: {tolerance!r} (expected a finite number >= 0)")
+    return value
+
+
+def _tune_arrays(
+    s: _Settings, lrs: np.ndarray, tolerance: float, keep_best: bool
+) -> dict[str, np.ndarray]:
+    """The grid's scores (:func:`_scores`) and, with ``keep_best``, the chosen run's arrays
+    (prefixed ``best_``): what :func:`tune_lr` caches."""
+    sim = _simulate(s, lrs, batched=True, record_step_sizes=keep_best and s.adaptive)
+    scores = _scores(s.problem, sim)
+    out = {"lrs": lrs, **scores}
+    best = _choose(scores["final_distance"], scores["mean_loss"], tolerance)
+    if keep_best and best is not None:
+        out.update(sim.row(best).arrays("best_"))
+    return out
+
+
+def _tune_config(s: _Settings, lrs: np.ndarray, tolerance: float, keep_best: bool) -> dict:
+    """The cache key of :func:`tune_lr`'s arrays."""
+    config = {
+        "version": _CACHE_VERSION,
+        "problem": s.problem.config(),
+        "optimizer": s.optimizer,
+        "hparams": s.hparams,
+        "steps": s.steps,
+        "grid": lrs.tolist(),
+        "start": s.start,
+        "seed": s.seed,
+        "clip": s.clip,
+        "bounds_factor": s.bounds_factor,
+    }
+    if keep_best:  # the kept run depends on the tie tolerance
+        config.update(keep_best=True, tolerance=tolerance)
+    return config
 
 
 def tune_lr(
@@ -659,71 +694,27 @@ def tune_lr(
     """
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (it is what tune_lr searches; give grid)")
-    key, steps, start, seed, clip, bounds_factor, hparams = _prepare(
-        problem, optimizer, steps, start, seed, clip, bounds_factor, hparams
-    )
+    s = _settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
     if not problem.minima:
         raise ValueError(f"Invalid problem: {problem.name!r} has no minima to tune against")
     lrs = _check_grid(lr_grid() if grid is None else grid)
-    tolerance = float(tolerance) if isinstance(tolerance, int | float) else math.nan
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"Invalid tolerance: {tolerance!r} (expected a finite number >= 0)")
-
+    tolerance = _check_tolerance(tolerance)
     keep_best = bool(keep_best)
 
     def compute() -> dict[str, np.ndarray]:
-        sim = _simulate(
-            problem,
-            key,
-            steps,
-            lrs,
-            start=start,
-            seed=seed,
-            clip=clip,
-            bounds_factor=bounds_factor,
-            batched=True,
-            record_step_sizes=keep_best and key in ADAPTIVE,
-            hparams=hparams,
-        )
-        scores = _scores(problem, sim)
-        out = {"lrs": lrs, **scores}
-        best = _choose(scores["final_distance"], scores["mean_loss"], tolerance)
-        if keep_best and best is not None:  # the chosen row, as a batch of one
-            out.update(
-                {
-                    f"best_{k}": sim[k][..., [best]] if sim[k].ndim == 1 else sim[k][:, [best]]
-                    for k in _SIM_KEYS
-                    if k in sim
-                }
-            )
-        return out
+        return _tune_arrays(s, lrs, tolerance, keep_best)
 
     if cache:
-        config = {
-            "version": _CACHE_VERSION,
-            "problem": problem.config(),
-            "optimizer": key,
-            "hparams": hparams,
-            "steps": steps,
-            "grid": lrs.tolist(),
-            "start": start,
-            "seed": seed,
-            "clip": clip,
-            "bounds_factor": bounds_factor,
-        }
-        if keep_best:  # the kept run depends on the tie tolerance
-            config.update(keep_best=True, tolerance=tolerance)
-        arrays = io.cached("tune_lr", config, compute)
+        arrays = io.cached("tune_lr", _tune_config(s, lrs, tolerance, keep_best), compute)
     else:
         arrays = compute()
     best_index = _choose(arrays["final_distance"], arrays["mean_loss"], tolerance)
     best = None
     if keep_best and best_index is not None:
-        sim = {k: arrays[f"best_{k}"] for k in _SIM_KEYS if f"best_{k}" in arrays}
-        best = _trajectory(problem, key, {"lr": float(lrs[best_index]), **hparams}, sim, 0, seed)
+        best = s.trajectory(_Simulation.from_arrays(arrays, "best_"), 0, float(lrs[best_index]))
     return TuneResult(
-        optimizer=key,
-        hparams=hparams,
+        optimizer=s.optimizer,
+        hparams=s.hparams,
         lrs=arrays["lrs"],
         final_distance=arrays["final_distance"],
         mean_loss=arrays["mean_loss"],
