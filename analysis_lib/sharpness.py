@@ -53,18 +53,10 @@ import numpy as np
 import scipy.optimize
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import grad_and_value, vmap
 
 from ._checks import check_int
-from ._evaluation import eval_mode
-from .curvature.algorithms import _generator
-from .curvature.operators import (
-    ParameterSpace,
-    _batch_size,
-    _warn_batchnorm,
-    materialize_data,
-    select_parameters,
-)
+from ._evaluation import FunctionalModel, eval_mode, generator, select_parameters, warn_batchnorm
 
 __all__ = [
     "NORMS",
@@ -175,23 +167,15 @@ class _Objective:
     adaptive, else 1), batched over perturbations with vmap, counting passes."""
 
     def __init__(self, model, loss_fn, data, params=None) -> None:
-        if not callable(loss_fn):
-            raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
         named = select_parameters(model, params)
-        self.model = model
-        self.loss_fn = loss_fn
-        self.space = ParameterSpace(named)
-        first = named[0][1]
-        self.dtype, self.device = first.dtype, first.device
-        self.batches = materialize_data(data, self.device)
-        self.n_samples = sum(_batch_size(y, x) for x, y, _ in self.batches)
-        chosen = set(self.space.names)
-        self.fixed = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
-        self.fixed.update(dict(model.named_buffers()))
-        self.theta = self.space.flatten([p.detach() for _, p in named]).clone()
+        fm = FunctionalModel(model, loss_fn, data, named)
+        self.function, self.model, self.loss_fn = fm, model, loss_fn
+        self.space, self.batches, self.n_samples = fm.space, fm.batches, fm.samples
+        self.dtype, self.device = fm.dtype, fm.device
+        self.theta = self.space.flatten(fm.parameters()).clone()
         self.forward_passes = 0
         self.backward_passes = 0
-        _warn_batchnorm(model)
+        warn_batchnorm(model, "sharpness")
 
     @property
     def size(self) -> int:
@@ -202,8 +186,7 @@ class _Objective:
 
     def _loss(self, u: Tensor, scale: Tensor, x: Any, y: Any) -> Tensor:
         p = self.space.unflatten(self.theta + scale * u)
-        args = x if isinstance(x, tuple) else (x,)
-        return self.loss_fn(functional_call(self.model, {**self.fixed, **p}, args), y)
+        return self.loss_fn(self.function.outputs(p, x), y)
 
     def _chunk(self, count: int, batch: int) -> int:
         return max(1, min(count, _MAX_SAMPLES // max(batch, 1)))
@@ -212,11 +195,11 @@ class _Objective:
         """``L(theta + scale * u_r)`` over all the data for each row of ``u`` (shape (R, n))."""
         total = torch.zeros(u.shape[0], dtype=self.dtype, device=self.device)
         with torch.no_grad():
-            for x, y, w in self.batches:
-                step = self._chunk(u.shape[0], _batch_size(y, x))
+            for b in self.batches:
+                step = self._chunk(u.shape[0], b.size)
                 f = vmap(self._loss, in_dims=(0, None, None, None))
                 for i in range(0, u.shape[0], step):
-                    total[i : i + step] += w * f(u[i : i + step], scale, x, y)
+                    total[i : i + step] += b.weight * f(u[i : i + step], scale, b.inputs, b.targets)
         self.forward_passes += u.shape[0]
         return total
 
@@ -225,12 +208,12 @@ class _Objective:
         total = torch.zeros(u.shape[0], dtype=self.dtype, device=self.device)
         grads = torch.zeros_like(u)
         f = vmap(grad_and_value(self._loss), in_dims=(0, None, None, None))
-        for x, y, w in self.batches:
-            step = self._chunk(u.shape[0], _batch_size(y, x))
+        for b in self.batches:
+            step = self._chunk(u.shape[0], b.size)
             for i in range(0, u.shape[0], step):
-                g, v = f(u[i : i + step], scale, x, y)
-                total[i : i + step] += w * v.detach()
-                grads[i : i + step] += w * g.detach()
+                g, v = f(u[i : i + step], scale, b.inputs, b.targets)
+                total[i : i + step] += b.weight * v.detach()
+                grads[i : i + step] += b.weight * g.detach()
         self.forward_passes += u.shape[0]
         self.backward_passes += u.shape[0]
         return total, grads
@@ -261,7 +244,7 @@ class _Groups:
 
     def __init__(self, obj: _Objective, m: int, gen: torch.Generator) -> None:
         xs, ys = [], []
-        for x, y, _ in obj.batches:
+        for x, y, *_ in obj.batches:
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
                 raise ValueError(
                     "Invalid data: m-sharpness needs batches of tensors (inputs, targets)"
@@ -427,8 +410,8 @@ def worst_case_sharpness(
                 f"Invalid m: {m} (larger than the {obj.n_samples} samples of data; "
                 "m-sharpness needs at least one batch of m samples)"
             )
-        gen = _generator(seed)  # the starts; the batches of m-sharpness draw from their own
-        groups = _Whole(obj) if m is None else _Groups(obj, m, _generator(seed))
+        gen = generator(seed)  # the starts; the batches of m-sharpness draw from their own
+        groups = _Whole(obj) if m is None else _Groups(obj, m, generator(seed))
         loss = obj.loss()
         scale = obj.scale(adaptive)
         if m is None:
@@ -513,7 +496,7 @@ def average_sharpness(
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
         loss = obj.loss()
-        z = rho * obj.randn((samples, obj.size), _generator(seed))
+        z = rho * obj.randn((samples, obj.size), generator(seed))
         inc = _antithetic_increase(obj, z, obj.scale(adaptive), loss).double()
         stderr = float(inc.std(correction=1)) / math.sqrt(samples)
         details = dict(increases=inc.cpu().numpy())
@@ -550,7 +533,7 @@ def epsilon_sharpness(
         loss = obj.loss()
         ones = obj.scale(False)
         bound = (epsilon * (obj.theta.abs() + 1)).double().cpu().numpy()
-        gen = _generator(seed)
+        gen = generator(seed)
 
         def negative(y: np.ndarray) -> tuple[float, np.ndarray]:
             u = torch.as_tensor(y, dtype=obj.dtype, device=obj.device)[None]
@@ -632,7 +615,7 @@ def sigma_flatness(
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
         loss = obj.loss()
-        z = obj.randn((samples, obj.size), _generator(seed))
+        z = obj.randn((samples, obj.size), generator(seed))
         scale = obj.scale(adaptive)
         trace: list[tuple[float, float]] = []
 

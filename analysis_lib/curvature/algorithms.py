@@ -146,10 +146,6 @@ class DensityResult:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _generator(seed: int | torch.Generator) -> torch.Generator:
-    return generator(seed)
-
-
 def _check_operator(op) -> None:
     if not isinstance(op, LinearOperator):
         raise ValueError(f"Invalid op: {type(op).__name__} (expected a LinearOperator)")
@@ -345,7 +341,7 @@ def lanczos(
         else check_int("max_matvecs", max_matvecs, k)
     )
     budget = min(budget, n)
-    gen = _generator(seed)
+    gen = generator(seed)
     v = _start_vector(op, v0, gen)
 
     eps = float(torch.finfo(op.dtype).eps)
@@ -407,7 +403,7 @@ def power_iteration(
         )
     tol = check_positive("tol", tol)
     budget = check_int("max_matvecs", max_matvecs)
-    gen = _generator(seed)
+    gen = generator(seed)
     v = _start_vector(op, v0, gen)
     v = v / torch.linalg.vector_norm(v)
     history, previous, converged = [], None, False
@@ -453,7 +449,7 @@ def hutchinson(
     start = time.perf_counter()
     _check_operator(op)
     m = check_int("matvecs", matvecs, 2)
-    gen = _generator(seed)
+    gen = generator(seed)
     samples = np.empty(m)
     with _bar(m, "Hutchinson", progress) as bar:
         for i in range(m):
@@ -490,7 +486,7 @@ def hutchpp(
     start = time.perf_counter()
     _check_operator(op)
     m = check_int("matvecs", matvecs, 4)
-    gen = _generator(seed)
+    gen = generator(seed)
     s = m // 3
     with _bar(m, "Hutch++", progress) as bar:
         sketch = torch.stack([_rademacher(op, gen) for _ in range(s)], dim=1)
@@ -567,7 +563,7 @@ def slq(
         grid = check_int("grid", grid, 2)
     else:
         grid = _check_grid(grid)
-    gen = _generator(seed)
+    gen = generator(seed)
     products_before = op.matvecs
     nodes = np.zeros((runs, steps))
     weights = np.zeros((runs, steps))

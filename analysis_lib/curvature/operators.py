@@ -17,7 +17,8 @@ Every operator here is symmetric, has a ``size`` ``n`` (the number of parameters
 * :class:`DenseOperator`: an explicit symmetric matrix (for tests and small problems).
 
 Parameters are flattened in the order of ``model.named_parameters()``; :class:`ParameterSpace`
-converts between flat vectors and ``dict[str, Tensor]``.
+converts between flat vectors and ``dict[str, Tensor]``. What ``data`` may be, and how its
+batches are weighted, is the one rule of :mod:`analysis_lib._evaluation`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, jvp, vjp
+from torch.func import grad, jvp, vjp
 
-from .._evaluation import eval_mode
+from .._evaluation import (
+    FunctionalModel,
+    ParameterSpace,
+    eval_mode,
+    select_parameters,
+    warn_batchnorm,
+)
 
 __all__ = [
     "BACKENDS",
@@ -47,6 +53,7 @@ __all__ = [
     "dense_hessian",
     "eval_mode",
     "preconditioned_hessian",
+    "select_parameters",
 ]
 
 #: The dtypes curvature is computed in. In bfloat16 (8 significant bits) and float16 (11) the
@@ -179,129 +186,6 @@ class DiagonalScaledOperator(LinearOperator):
         return self.operator.nonfinite_cause()
 
 
-# -- parameters ------------------------------------------------------------------------------
-class ParameterSpace:
-    """The parameters an operator acts on: their names (as in ``model.named_parameters()``),
-    shapes and offsets in the flat vector."""
-
-    def __init__(self, named: Sequence[tuple[str, Tensor]]) -> None:
-        self.names = [n for n, _ in named]
-        self.shapes = [tuple(p.shape) for _, p in named]
-        self.numels = [p.numel() for _, p in named]
-        self.size = sum(self.numels)
-
-    def flatten(self, tensors: dict[str, Tensor] | Sequence[Tensor]) -> Tensor:
-        """One flat vector from a dict keyed by name (or a sequence in the same order)."""
-        if isinstance(tensors, dict):
-            tensors = [tensors[n] for n in self.names]
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
-        """The dict ``{name: tensor}`` (views of ``flat``) of a flat vector."""
-        if flat.shape != (self.size,):
-            raise ValueError(f"Invalid flat: shape {tuple(flat.shape)} (expected ({self.size},))")
-        chunks = torch.split(flat, self.numels)
-        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
-
-
-def select_parameters(
-    model: torch.nn.Module, params: str | Iterable[str] | None
-) -> list[tuple[str, Tensor]]:
-    """The named parameters to differentiate with respect to: all that require grad when
-    ``params`` is None, else those whose name equals one of ``params`` or lies under it as a
-    module prefix (``"0"`` selects ``"0.weight"`` and ``"0.bias"``)."""
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
-    named = list(model.named_parameters())
-    if params is None:
-        chosen = [(n, p) for n, p in named if p.requires_grad]
-    else:
-        try:
-            wanted = [params] if isinstance(params, str) else list(params)
-        except TypeError:
-            wanted = [params]
-        if not all(isinstance(w, str) for w in wanted):
-            raise ValueError(
-                f"Invalid params: {params!r} (expected a parameter or module name, or a list of them)"
-            )
-        if not wanted:
-            raise ValueError("Invalid params: empty (expected parameter or module names)")
-        for w in wanted:
-            if not any(n == w or n.startswith(f"{w}.") for n, _ in named):
-                known = ", ".join(n for n, _ in named)
-                raise ValueError(f"Invalid params: {w!r} matches no parameter (known: {known})")
-        chosen = [(n, p) for n, p in named if any(n == w or n.startswith(f"{w}.") for w in wanted)]
-    if not chosen:
-        raise ValueError("Invalid model: it has no parameters that require grad")
-    dtypes = {p.dtype for _, p in chosen}
-    devices = {p.device for _, p in chosen}
-    if len(dtypes) > 1 or len(devices) > 1:
-        raise ValueError(
-            f"Invalid model: parameters must share one dtype and device, got "
-            f"{sorted(map(str, dtypes))} on {sorted(map(str, devices))}"
-        )
-    if not next(iter(dtypes)).is_floating_point:
-        raise ValueError(f"Invalid model: parameters of dtype {next(iter(dtypes))}")
-    return chosen
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, Tensor):
-        return x.to(device)
-    if isinstance(x, tuple | list):
-        return type(x)(_to(e, device) for e in x)
-    return x
-
-
-def _batch_size(targets: Any, inputs: Any) -> int:
-    for t in (targets, inputs):
-        if isinstance(t, Tensor) and t.ndim > 0:
-            return int(t.shape[0])
-        if isinstance(t, tuple | list) and t and isinstance(t[0], Tensor):
-            return int(t[0].shape[0])
-    return len(targets)
-
-
-def materialize_data(data: Iterable, device: torch.device) -> list[tuple[Any, Any, float]]:
-    """``data`` (an iterable of ``(inputs, targets)`` batches) as a list of
-    ``(inputs, targets, weight)`` on ``device``, with ``weight = n_b / N``: the loss of the whole
-    data is the sample-weighted mean of the batch losses, so a ragged last batch counts right."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        raise ValueError(
-            "Invalid data: expected an iterable of (inputs, targets) batches, "
-            "got one (inputs, targets) pair; wrap it in a list: [(inputs, targets)]"
-        )
-    try:
-        iterator = iter(data)
-    except TypeError:
-        raise ValueError(
-            f"Invalid data: {type(data).__name__} (expected an iterable of (inputs, targets) "
-            "batches, e.g. a list or a DataLoader)"
-        ) from None
-    batches = []
-    for i, batch in enumerate(iterator):
-        try:
-            inputs, targets = batch
-        except (TypeError, ValueError):
-            raise ValueError(f"Invalid data: batch {i} is not an (inputs, targets) pair") from None
-        first = [t[0] if isinstance(t, tuple | list) and t else t for t in (inputs, targets)]
-        if all(isinstance(t, Tensor) and t.ndim > 0 for t in first):
-            if first[0].shape[0] != first[1].shape[0]:
-                raise ValueError(
-                    f"Invalid data: batch {i} has {first[0].shape[0]} inputs and "
-                    f"{first[1].shape[0]} targets"
-                )
-        n = _batch_size(targets, inputs)
-        if n > 0:
-            batches.append((_to(inputs, device), _to(targets, device), n))
-    total = sum(n for *_, n in batches)
-    if total == 0:
-        raise ValueError(
-            "Invalid data: no samples (expected a non-empty iterable of (inputs, targets) batches)"
-        )
-    return [(x, y, n / total) for x, y, n in batches]
-
-
 @contextlib.contextmanager
 def _quiet_forward_ad():
     """Silence the DeprecationWarning that torch's forward-mode AD raises (from
@@ -313,37 +197,19 @@ def _quiet_forward_ad():
         yield
 
 
-_BATCHNORM = (torch.nn.modules.batchnorm._BatchNorm,)
-
-
-def _warn_batchnorm(model: torch.nn.Module) -> None:
-    if any(isinstance(m, _BATCHNORM) for m in model.modules()):
-        warnings.warn(
-            "the model has batch norm layers: curvature is evaluated in eval mode, with the "
-            "running statistics (not the batch statistics)",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
 class _ModelOperator(LinearOperator):
-    """What the Hessian and the GGN share: the model, the loss, the data and the parameters."""
+    """What the Hessian and the GGN share: the model as a function of the chosen parameters,
+    with its loss and data (:class:`~analysis_lib._evaluation.FunctionalModel`)."""
 
     def __init__(self, model, loss_fn, data, params=None) -> None:
-        if not callable(loss_fn):
-            raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
         named = select_parameters(model, params)
-        first = named[0][1]
-        check_dtype("model", first.dtype)
-        super().__init__(sum(p.numel() for _, p in named), first.dtype, first.device)
-        self.model = model
-        self.loss_fn = loss_fn
-        self.space = ParameterSpace(named)
-        self.batches = materialize_data(data, self.device)
-        _warn_batchnorm(model)
-        chosen = set(self.space.names)
-        self._fixed = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
-        self._fixed.update({n: b for n, b in model.named_buffers()})
+        check_dtype("model", named[0][1].dtype)
+        fm = FunctionalModel(model, loss_fn, data, named)
+        super().__init__(fm.size, fm.dtype, fm.device)
+        self.function = fm
+        self.model, self.loss_fn, self.space, self.batches = model, loss_fn, fm.space, fm.batches
+        self._fixed = fm.fixed
+        warn_batchnorm(model)
 
     def _batch_sum(self, v: Tensor, product) -> Tensor:
         """sum over batches of (n_b / N) product(params, v as a dict, x_b, y_b), flattened: the
@@ -352,8 +218,8 @@ class _ModelOperator(LinearOperator):
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         with eval_mode(self.model):
             p = self.parameters()
-            for x, y, w in self.batches:
-                total.add_(self.space.flatten(product(p, vs, x, y)), alpha=w)
+            for b in self.batches:
+                total.add_(self.space.flatten(product(p, vs, b.inputs, b.targets)), alpha=b.weight)
         return total
 
     def nonfinite_cause(self) -> str:
@@ -364,12 +230,11 @@ class _ModelOperator(LinearOperator):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 kind = "parameter" if n in names else "buffer"
                 return f"the model's {kind} {n!r} holds NaN or infinite values"
-        for i, (x, y, _) in enumerate(self.batches):
-            for what, t in (("inputs", x), ("targets", y)):
-                for u in t if isinstance(t, tuple | list) else (t,):
-                    if isinstance(u, Tensor) and u.is_floating_point():
-                        if not bool(torch.isfinite(u).all()):
-                            return f"the {what} of batch {i} hold NaN or infinite values"
+        for i, b in enumerate(self.batches):
+            for what, t in (("inputs", b.inputs), ("targets", b.targets)):
+                for u in t if isinstance(t, tuple) else (t,):
+                    if u.is_floating_point() and not bool(torch.isfinite(u).all()):
+                        return f"the {what} of batch {i} hold NaN or infinite values"
         loss = self.loss()
         if not math.isfinite(loss):
             return f"the loss over the data is {loss} at the current parameters"
@@ -383,8 +248,7 @@ class _ModelOperator(LinearOperator):
 
     def parameters(self) -> dict[str, Tensor]:
         """The current values of the parameters the operator acts on, detached."""
-        live = dict(self.model.named_parameters())
-        return {n: live[n].detach() for n in self.space.names}
+        return self.function.parameters()
 
     def parameter_vector(self) -> Tensor:
         """The current parameters as one flat vector."""
@@ -395,8 +259,7 @@ class _ModelOperator(LinearOperator):
         return self.space.unflatten(flat)
 
     def _outputs(self, p: dict[str, Tensor], inputs: Any) -> Tensor:
-        args = inputs if isinstance(inputs, tuple) else (inputs,)
-        return functional_call(self.model, {**self._fixed, **p}, args)
+        return self.function.outputs(p, inputs)
 
     def _loss(self, p: dict[str, Tensor], inputs: Any, targets: Any) -> Tensor:
         loss = self.loss_fn(self._outputs(p, inputs), targets)
@@ -413,16 +276,16 @@ class _ModelOperator(LinearOperator):
         """The sample-weighted mean loss over the data at the current parameters."""
         with eval_mode(self.model):
             p = self.parameters()
-            return float(sum(w * self._loss(p, x, y) for x, y, w in self.batches))
+            return float(sum(b.weight * self._loss(p, b.inputs, b.targets) for b in self.batches))
 
     def gradient(self) -> Tensor:
         """The gradient of the mean loss as a flat vector."""
         with eval_mode(self.model):
             p = self.parameters()
             total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-            for x, y, w in self.batches:
-                g = grad(self._loss)(p, x, y)
-                total.add_(self.space.flatten(g), alpha=w)
+            for b in self.batches:
+                g = grad(self._loss)(p, b.inputs, b.targets)
+                total.add_(self.space.flatten(g), alpha=b.weight)
             return total
 
 
@@ -519,7 +382,7 @@ def dense_hessian(model: torch.nn.Module, loss_fn, data, params=None) -> Tensor:
 
     def loss(flat):
         p = op.space.unflatten(flat)
-        return sum(w * op._loss(p, x, y) for x, y, w in op.batches)
+        return sum(b.weight * op._loss(p, b.inputs, b.targets) for b in op.batches)
 
     with eval_mode(model):
         return torch.autograd.functional.hessian(loss, op.parameter_vector(), vectorize=True)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .._checks import check_int, check_positive
-from .algorithms import NonFiniteError, _generator, lanczos
+from .._evaluation import batches, generator
+from .algorithms import NonFiniteError, lanczos
 from .operators import BACKENDS, DiagonalScaledOperator, HessianOperator, adam_preconditioner
 
 __all__ = ["SharpnessCallback", "stability_thresholds"]
@@ -84,8 +85,9 @@ class SharpnessCallback:
 
     Args:
         loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch (e.g. ``task.loss_fn``).
-        data: the fixed subset, a list of ``(inputs, targets)`` batches
-            (e.g. ``task.data("train")`` for gradient descent).
+        data: the fixed subset, ``(inputs, targets)`` batches as every probe takes them (see
+            :mod:`analysis_lib._evaluation`), read once (e.g. ``task.data("train")`` for
+            gradient descent).
         every: measure every ``every`` steps.
         preconditioned: also measure the preconditioned sharpness of Adam-family optimizers.
         tol, max_matvecs: Lanczos' relative residual tolerance and product budget per call.
@@ -115,21 +117,11 @@ class SharpnessCallback:
             raise ValueError(f"Invalid preconditioned: {preconditioned!r} (expected True or False)")
         if not callable(loss_fn):
             raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
-        if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-            raise ValueError(
-                "Invalid data: one (inputs, targets) pair (expected a list of batches: "
-                "[(inputs, targets)])"
-            )
-        self.data = list(data)
-        if not self.data:
-            raise ValueError("Invalid data: empty (expected a list of (inputs, targets) batches)")
-        for i, batch in enumerate(self.data):
-            if not isinstance(batch, tuple | list) or len(batch) != 2:
-                raise ValueError(f"Invalid data: batch {i} is not an (inputs, targets) pair")
+        self.data = batches(data)  # checked once here; each call moves it to the model
         self.loss_fn, self.every, self.preconditioned = loss_fn, every, preconditioned
         self.tol, self.max_matvecs, self.params, self.backend = tol, max_matvecs, params, backend
         self.seed = seed
-        self._generator = _generator(seed)
+        self._generator = generator(seed)
         self._vectors: dict[str, torch.Tensor] = {}
 
     @property

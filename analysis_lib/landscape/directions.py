@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_int
-from .._evaluation import generator
+from .._evaluation import ParameterSpace, generator
 
 __all__ = [
     "NORMALIZATIONS",
@@ -136,21 +136,23 @@ def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
 
 
 def flatten(direction: Mapping[str, Tensor]) -> Tensor:
-    """The dict vector as one flat tensor, in its key order."""
-    return torch.cat([t.reshape(-1) for t in direction.values()])
+    """The dict vector as one flat tensor, in its key order
+    (:class:`~analysis_lib._evaluation.ParameterSpace` of its own keys)."""
+    return ParameterSpace(direction).flatten(direction)
 
 
 def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Direction:
     """A flat vector cut into tensors shaped, typed and placed like ``like``'s, in its order."""
-    n = sum(t.numel() for t in like.values())
+    space = ParameterSpace(like)
     vector = torch.as_tensor(vector).reshape(-1)
-    if vector.numel() != n:
-        raise ValueError(f"Invalid vector: {vector.numel()} entries (the parameters have {n})")
-    out, i = {}, 0
-    for key, t in like.items():
-        out[key] = vector[i : i + t.numel()].reshape(t.shape).to(dtype=t.dtype, device=t.device)
-        i += t.numel()
-    return out
+    if vector.numel() != space.size:
+        raise ValueError(
+            f"Invalid vector: {vector.numel()} entries (the parameters have {space.size})"
+        )
+    return {
+        k: t.to(dtype=like[k].dtype, device=like[k].device)
+        for k, t in space.unflatten(vector, "vector").items()
+    }
 
 
 def _check_choice(name: str, value, options) -> None:
@@ -228,10 +230,6 @@ def orthogonalize(
 
 
 # -- random directions ---------------------------------------------------------------------------
-def _generator(seed) -> torch.Generator:
-    return generator(seed)
-
-
 def random_direction(
     model: nn.Module, seed: int | torch.Generator = 0, norm: str = "filter", one_d: str = "zero"
 ) -> Direction:
@@ -240,7 +238,7 @@ def random_direction(
     _check_choice("norm", norm, NORMALIZATIONS)
     _check_choice("one_d", one_d, ONE_D_OPTIONS)
     params = parameters(model)
-    gen = _generator(seed)
+    gen = generator(seed)
     raw = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64) for k, p in params.items()}
     params64 = {k: p.detach().double().cpu() for k, p in params.items()}
     d = normalize(raw, params64, norm, one_d)
@@ -269,7 +267,7 @@ def random_directions(
     """
     if not isinstance(orthogonal, bool):
         raise ValueError(f"Invalid orthogonal: {orthogonal!r} (expected True or False)")
-    gen = _generator(seed)
+    gen = generator(seed)
     d1 = random_direction(model, gen, norm, one_d)
     d2 = random_direction(model, gen, norm, one_d)
     cosine = dot(d1, d2) / np.sqrt(dot(d1, d1) * dot(d2, d2))

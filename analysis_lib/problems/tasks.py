@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_float, check_int
-from .._evaluation import eval_mode
+from .._evaluation import accuracy, batches, eval_mode
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -207,10 +207,11 @@ class Task:
         return self.loss == "cross_entropy"
 
     def accuracy(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """The fraction of correctly classified samples of a batch (classification tasks)."""
+        """The fraction of correctly classified samples of a batch (classification tasks):
+        :func:`analysis_lib._evaluation.accuracy`, the default accuracy of every probe."""
         if not self.has_accuracy:
             raise ValueError(f"task {self.name!r} is a regression task: it has no accuracy")
-        return (outputs.argmax(dim=-1) == targets).to(outputs.dtype).mean()
+        return accuracy(outputs, targets)
 
     @torch.no_grad()
     def evaluate(
@@ -218,17 +219,17 @@ class Task:
     ) -> dict[str, float]:
         """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
         size. Every submodule's own train/eval flag is restored afterwards."""
-        batches = self.data(split, batch_size)
+        data = self.data(split, batch_size)
+        if len(self.split(split)[0]) == 0:
+            raise ValueError(f"the {split} split of task {self.name!r} is empty")
         with eval_mode(model):
             n, loss, correct = 0, 0.0, 0.0
-            for x, y in batches:
-                out = model(x)
-                loss += float(self.loss_fn(out, y)) * len(x)
+            for b in batches(data):
+                out = model(b.inputs)
+                loss += float(self.loss_fn(out, b.targets)) * b.size
                 if self.has_accuracy:
-                    correct += float(self.accuracy(out, y)) * len(x)
-                n += len(x)
-        if n == 0:
-            raise ValueError(f"the {split} split of task {self.name!r} is empty")
+                    correct += float(self.accuracy(out, b.targets)) * b.size
+                n += b.size
         result = {"loss": loss / n}
         if self.has_accuracy:
             result["accuracy"] = correct / n
