@@ -16,6 +16,8 @@ A configuration::
     [budget]
     steps = 300
     batch_size = 64                 # leave out for the full batch
+    target_train_loss = 0.05        # optional: stop a trial at the first check where the loss
+    check_every = 10                #   over the whole training split is <= this (default 10)
 
     [schedule]                      # shared by every trial (default: constant)
     kind = "cosine"                 # "constant" or "cosine": linear warm-up, then cosine decay
@@ -221,6 +223,9 @@ class SweepConfig:
                         "measurements": d["measurements"],
                         "divergence_factor": d["divergence_factor"],
                     }
+                    for k in ("target_train_loss", "check_every"):
+                        if k in d["budget"]:  # only then: other configs keep their keys
+                            trial[k] = d["budget"][k]
                     out.append({**trial, "key": trial_key(trial)})
         return out
 
@@ -230,12 +235,8 @@ def trial_key(trial: dict) -> str:
     return config_key({k: v for k, v in trial.items() if k != "key"})
 
 
-def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepConfig:
-    """Read (a path to a TOML file) or take (a dict) a sweep configuration and validate it.
-
-    ``check_task`` builds the task once (cheap for digits) to check its arguments and the
-    batch size against the training set. Raises :class:`ConfigError` naming the bad key.
-    """
+def _read(source: str | Path | dict) -> tuple[dict, str]:
+    """The raw table of a config (a TOML path or a dict) and its default name."""
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
@@ -244,20 +245,13 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("config", f"{path.name} is not valid TOML ({e})") from None
-        default_name = path.stem
-    elif isinstance(source, dict):
-        raw, default_name = source, "sweep"
-    else:
-        raise ConfigError("config", f"expected a TOML path or a dict, got {type(source).__name__}")
+        return raw, path.stem
+    if isinstance(source, dict):
+        return source, "sweep"
+    raise ConfigError("config", f"expected a TOML path or a dict, got {type(source).__name__}")
 
-    _unknown(raw, _TOP_KEYS, "")
-    for required in ("task", "budget", "seeds", "optimizers"):
-        if required not in raw:
-            raise ConfigError(required, "missing")
-    name = _str(raw.get("name", default_name), "name")
 
-    # seeds
-    seeds = raw["seeds"]
+def _seeds(seeds: Any) -> list[int]:
     if not isinstance(seeds, list):
         raise ConfigError("seeds", f"expected an array of integers, got {seeds!r}")
     if not seeds:
@@ -265,15 +259,10 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
     seeds = [_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds)]
     if len(set(seeds)) != len(seeds):
         raise ConfigError("seeds", f"repeated seeds in {seeds}")
+    return seeds
 
-    selection = raw.get("selection", "val_loss")
-    if selection not in SELECTIONS:
-        raise ConfigError("selection", f"expected one of {SELECTIONS}, got {selection!r}")
-    divergence_factor = _number(raw.get("divergence_factor", 1000.0), "divergence_factor")
-    if divergence_factor <= 1:
-        raise ConfigError("divergence_factor", f"expected a number > 1, got {divergence_factor}")
 
-    measurements = raw.get("measurements", [])
+def _measurements(measurements: Any) -> list[str]:
     if not isinstance(measurements, list):
         raise ConfigError("measurements", f"expected an array of names, got {measurements!r}")
     for i, m in enumerate(measurements):
@@ -283,9 +272,11 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
             )
     if len(set(measurements)) != len(measurements):
         raise ConfigError("measurements", f"repeated names in {measurements}")
+    return list(measurements)
 
-    # task
-    task = _table(raw["task"], "task")
+
+def _task_spec(value: Any) -> dict:
+    task = _table(value, "task")
     _unknown(task, {"name", "args"}, "task")
     task_name = _str(task.get("name"), "task.name")
     if task_name not in TASKS:
@@ -296,20 +287,38 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
         if k not in params or k in ("device", "dtype"):
             allowed = sorted(p for p in params if p not in ("device", "dtype"))
             raise ConfigError(f"task.args.{k}", f"unknown argument of tasks.{task_name} {allowed}")
-    task_spec = {"name": task_name, "args": dict(args)}
+    return {"name": task_name, "args": dict(args)}
 
-    # budget
-    budget = _table(raw["budget"], "budget")
-    _unknown(budget, {"steps", "batch_size"}, "budget")
+
+def _budget_spec(value: Any) -> dict:
+    """``steps``, ``batch_size`` and, optionally, ``target_train_loss`` (a trial stops at the
+    first check where the loss over the whole training split is at most this) with
+    ``check_every`` (steps between checks, default 10). The target keys are in the spec only
+    when given, so a config without them keeps its trial keys."""
+    budget = _table(value, "budget")
+    _unknown(budget, {"steps", "batch_size", "target_train_loss", "check_every"}, "budget")
     if "steps" not in budget:
         raise ConfigError("budget.steps", "missing")
     steps = _int(budget["steps"], "budget.steps", 1)
     batch_size = budget.get("batch_size")
     if batch_size is not None:
         batch_size = _int(batch_size, "budget.batch_size", 1)
+    spec: dict[str, Any] = {"steps": steps, "batch_size": batch_size}
+    if "target_train_loss" in budget:
+        target = _number(budget["target_train_loss"], "budget.target_train_loss")
+        if target <= 0:
+            raise ConfigError("budget.target_train_loss", f"expected a number > 0, got {target}")
+        every = _int(budget.get("check_every", 10), "budget.check_every", 1)
+        if every > steps:
+            raise ConfigError("budget.check_every", f"{every} is above budget.steps = {steps}")
+        spec.update(target_train_loss=target, check_every=every)
+    elif "check_every" in budget:
+        raise ConfigError("budget.check_every", "only a budget with target_train_loss takes it")
+    return spec
 
-    # schedule
-    schedule = _table(raw.get("schedule", {"kind": "constant"}), "schedule")
+
+def _schedule_spec(value: Any, steps: int) -> dict:
+    schedule = _table(value, "schedule")
     _unknown(schedule, {"kind", "warmup", "final"}, "schedule")
     kind = schedule.get("kind", "constant")
     if kind not in _SCHEDULES:
@@ -320,99 +329,134 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
                 f"schedule.{sorted(set(schedule) - {'kind'})[0]}",
                 "only a cosine schedule takes warmup and final",
             )
-        schedule_spec: dict[str, Any] = {"kind": "constant"}
-    else:
-        warmup = _int(schedule.get("warmup", 0), "schedule.warmup", 0)
-        if warmup >= steps:
-            raise ConfigError("schedule.warmup", f"{warmup} is not below budget.steps = {steps}")
-        final = _number(schedule.get("final", 0.0), "schedule.final")
-        if not 0 <= final <= 1:
-            raise ConfigError("schedule.final", f"expected a number in [0, 1], got {final}")
-        schedule_spec = {"kind": "cosine", "warmup": warmup, "final": final}
+        return {"kind": "constant"}
+    warmup = _int(schedule.get("warmup", 0), "schedule.warmup", 0)
+    if warmup >= steps:
+        raise ConfigError("schedule.warmup", f"{warmup} is not below budget.steps = {steps}")
+    final = _number(schedule.get("final", 0.0), "schedule.final")
+    if not 0 <= final <= 1:
+        raise ConfigError("schedule.final", f"expected a number in [0, 1], got {final}")
+    return {"kind": "cosine", "warmup": warmup, "final": final}
 
-    # optimizers
-    opts = raw["optimizers"]
+
+def _lrs(opt: dict, where: str) -> list[float]:
+    if ("lrs" in opt) == ("lr_grid" in opt):
+        raise ConfigError(f"{where}.lrs", "give exactly one of lrs and lr_grid")
+    if "lrs" in opt:
+        lrs = opt["lrs"]
+        if not isinstance(lrs, list):
+            raise ConfigError(f"{where}.lrs", f"expected an array of numbers, got {lrs!r}")
+        lrs = [_positive_lr(v, f"{where}.lrs[{j}]") for j, v in enumerate(lrs)]
+    else:
+        grid = _table(opt["lr_grid"], f"{where}.lr_grid")
+        _unknown(grid, {"min", "max", "num"}, f"{where}.lr_grid")
+        for k in ("min", "max", "num"):
+            if k not in grid:
+                raise ConfigError(f"{where}.lr_grid.{k}", "missing")
+        lo = _positive_lr(grid["min"], f"{where}.lr_grid.min")
+        hi = _positive_lr(grid["max"], f"{where}.lr_grid.max")
+        num = _int(grid["num"], f"{where}.lr_grid.num", 0)
+        if hi < lo:
+            raise ConfigError(f"{where}.lr_grid", f"max {hi} is below min {lo}")
+        if num == 1 and hi != lo:
+            raise ConfigError(f"{where}.lr_grid.num", "1 point needs min == max")
+        lrs = (
+            []
+            if num == 0
+            else [_round_lr(lo * (hi / lo) ** (j / max(num - 1, 1))) for j in range(num)]
+        )
+    if not lrs:
+        raise ConfigError(f"{where}.lrs", "empty learning-rate grid")
+    if len(set(lrs)) != len(lrs):
+        raise ConfigError(f"{where}.lrs", f"repeated learning rates in {lrs}")
+    return lrs
+
+
+def _optimizer_spec(opt: dict, where: str, steps: int, labels: set[str]) -> dict:
+    _unknown(opt, _OPT_KEYS, where)
+    name = _str(opt.get("name"), f"{where}.name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(
+            f"{where}.name", f"unknown optimizer {name!r} (known: {sorted(OPTIMIZERS)})"
+        )
+    label = _str(opt.get("label", name), f"{where}.label")
+    if label in labels:
+        raise ConfigError(f"{where}.label", f"{label!r} is used twice (labels are unique)")
+    labels.add(label)
+    lrs = _lrs(opt, where)
+    hp = _table(opt.get("hparams", {}), f"{where}.hparams")
+    if "lr" in hp:
+        raise ConfigError(f"{where}.hparams.lr", "the learning rate goes in lrs or lr_grid")
+    hparams = {}
+    for k, v in hp.items():
+        if k == "alpha" and isinstance(v, dict):
+            hparams[k] = _alpha_schedule(v, f"{where}.hparams.alpha", steps)
+        else:
+            hparams[k] = _plain_hparam(v, f"{where}.hparams.{k}")
+    probe = [torch.zeros(2, requires_grad=True)]
+    try:  # the optimizer's own validation, on a throw-away parameter
+        make_optimizer(name, probe, lr=lrs[0], **resolve_hparams(hparams, steps))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}.hparams", f"{name} rejects them: {e}") from None
+    return {"name": name, "label": label, "lrs": lrs, "hparams": hparams}
+
+
+def _optimizers(opts: Any, steps: int) -> list[dict]:
     if not isinstance(opts, list) or not all(isinstance(o, dict) for o in opts):
         raise ConfigError("optimizers", "expected an array of tables ([[optimizers]])")
     if not opts:
         raise ConfigError("optimizers", "empty: a sweep needs at least one optimizer")
-    optimizers, labels = [], set()
-    probe = [torch.zeros(2, requires_grad=True)]
-    for i, opt in enumerate(opts):
-        where = f"optimizers[{i}]"
-        _unknown(opt, _OPT_KEYS, where)
-        name_ = _str(opt.get("name"), f"{where}.name")
-        if name_ not in OPTIMIZERS:
-            raise ConfigError(
-                f"{where}.name", f"unknown optimizer {name_!r} (known: {sorted(OPTIMIZERS)})"
-            )
-        label = _str(opt.get("label", name_), f"{where}.label")
-        if label in labels:
-            raise ConfigError(f"{where}.label", f"{label!r} is used twice (labels are unique)")
-        labels.add(label)
-        if ("lrs" in opt) == ("lr_grid" in opt):
-            raise ConfigError(f"{where}.lrs", "give exactly one of lrs and lr_grid")
-        if "lrs" in opt:
-            lrs = opt["lrs"]
-            if not isinstance(lrs, list):
-                raise ConfigError(f"{where}.lrs", f"expected an array of numbers, got {lrs!r}")
-            lrs = [_positive_lr(v, f"{where}.lrs[{j}]") for j, v in enumerate(lrs)]
-        else:
-            grid = _table(opt["lr_grid"], f"{where}.lr_grid")
-            _unknown(grid, {"min", "max", "num"}, f"{where}.lr_grid")
-            for k in ("min", "max", "num"):
-                if k not in grid:
-                    raise ConfigError(f"{where}.lr_grid.{k}", "missing")
-            lo = _positive_lr(grid["min"], f"{where}.lr_grid.min")
-            hi = _positive_lr(grid["max"], f"{where}.lr_grid.max")
-            num = _int(grid["num"], f"{where}.lr_grid.num", 0)
-            if hi < lo:
-                raise ConfigError(f"{where}.lr_grid", f"max {hi} is below min {lo}")
-            if num == 1 and hi != lo:
-                raise ConfigError(f"{where}.lr_grid.num", "1 point needs min == max")
-            lrs = (
-                []
-                if num == 0
-                else [_round_lr(lo * (hi / lo) ** (j / max(num - 1, 1))) for j in range(num)]
-            )
-        if not lrs:
-            raise ConfigError(f"{where}.lrs", "empty learning-rate grid")
-        if len(set(lrs)) != len(lrs):
-            raise ConfigError(f"{where}.lrs", f"repeated learning rates in {lrs}")
-        hp = _table(opt.get("hparams", {}), f"{where}.hparams")
-        if "lr" in hp:
-            raise ConfigError(f"{where}.hparams.lr", "the learning rate goes in lrs or lr_grid")
-        hparams = {}
-        for k, v in hp.items():
-            if k == "alpha" and isinstance(v, dict):
-                hparams[k] = _alpha_schedule(v, f"{where}.hparams.alpha", steps)
-            else:
-                hparams[k] = _plain_hparam(v, f"{where}.hparams.{k}")
-        try:  # the optimizer's own validation, on a throw-away parameter
-            make_optimizer(name_, probe, lr=lrs[0], **resolve_hparams(hparams, steps))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}.hparams", f"{name_} rejects them: {e}") from None
-        optimizers.append({"name": name_, "label": label, "lrs": lrs, "hparams": hparams})
+    labels: set[str] = set()
+    return [_optimizer_spec(opt, f"optimizers[{i}]", steps, labels) for i, opt in enumerate(opts)]
 
+
+def _check_task(task_spec: dict, batch_size: int | None) -> None:
+    try:
+        task_obj = make_task(task_spec)
+    except (TypeError, ValueError, OSError) as e:
+        raise ConfigError("task.args", f"tasks.{task_spec['name']} rejects them: {e}") from None
+    if batch_size is not None and batch_size > task_obj.n_train:
+        raise ConfigError(
+            "budget.batch_size",
+            f"{batch_size} is larger than the training set ({task_obj.n_train} samples)",
+        )
+
+
+def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepConfig:
+    """Read (a path to a TOML file) or take (a dict) a sweep configuration and validate it.
+
+    ``check_task`` builds the task once (cheap for digits) to check its arguments and the
+    batch size against the training set. Raises :class:`ConfigError` naming the bad key.
+    """
+    raw, default_name = _read(source)
+    _unknown(raw, _TOP_KEYS, "")
+    for required in ("task", "budget", "seeds", "optimizers"):
+        if required not in raw:
+            raise ConfigError(required, "missing")
+    name = _str(raw.get("name", default_name), "name")
+    seeds = _seeds(raw["seeds"])
+    selection = raw.get("selection", "val_loss")
+    if selection not in SELECTIONS:
+        raise ConfigError("selection", f"expected one of {SELECTIONS}, got {selection!r}")
+    divergence_factor = _number(raw.get("divergence_factor", 1000.0), "divergence_factor")
+    if divergence_factor <= 1:
+        raise ConfigError("divergence_factor", f"expected a number > 1, got {divergence_factor}")
+    measurements = _measurements(raw.get("measurements", []))
+    task_spec = _task_spec(raw["task"])
+    budget = _budget_spec(raw["budget"])
+    schedule = _schedule_spec(raw.get("schedule", {"kind": "constant"}), budget["steps"])
+    optimizers = _optimizers(raw["optimizers"], budget["steps"])
     data = {
         "name": name,
         "task": task_spec,
-        "budget": {"steps": steps, "batch_size": batch_size},
-        "schedule": schedule_spec,
+        "budget": budget,
+        "schedule": schedule,
         "seeds": seeds,
         "selection": selection,
-        "measurements": list(measurements),
+        "measurements": measurements,
         "divergence_factor": divergence_factor,
         "optimizers": optimizers,
     }
     if check_task:
-        try:
-            task_obj = make_task(task_spec)
-        except (TypeError, ValueError, OSError) as e:
-            raise ConfigError("task.args", f"tasks.{task_name} rejects them: {e}") from None
-        if batch_size is not None and batch_size > task_obj.n_train:
-            raise ConfigError(
-                "budget.batch_size",
-                f"{batch_size} is larger than the training set ({task_obj.n_train} samples)",
-            )
+        _check_task(task_spec, budget["batch_size"])
     return SweepConfig(data)

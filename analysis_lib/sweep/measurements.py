@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["MEASUREMENTS", "Measurement", "register_measurement"]
+__all__ = [
+    "MEASUREMENTS",
+    "SHARPNESS_SAMPLES",
+    "SHARPNESS_SETTINGS",
+    "Measurement",
+    "register_measurement",
+    "sharpness_subset",
+]
 
 Measurement = Callable[[nn.Module, object], dict]
 
@@ -42,10 +49,34 @@ def hessian_trace(model: nn.Module, task) -> dict[str, float]:
     return {"hessian_trace": float(res.estimate), "hessian_trace_stderr": float(res.stderr)}
 
 
+#: Samples of the training split that ``sharpness_subset`` sees, and its settings: lighter
+#: than a notebook's single report (fewer ascent steps, restarts, noise draws and Hutch++
+#: products), so that a sweep can measure every one of its minima.
+SHARPNESS_SAMPLES = 256
+SHARPNESS_SETTINGS = dict(steps=10, restarts=1, samples=16, trace_matvecs=30, seed=0)
+
+
+def sharpness_subset(model: nn.Module, task) -> dict[str, float]:
+    """:func:`analysis_lib.sharpness.sharpness_report` (through
+    :class:`~analysis_lib.sharpness.sharpness_measurement`, with :data:`SHARPNESS_SETTINGS`) on
+    a fixed subset of the training split, its first :data:`SHARPNESS_SAMPLES` samples (the
+    split is already a seeded shuffle of the data), in one batch: worst-case, adaptive
+    worst-case, average, adaptive average, epsilon and sigma sharpness, lambda_max and the
+    Hessian's trace, all of the loss on that subset (its ``loss`` column)."""
+    from dataclasses import replace
+
+    from ..sharpness import sharpness_measurement
+
+    n = min(SHARPNESS_SAMPLES, task.n_train)
+    subset = replace(task, x_train=task.x_train[:n], y_train=task.y_train[:n])
+    return sharpness_measurement(**SHARPNESS_SETTINGS)(model, subset)
+
+
 #: The measurements a config may name.
 MEASUREMENTS: dict[str, Measurement] = {
     "lambda_max": lambda_max,
     "hessian_trace": hessian_trace,
+    "sharpness_subset": sharpness_subset,
 }
 
 

@@ -8,6 +8,14 @@ trials share it: the same trial gives the same row serially, on a LocalCluster o
 cluster with the same library versions and device type. Parallelism comes from running trials
 side by side. Nothing a trial does raises: an exception becomes ``status="error"`` with its
 message, a divergence ``status="diverged"``.
+
+A trial whose configuration carries ``target_train_loss`` (a budget with a target, see
+:mod:`analysis_lib.sweep.config`) is stopped at the first check (every ``check_every`` steps)
+where the mean loss over the whole training split is at most the target
+(:class:`~analysis_lib.training.TargetLoss`): its row has ``steps_taken`` (the step at which it
+stopped, or the full budget), ``target_train_loss`` and ``target_reached`` (True or False; a
+run that never reaches the target is trained, evaluated and measured at the end of its budget
+like any other, and says so here).
 """
 
 from __future__ import annotations
@@ -82,6 +90,15 @@ def _schedule(spec: Mapping, steps: int):
     return cosine_schedule(steps, warmup=spec["warmup"], final=spec["final"])
 
 
+def _target_callbacks(trial: Mapping, task) -> list:
+    """``[TargetLoss(...)]`` for a trial with a target training loss, else ``[]``."""
+    if "target_train_loss" not in trial:
+        return []
+    from ..training import TargetLoss
+
+    return [TargetLoss(task, trial["target_train_loss"], every=trial["check_every"])]
+
+
 def base_row(trial: Mapping, status: str = "ok", message: str = "") -> dict:
     """The configuration columns of a trial's row, with ``status`` and ``message`` and empty
     metrics (what a trial that never reported looks like)."""
@@ -100,6 +117,11 @@ def base_row(trial: Mapping, status: str = "ok", message: str = "") -> dict:
         "status": status,
         "message": message,
         "steps_taken": 0,
+        **(
+            {"target_train_loss": trial["target_train_loss"], "target_reached": False}
+            if "target_train_loss" in trial
+            else {}
+        ),
         **{f"{s}_{m}": nan for s in ("train", "val", "test") for m in ("loss", "accuracy")},
     }
 
@@ -117,6 +139,7 @@ def run_trial(trial: Mapping, measures: Mapping | None = None, worker: str = "se
     torch.set_num_threads(1)
     try:
         task = _task(trial["task"])
+        callbacks = _target_callbacks(trial, task)
         run = train(
             task,
             trial["optimizer"],
@@ -127,11 +150,14 @@ def run_trial(trial: Mapping, measures: Mapping | None = None, worker: str = "se
             seed=trial["seed"],
             device=device,
             divergence_factor=trial["divergence_factor"],
+            callbacks=callbacks,
             record_every=trial["steps"],  # only the last step's row: the loop runs bare
             progress=False,
             **resolve_hparams(trial["hparams"], trial["steps"]),
         )
         row["steps_taken"] = run.steps
+        if callbacks:
+            row["target_reached"] = run.stopped_at is not None
         if run.diverged:
             row["status"], row["message"] = "diverged", f"at step {run.diverged_at}: {run.reason}"
         else:
