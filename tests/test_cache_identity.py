@@ -20,13 +20,6 @@ from analysis_lib import io, landscape
 from analysis_lib.landscape import surface
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(io.DATA_ENV_VAR, str(folder))
-    return folder
-
-
 def tiny():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))

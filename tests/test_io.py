@@ -15,13 +15,6 @@ import pytest
 from analysis_lib import io
 
 
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(io.DATA_ENV_VAR, str(folder))
-    return folder
-
-
 def sample_arrays():
     rng = np.random.default_rng(0)
     return {
@@ -175,7 +168,7 @@ def counting(result):
     return compute, calls
 
 
-def test_cached_computes_once_and_hits_return_identical_arrays(data):
+def test_cached_computes_once_and_hits_return_identical_arrays(cache_dir):
     arrays = sample_arrays()
     compute, calls = counting(arrays)
     config = {"problem": "quadratic", "steps": 10}
@@ -191,7 +184,7 @@ def test_cached_computes_once_and_hits_return_identical_arrays(data):
     assert len(calls) == 2
 
 
-def test_cached_detects_corruption_warns_and_recomputes(data):
+def test_cached_detects_corruption_warns_and_recomputes(cache_dir):
     config = {"k": 1}
     compute, calls = counting({"a": np.arange(4.0)})
     io.cached("demo", config, compute)
@@ -209,7 +202,7 @@ def test_cached_detects_corruption_warns_and_recomputes(data):
     assert len(calls) == 2
 
 
-def test_cached_never_trusts_an_entry_for_another_configuration(data):
+def test_cached_never_trusts_an_entry_for_another_configuration(cache_dir):
     config = {"k": 1}
     path = io.cache_path("demo", config)
     io.save_arrays(path, {"a": np.zeros(2)}, {"name": "demo", "config": {"k": 2}})
@@ -219,12 +212,12 @@ def test_cached_never_trusts_an_entry_for_another_configuration(data):
     assert len(calls) == 1 and (out["a"] == 1).all()
 
 
-def test_cached_rejects_bad_names_before_computing(data):
+def test_cached_rejects_bad_names_before_computing(cache_dir):
     compute, calls = counting({"a": np.zeros(1)})
     with pytest.raises(ValueError, match="name"):
         io.cached("../escape", {"k": 1}, compute)
     assert not calls
-    assert not Path(data).exists() or not any(Path(data).iterdir())
+    assert not Path(cache_dir).exists() or not any(Path(cache_dir).iterdir())
 
 
 def test_metadata_is_json_inside_the_file(tmp_path):
