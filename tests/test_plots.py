@@ -218,6 +218,15 @@ def test_alpha_colors_one_sequential_scale_distinct_from_the_fixed_colours():
     assert plots.alpha_colors([]) == []
 
 
+def test_optimizer_colors_are_the_registry_s():
+    from analysis_lib.optim import OPTIMIZERS
+
+    assert plots.OPTIMIZER_COLORS == {name: spec.color for name, spec in OPTIMIZERS.items()}
+    # the registry's Ada2MS colour is the point of its alpha scale at the default alpha, 0.5
+    ada2ms = matplotlib.colors.to_hex(plots.alpha_colors([0.5])[0])
+    assert OPTIMIZERS["ada2ms"].color == ada2ms
+
+
 def test_optimizer_color_is_the_one_palette():
     assert plots.optimizer_color("AdamW") == plots.OPTIMIZER_COLORS["adamw"]
     assert plots.optimizer_color("ada2ms") == plots.optimizer_color("ada2ms", 0.5)

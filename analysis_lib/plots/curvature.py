@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .palette import alpha_colors
 
@@ -173,6 +174,8 @@ def _loss_ticks(ax, losses) -> None:
     lo, hi = float(np.min(losses)) / 1.5, float(np.max(losses)) * 1.5
     decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
     ticks = [t for d in decades for t in (d, 2 * d, 3 * d, 5 * d) if lo <= t <= hi]
+    if len(ticks) < 3:  # a narrow range: evenly spaced round numbers instead
+        ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi and t > 0]
     if 2 <= len(ticks) <= 8:
         ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(plt.NullFormatter())

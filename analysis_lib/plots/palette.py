@@ -9,6 +9,8 @@ import matplotlib.colors as mcolors
 import numpy as np
 import seaborn as sns
 
+from ..optim.registry import OPTIMIZERS
+
 __all__ = [
     "ADA2MS_SCHEDULE_COLOR",
     "OPTIMIZER_COLORS",
@@ -22,27 +24,22 @@ __all__ = [
     "trajectory_style",
 ]
 
-# One palette for every figure, defined here only. Fixed colours from Okabe & Ito's colour-blind
-# safe set: the SGD family blue, Adam green, AdamW orange, AdamNX reddish purple. Ada2MS is one
-# method with a dial, so its constant alphas lie on one sequential scale (seaborn's perceptually
-# uniform "rocket", dark at alpha = 0 to light at alpha = 1: adjacent levels differ in lightness,
-# which colour-blind readers see too), and a schedule of alpha is near-black.
-#: Fixed colour (hex string) for each optimizer, shared by all figures. ``"ada2ms"`` is its
-#: default alpha (0.5); use :func:`optimizer_color` for any other alpha or a schedule.
-OPTIMIZER_COLORS: dict[str, str] = {
-    "sgd": "#0072b2",  # blue
-    "sgdm": "#56b4e9",  # sky blue
-    "adam": "#009e73",  # bluish green
-    "adamw": "#e69f00",  # orange
-    "adamnx": "#cc79a7",  # reddish purple
-    "ada2ms": "",  # filled in below: alpha_colors([0.5])
-}
+# One palette for every figure. The fixed colours are the optimizer registry's
+# (``analysis_lib.optim.OPTIMIZERS``): Okabe & Ito's colour-blind safe set, the SGD family blue,
+# Adam green, AdamW orange, AdamNX reddish purple. Ada2MS is one method with a dial, so its
+# constant alphas lie on one sequential scale (seaborn's perceptually uniform "rocket", dark at
+# alpha = 0 to light at alpha = 1: adjacent levels differ in lightness, which colour-blind readers
+# see too), whose point at its default alpha is the registry's Ada2MS colour; a schedule of alpha
+# is near-black.
+#: Fixed colour (hex string) of each optimizer, shared by all figures: the registry's. The
+#: ``"ada2ms"`` entry is its default alpha (0.5); :func:`optimizer_color` gives any other alpha
+#: or a schedule.
+OPTIMIZER_COLORS: dict[str, str] = {name: spec.color for name, spec in OPTIMIZERS.items()}
 #: The colour of Ada2MS with a schedule of alpha (e.g. ``ExponentialAlpha``, 1 -> 0).
 ADA2MS_SCHEDULE_COLOR = "#1a1a1a"
 # The part of "rocket" that Ada2MS's alpha in [0, 1] maps to: its darkest end is black and its
 # lightest is too pale for lines on white.
 _ALPHA_SPAN = (0.12, 0.74)
-_ADA2MS_DEFAULT_ALPHA = 0.5
 
 
 def alpha_colormap() -> mcolors.Colormap:
@@ -80,9 +77,6 @@ def alpha_colors(
     else:
         colormap = cmap
     return [tuple(float(c) for c in colormap(a)) for a in values]
-
-
-OPTIMIZER_COLORS["ada2ms"] = mcolors.to_hex(alpha_colors([_ADA2MS_DEFAULT_ALPHA])[0])
 
 
 def optimizer_color(name: str, alpha=None) -> str:
