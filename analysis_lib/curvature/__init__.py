@@ -10,8 +10,9 @@ Quick use::
     tr = hessian_trace(model, loss_fn, data, matvecs=100)       # estimate +- stderr
     dens = spectral_density(model, loss_fn, data)               # grid, density
 
-``data`` is an iterable of ``(inputs, targets)`` batches; the loss is the sample-weighted mean
-over all of them, so a ragged last batch counts right. Models must have float32 or float64
+``data`` is an iterable of ``(inputs, targets)`` batches (a list or a DataLoader; tensors or
+tuples of tensors: the one rule of :mod:`analysis_lib._evaluation`); the loss is the
+sample-weighted mean over all of them, so a ragged last batch counts right. Models must have float32 or float64
 parameters (a bfloat16 or float16 model is refused: evaluate a float32 copy). A product that is
 not finite raises :class:`NonFiniteError`, which says why (a parameter, a batch, the loss or its
 gradient).
