@@ -825,3 +825,101 @@ def test_compiled_power_with_a_tensor_exponent_matches_pow(dtype, rtol, e):
     torch.testing.assert_close(
         compiled(x, torch.tensor(e, dtype=dtype)), x.pow(e), rtol=rtol, atol=0
     )
+
+
+# -- AdamNX's horizon -----------------------------------------------------------------------------
+@pytest.mark.parametrize("beta2", [0.9, 0.99, 0.999, 0.9999])
+def test_adamnx_horizon_is_the_time_constant_of_the_freeze(beta2):
+    """1 / (1 - a) with a = beta2^(1 - beta2), and it is what AdamNX's schedule does: early on
+    the newest gradient's weight 1 - beta2_hat_t is 1/t (a plain average); at t = horizon it has
+    fallen to 1 / ((e - 1) t); and the first `horizon` gradients end up carrying 1 - 1/e of v_t."""
+    from analysis_lib.optim import adamnx_horizon
+
+    h = adamnx_horizon(beta2)
+    assert h == pytest.approx(1.0 / (1.0 - beta2 ** (1.0 - beta2)), rel=1e-6)
+    assert (1.0 - adamnx_betas(0.9, beta2, 3)[1]) * 3 == pytest.approx(1.0, rel=3 / h)
+    t = round(h)
+    newest = 1.0 - adamnx_betas(0.9, beta2, t)[1]
+    assert newest * t == pytest.approx(1.0 / (math.e - 1.0), rel=3 / h + 1e-6)
+    if h < 2e4:  # the weights of a history of 20 horizons: cheap enough to compute
+        share = adamnx_gradient_weights(beta2, 20 * t)[:t].sum()
+        assert share == pytest.approx(1.0 - math.exp(-1.0), rel=3 / h)
+
+
+def test_adamnx_horizon_edges_and_bad_input():
+    from analysis_lib.optim import adamnx_horizon
+
+    assert adamnx_horizon(0.0) == 1.0  # v keeps the first g^2: frozen after one step
+    assert adamnx_betas(0.9, 0.0, 2)[1] == 1.0
+    assert adamnx_horizon(0.99) == pytest.approx(10_000, rel=0.01)
+    for bad in (1.0, -0.1, float("nan"), "0.9", True, None):
+        with pytest.raises(ValueError, match="Invalid beta2"):
+            adamnx_horizon(bad)
+
+
+# -- replaying a gradient history -----------------------------------------------------------------
+def _history(steps, shapes=SHAPES, seed=1):
+    return [
+        [torch.as_tensor(g) for g in step] for step in gradient_sequence(steps, shapes, seed=seed)
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("sgdm", dict(lr=0.01)),
+        ("adamw", dict(lr=0.01)),
+        ("adamnx", dict(lr=0.01, betas=(0.9, 0.95))),
+        ("ada2ms", dict(lr=0.01, alpha=0.5)),
+        ("ADA2MS", dict(lr=0.01, alpha=0.0, scope="tensor")),
+    ],
+)
+def test_replay_is_the_optimizer_run_directly_on_the_same_gradients(name, hp):
+    from analysis_lib.optim import replay
+
+    history = _history(12)
+    kept = [[g.clone() for g in step] for step in history]
+    start = make_params()
+    before = [p.detach().clone() for p in start]
+    # the reference: the optimizer stepped by hand
+    params = [p.detach().clone().requires_grad_() for p in start]
+    direct = make_optimizer(name, params, **hp)
+    for step in history:
+        for p, g in zip(params, step, strict=True):
+            p.grad = g.clone()
+        direct.step()
+    replayed = replay(name, start, history, **hp)
+    copies = replayed.param_groups[0]["params"]
+    for p, q in zip(params, copies, strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=0)
+        for key, value in direct.state[p].items():
+            torch.testing.assert_close(replayed.state[q][key], value, rtol=0, atol=0)
+    for p, b in zip(start, before, strict=True):  # the starting values are not touched
+        torch.testing.assert_close(p, b, rtol=0, atol=0)
+    for step, copy in zip(history, kept, strict=True):  # nor is the history
+        for g, c in zip(step, copy, strict=True):
+            torch.testing.assert_close(g, c, rtol=0, atol=0)
+    assert type(replayed) is type(direct)
+
+
+def test_replay_takes_a_callable_and_checks_the_history_before_stepping():
+    from analysis_lib.optim import replay
+
+    history = _history(3)
+    opt = replay(lambda ps: AdamNX(ps, lr=0.1), make_params(), history)
+    assert int(opt.state[opt.param_groups[0]["params"][0]]["step"]) == 3
+    with pytest.raises(ValueError, match="Unknown optimizer: 'lion'"):
+        replay("lion", make_params(), history)
+    with pytest.raises(ValueError, match="Invalid hparams"):
+        replay(lambda ps: AdamNX(ps), make_params(), history, lr=0.1)
+    with pytest.raises(ValueError, match=r"Invalid history\[2\]: 2"):
+        replay("adamw", make_params(), [*history[:2], history[2][:2]])
+    wrong = [*history[:2], [history[2][0].T, *history[2][1:]]]
+    with pytest.raises(ValueError, match=r"Invalid history\[2\]\[0\]"):
+        replay("adamw", make_params(), wrong)
+    with pytest.raises(ValueError, match=r"Invalid history\[0\]\[1\]"):
+        replay("adamw", make_params(), [[history[0][0], history[0][1].float(), history[0][2]]])
+    with pytest.raises(TypeError, match="Invalid history"):
+        replay("adamw", make_params(), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="Invalid params"):
+        replay("adamw", [], history)

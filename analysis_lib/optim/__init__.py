@@ -3,10 +3,17 @@ name, colour, family, stability-threshold kind) and ``make_optimizer`` for every
 name."""
 
 from .ada2ms import Ada2MS, ExponentialAlpha
-from .adamnx import AdamNX, adam_gradient_weights, adamnx_betas, adamnx_gradient_weights
+from .adamnx import (
+    AdamNX,
+    adam_gradient_weights,
+    adamnx_betas,
+    adamnx_gradient_weights,
+    adamnx_horizon,
+)
 from .diagnostics import effective_step_sizes, momentum_directions, transition_measures
 from .factory import make_optimizer
 from .registry import OPTIMIZERS, OptimizerSpec, is_adaptive, optimizer_spec, spec_of
+from .replay import replay
 
 __all__ = [
     "OPTIMIZERS",
@@ -17,11 +24,13 @@ __all__ = [
     "adam_gradient_weights",
     "adamnx_betas",
     "adamnx_gradient_weights",
+    "adamnx_horizon",
     "effective_step_sizes",
     "is_adaptive",
     "make_optimizer",
     "momentum_directions",
     "optimizer_spec",
+    "replay",
     "spec_of",
     "transition_measures",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -205,6 +205,20 @@ class ForeachOps:
 
 
 Rule = Callable[..., Any]
+Lists = Sequence[list[Tensor]]
+Scalars = dict[str, ScalarArg]
+
+
+class Runner(Protocol):
+    """How a rule is executed: ``run(rule, lists, scalars, static)`` calls
+    ``rule(ops, *lists, **scalars)`` with the runner's primitives ``ops`` and returns what the
+    rule returns (a list of tensors, or None). ``lists`` are parallel lists of tensors (params,
+    grads, ...); ``scalars`` are the rule's keyword arguments, each one value or one per tensor;
+    ``static`` names scalars that a compiling runner may bake in as constants."""
+
+    name: str
+
+    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()): ...
 
 
 class LoopRunner:
@@ -212,13 +226,7 @@ class LoopRunner:
 
     name = "loop"
 
-    def run(
-        self,
-        rule: Rule,
-        lists: Sequence[list[Tensor]],
-        scalars: dict[str, ScalarArg],
-        static: Sequence[str] = (),
-    ):
+    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
         out: list[Tensor] = []
         for i in range(len(lists[0])):
             kw = {k: ([v[i]] if isinstance(v, list | tuple) else v) for k, v in scalars.items()}
@@ -233,13 +241,7 @@ class ForeachRunner:
 
     name = "foreach"
 
-    def run(
-        self,
-        rule: Rule,
-        lists: Sequence[list[Tensor]],
-        scalars: dict[str, ScalarArg],
-        static: Sequence[str] = (),
-    ):
+    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
         return rule(ForeachOps, *lists, **scalars)
 
 
@@ -277,13 +279,7 @@ class CompiledRunner:
             options={"cpp.max_horizontal_fusion_size": 1, "size_asserts": False},
         )
 
-    def run(
-        self,
-        rule: Rule,
-        lists: Sequence[list[Tensor]],
-        scalars: dict[str, ScalarArg],
-        static: Sequence[str] = (),
-    ):
+    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
         ref = lists[0][0]
         wide = any(lst[0].dtype == torch.float64 for lst in lists)  # e.g. float64 running sums
         sdtype = torch.float64 if wide else torch.float32

@@ -79,7 +79,14 @@ class AdamFamily(Optimizer):
     that depends on the step about to be taken) and ``_update(group, buckets, runner)``.
     """
 
-    def __init__(self, params: Iterable, defaults: dict[str, Any], *, foreach, fused) -> None:
+    def __init__(
+        self, params: Iterable, *, lr, betas, eps, weight_decay, foreach, fused, **hparams
+    ) -> None:
+        """``lr``, ``betas``, ``eps``, ``weight_decay`` (and a subclass's own ``hparams``)
+        become the defaults of every param group; ``foreach`` / ``fused`` choose the path."""
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **hparams)
         if foreach and fused:
             raise ValueError("foreach and fused cannot both be True")
         for name, flag in (("foreach", foreach), ("fused", fused)):

@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io import write_atomically
+
 SOURCE = Path(__file__).with_name("_square_sums.c")
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp")
 _FUNCTIONS = {torch.float32: "ada2ms_square_sums_f32", torch.float64: "ada2ms_square_sums_f64"}
@@ -77,23 +79,20 @@ def library_path() -> Path:
 
 
 def _build(target: Path) -> None:
-    """Compile SOURCE into ``target`` atomically: a concurrent process sees all of it or none."""
+    """Compile SOURCE into ``target`` atomically (:func:`analysis_lib.io.write_atomically`): a
+    concurrent process sees all of it or none, and a failed build leaves nothing behind."""
     if shutil.which(compiler()[0]) is None:
         raise FileNotFoundError(f"C compiler not found: {compiler()[0]}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", prefix=".building-", dir=target.parent)
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(prefix=".building-", dir=target.parent) as work:
+        built = Path(work) / target.name
         subprocess.run(
-            [*compiler(), *FLAGS, str(SOURCE), "-o", tmp],
+            [*compiler(), *FLAGS, str(SOURCE), "-o", str(built)],
             check=True,
             capture_output=True,
             timeout=120,
         )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        write_atomically(target, built.read_bytes())
 
 
 def _settings() -> tuple[str | None, ...]:

@@ -268,15 +268,10 @@ class Ada2MS(AdamFamily):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas) if isinstance(betas, list) else betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            alpha=alpha,
-            scope=scope,
-        )
-        super().__init__(params, defaults, foreach=foreach, fused=fused)
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            alpha=alpha, scope=scope, foreach=foreach, fused=fused,
+        )  # fmt: skip
 
     def _check_group(self, group: dict[str, Any], where: str) -> None:
         super()._check_group(group, where)

@@ -30,6 +30,30 @@ def adamnx_betas(beta1: float, beta2: float, step: int) -> tuple[float, float]:
     return beta1_hat, beta2_hat
 
 
+def adamnx_horizon(beta2: float) -> float:
+    """The number of steps after which AdamNX's second moment is effectively frozen:
+
+    horizon = 1 / (1 - a),  a = beta2^(1 - beta2)
+
+    (about 10^4 steps for beta2 = 0.99, 95 for 0.9). Before it, 1 - beta2_hat_t is about 1/t
+    (v_t is a running average of every g^2 so far); after it, 1 - beta2_hat_t shrinks by the
+    factor a = 1 - 1/horizon each step, so new gradients stop moving v_t. The first k gradients
+    carry the share (1 - a^k) / (1 - a^t) of v_t, which tends to 1 - a^k ~ 1 - exp(-k / horizon):
+    63% for one horizon, 95% for three.
+
+    Computed as -1 / expm1((1 - beta2) log beta2), accurate when a is close to 1; beta2 = 0
+    (a = 0, v keeps the first g^2 for ever) gives 1.
+
+    Raises:
+        ValueError: ``beta2`` is not a number in [0, 1).
+    """
+    if isinstance(beta2, bool) or not isinstance(beta2, int | float) or not 0.0 <= beta2 < 1.0:
+        raise ValueError(f"Invalid beta2: {beta2!r} (expected a number in [0, 1))")
+    if beta2 == 0.0:
+        return 1.0
+    return -1.0 / math.expm1((1.0 - beta2) * math.log(beta2))
+
+
 def adamnx_gradient_weights(beta2: float, step: int) -> np.ndarray:
     """The weight of g_i^2 in AdamNX's v_t for i = 1..t: a^(i-1) / sum_j a^(j-1), a = beta2^(1-beta2).
 
@@ -117,13 +141,10 @@ class AdamNX(AdamFamily):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas) if isinstance(betas, list) else betas,
-            eps=eps,
-            weight_decay=weight_decay,
-        )
-        super().__init__(params, defaults, foreach=foreach, fused=fused)
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            foreach=foreach, fused=fused,
+        )  # fmt: skip
 
     def _adapt_groups(self, groups):
         for gi, g in enumerate(groups):
