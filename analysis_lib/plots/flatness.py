@@ -1,5 +1,171 @@
-"""Figures of the flatness of the minima that each optimizer finds (``analysis_lib.sharpness``)."""
+"""Figures of the flatness of the minima that each optimizer finds (``analysis_lib.sharpness``):
+each measure against the generalisation gap over a population of minima, with Kendall's tau in
+the panel titles (:func:`plot_flatness_scatter`); how each measure moves under Dinh et al.'s
+rescaling (:func:`plot_rescaling`); and a table of the population per optimizer
+(:func:`flatness_table`). Colours: one per optimizer configuration, from the sweep's
+``optimizer`` and ``hparams`` columns (:func:`~analysis_lib.plots.sweep_style`)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .sweeps import sweep_style
+
+__all__ = [
+    "MEASURE_LABELS",
+    "draw_measure_scatter",
+    "flatness_table",
+    "plot_flatness_scatter",
+    "plot_rescaling",
+]
+
+#: Axis labels of the columns of a sharpness report.
+MEASURE_LABELS = {
+    "worst_case": "worst-case sharpness",
+    "worst_case_adaptive": "adaptive worst-case sharpness",
+    "average": "average sharpness",
+    "average_adaptive": "adaptive average sharpness",
+    "epsilon": "ε-sharpness (Keskar)",
+    "sigma_flatness": "1/σ² (Jiang)",
+    "lambda_max": "λ_max of the Hessian",
+    "hessian_trace": "trace of the Hessian",
+    "gap": "generalisation gap (test − train loss)",
+}
+#: Okabe & Ito's colour-blind safe set, for lines that are measures, not optimizers.
+_MEASURE_COLORS = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000"]
+_DECADES = 30.0  # a panel whose positive values span more than this ratio gets a log axis
+
+
+def _label(column: str) -> str:
+    return MEASURE_LABELS.get(column, column.replace("_", " "))
+
+
+def _spans_decades(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return v.size > 1 and bool((v > 0).all()) and v.max() / v.min() > _DECADES
+
+
+def _check_frame(frame, columns: Sequence[str], name: str = "frame") -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"Invalid {name}: expected a DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Invalid {name}: missing columns {missing}")
+
+
+def draw_measure_scatter(
+    ax: Axes, frame: pd.DataFrame, measure: str, gap: str = "gap", tau=None
+) -> None:
+    """Draw ``frame[measure]`` (x) against ``frame[gap]`` (y) on ``ax``, one colour per
+    optimizer configuration (``label``, ``optimizer``, ``hparams`` columns); a log x axis when
+    the measure spans decades; ``tau`` (a row with ``tau``, ``low``, ``high``, ``n``) in the
+    title."""
+    _check_frame(frame, ["label", "optimizer", "hparams", measure, gap])
+    for label, group in frame.groupby("label", sort=False):
+        style = sweep_style(group["optimizer"].iloc[0], group["hparams"].iloc[0])
+        ax.scatter(group[measure], group[gap], s=22, color=style["color"], label=label,
+                   edgecolor="white", linewidth=0.4)  # fmt: skip
+    if _spans_decades(frame[measure].to_numpy(dtype=float)):
+        ax.set_xscale("log")
+    ax.set_xlabel(_label(measure))
+    ax.set_ylabel(_label(gap))
+    title = _label(measure)
+    if tau is not None:
+        title = f"τ = {tau['tau']:.2f} [{tau['low']:.2f}, {tau['high']:.2f}], n = {int(tau['n'])}"
+    ax.set_title(title, fontsize="small")
+
+
+def plot_flatness_scatter(
+    frame: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    gap: str = "gap",
+    rows: str | None = None,
+    taus: pd.DataFrame | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of :func:`draw_measure_scatter` panels: one column per measure, one row per value
+    of the column ``rows`` (e.g. the task; None: one row). ``taus``: a table of
+    :func:`analysis_lib.stats.tau_table` with a ``measure`` column (and the ``rows`` column),
+    whose matching row goes into each panel's title. One legend for the figure."""
+    _check_frame(frame, ["label", "optimizer", "hparams", gap, *measures])
+    if not measures:
+        raise ValueError("Invalid measures: empty")
+    keys = [None] if rows is None else list(dict.fromkeys(frame[rows]))
+    fig, axes = plt.subplots(
+        len(keys), len(measures), figsize=(3.1 * len(measures), 2.9 * len(keys) + 0.6),
+        squeeze=False, constrained_layout=True,
+    )  # fmt: skip
+    for i, key in enumerate(keys):
+        part = frame if key is None else frame[frame[rows] == key]
+        for j, m in enumerate(measures):
+            tau = None
+            if taus is not None:
+                match = taus[taus["measure"] == m]
+                if key is not None:
+                    match = match[match[rows] == key]
+                tau = match.iloc[0] if len(match) else None
+            draw_measure_scatter(axes[i, j], part, m, gap, tau)
+            if j:
+                axes[i, j].set_ylabel("")
+            elif key is not None:
+                axes[i, j].set_ylabel(f"{key}\n{_label(gap)}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))
+    for ax in axes.flat[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncols=min(len(seen), 6))
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_rescaling(frame: pd.DataFrame, measures: Sequence[str] | None = None) -> Figure:
+    """Each measure relative to its value at ``a = 1`` against ``a`` (log-log when the ratios
+    span decades, else log-x), from a tidy frame with columns ``a``, ``measure``, ``value``
+    (Dinh et al.'s rescaling: the same function at every ``a``). Adaptive measures dashed."""
+    _check_frame(frame, ["a", "measure", "value"])
+    if not (frame["a"] == 1).any():
+        raise ValueError("Invalid frame: no row at a = 1 to compare with")
+    measures = list(dict.fromkeys(frame["measure"])) if measures is None else list(measures)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    ratios = []
+    for k, m in enumerate(measures):
+        part = frame[frame["measure"] == m].sort_values("a")
+        ref = float(part.loc[part["a"] == 1, "value"].iloc[0])
+        ratio = part["value"].to_numpy(dtype=float) / ref
+        ratios.append(ratio)
+        ax.plot(part["a"], ratio, marker="o", ms=3.5, label=_label(m),
+                color=_MEASURE_COLORS[k % len(_MEASURE_COLORS)],
+                linestyle="--" if "adaptive" in m else "-")  # fmt: skip
+    ax.set_xscale("log")
+    if _spans_decades(np.abs(np.concatenate(ratios))):
+        ax.set_yscale("log")
+    ax.axhline(1.0, color="0.6", linewidth=0.8, zorder=0)
+    ax.set_xlabel("a (first layer × a, second layer × 1/a)")
+    ax.set_ylabel("measure / measure at a = 1")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def flatness_table(
+    frame: pd.DataFrame,
+    measures: Sequence[str],
+    by: Sequence[str] = ("label",),
+    extra: Sequence[str] = ("train_loss", "test_accuracy", "gap"),
+) -> pd.DataFrame:
+    """Per group of ``by`` (in the frame's order): ``n`` minima and the median of each of
+    ``extra`` and ``measures``."""
+    by, cols = list(by), [*extra, *measures]
+    _check_frame(frame, [*by, *cols])
+    grouped = frame.groupby(by, sort=False)
+    table = grouped[cols].median()
+    table.insert(0, "n", grouped.size())
+    return table
