@@ -75,15 +75,26 @@ def test_welch_matches_scipy():
     assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-10)
 
 
-def test_welch_of_constant_samples_is_exact():
-    assert _welch(np.array([0.9, 0.9]), np.array([0.8, 0.8])) == pytest.approx((0.0, 0.1, 0.1))
-    assert _welch(np.array([0.9, 0.9]), np.array([0.9, 0.9]))[0] == 1.0
+def test_constant_samples_are_unknown_unless_floored():
+    a, b = np.array([0.9, 0.9, 0.9]), np.array([0.89, 0.89, 0.89])
+    assert all(math.isnan(v) for v in _welch(a, b))
+    # floored at the rounding variance of a step of 0.01: Welch with s^2 = 0.01^2 / 12 each
+    p, low, high = _welch(a, b, 0.01**2 / 12)
+    se = math.sqrt(2 * 0.01**2 / 12 / 3)
+    assert p == pytest.approx(2 * stats.t.sf(0.01 / se, 4))
+    assert (low, high) == pytest.approx(
+        (0.01 - stats.t.ppf(0.975, 4) * se, 0.01 + stats.t.ppf(0.975, 4) * se)
+    )
+    # a floor below the sample variance changes nothing
+    x, y = np.array([0.9, 0.92, 0.91]), np.array([0.88, 0.87, 0.9])
+    assert _welch(x, y, 1e-9) == _welch(x, y)
 
 
 def test_holm_by_hand():
     # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
     np.testing.assert_allclose(_holm(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
     np.testing.assert_allclose(_holm(np.array([0.5, 0.6])), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(_holm(np.array([np.nan, 0.01])), [1.0, 0.02])  # NaN counts as 1
 
 
 def test_chosen_trials_and_positions(trials):
@@ -137,6 +148,18 @@ def test_pairwise_differences_support_only_the_clear_gap(trials):
     ref = stats.ttest_ind([0.95, 0.952, 0.948], [0.951, 0.945, 0.949], equal_var=False)
     assert ab["p"] == pytest.approx(ref.pvalue)
     np.testing.assert_allclose(pairs["p_holm"], _holm(pairs["p"].to_numpy()))
+
+
+def test_pairwise_with_constant_seeds_needs_a_resolution(trials):
+    same = make_trials({"A": {0.01: [(0.1, 0.9, 0.95)] * 3}, "B": {0.01: [(0.1, 0.9, 0.94)] * 3}})
+    summary = summarize(same)
+    bare = pairwise_differences(same, summary).iloc[0]
+    assert math.isnan(bare["p"]) and not bare["supported"] and bare["p_holm"] == 1.0
+    # one count of 1/100: a 0.01 difference, reproduced by every seed, is supported
+    floored = pairwise_differences(same, summary, resolution=0.01).iloc[0]
+    assert floored["supported"] and floored["diff"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="resolution"):
+        pairwise_differences(same, summary, resolution=0)
 
 
 def test_pairwise_leaves_out_labels_with_one_seed(trials):
