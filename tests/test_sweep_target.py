@@ -129,3 +129,15 @@ def test_the_population_measurement_is_the_report_on_the_first_training_samples(
     for k in ("loss", "worst_case", "worst_case_adaptive", "average", "epsilon", "lambda_max"):
         assert row[k] == pytest.approx(ref[k], rel=1e-6), k
     assert row["loss"] != pytest.approx(task.evaluate(model, "train")["loss"], rel=1e-3)
+
+
+def test_the_population_measurement_in_a_trial_row():
+    from analysis_lib.sweep import MEASUREMENTS
+
+    cfg = config()
+    cfg.update(measurements=["sharpness_subset"])
+    cfg["budget"]["steps"] = 5
+    (trial,) = load_config(cfg).trials()
+    row = run_trial(trial, MEASUREMENTS)
+    assert row["status"] == "ok", row["message"]
+    assert row["worst_case"] >= 0 and row["lambda_max"] > 0 and row["sharpness_seconds"] > 0
