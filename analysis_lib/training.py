@@ -31,18 +31,14 @@ whole split reaches a target (e.g. to compare optimizers at matched training los
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
-from io import BytesIO
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -52,27 +48,36 @@ from tqdm.auto import tqdm
 
 from . import device as default_device
 from . import io, progress_disabled
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    run_identity,
+    save_checkpoint,
+)
+from ._checkpoint import Schedules as _Schedules
 from ._checks import check_float, check_int
 from ._evaluation import eval_mode
-from .optim import OPTIMIZERS, make_optimizer, transition_measures
+from .optim import make_optimizer, optimizer_spec, transition_measures
 from .problems.tasks import Task
 
 __all__ = [
     "Callback",
     "CheckpointError",
     "EvaluateCallback",
+    "LrSweep",
     "Run",
     "StopTraining",
     "TargetLoss",
     "TransitionCallback",
+    "choose_lr",
     "cosine_schedule",
     "load_checkpoint",
+    "lr_sweep",
     "runs_frame",
     "save_checkpoint",
     "train",
 ]
-
-_CHECKPOINT_FORMAT = "analysis_lib.training/2"
 
 
 # -- callbacks ------------------------------------------------------------------------------------
@@ -301,7 +306,7 @@ def runs_frame(runs: Iterable[Run], which: str = "history", column: str = "run")
     return pd.concat(frames, ignore_index=True)
 
 
-# -- the loop -------------------------------------------------------------------------------------
+# -- batches --------------------------------------------------------------------------------------
 def _describe(value: Any) -> Any:
     """A JSON-able description of a hyperparameter, stable across processes."""
     if isinstance(value, bool | int | float | str) or value is None:
@@ -338,233 +343,218 @@ class _Batches:
         return self.x[idx], self.y[idx]
 
 
-def _grads(params: list[Tensor]) -> list[Tensor]:
-    return [p.grad for p in params if p.grad is not None]
+# -- the settings ---------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Settings:
+    """:func:`train`'s arguments; :func:`_checked` checks them and gives them their final form
+    (``checkpoint`` a Path, ``device`` a torch.device, ``task`` on it, ``name`` and ``label``
+    set)."""
+
+    task: Task
+    optimizer: str | Callable[[Iterable[Tensor]], torch.optim.Optimizer]
+    steps: int
+    batch_size: int | None
+    lr: float | None
+    lr_schedule: Callable[[int], float] | None
+    callbacks: Sequence[Callback]
+    seed: int
+    device: str | torch.device | None
+    label: str | None
+    divergence_factor: float
+    checkpoint: str | os.PathLike | None
+    checkpoint_every: int | None
+    record_every: int
+    progress: bool
+    hparams: dict[str, Any]
+    name: str = ""  # the optimizer's name (the default label)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """``run.config``: the settings as JSON-able values."""
+        return {
+            "task": self.task.name,
+            "task_info": _describe(list(self.task.info.items())),
+            "optimizer": self.name,
+            "lr": self.lr,
+            "hparams": _describe(sorted(self.hparams.items())),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "lr_schedule": _describe(self.lr_schedule),
+            "divergence_factor": self.divergence_factor,
+            "record_every": self.record_every,
+        }
 
 
-def _norm(parts) -> float:
-    """The L2 norm of a vector given the L2 norms of its parts (floats or 0-dim tensors)."""
-    return math.sqrt(sum(float(v) ** 2 for v in parts))
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: unreadable, truncated or corrupted (its checksum
-    does not match), not a training checkpoint of this library (or of another version of it),
-    or missing parts. The message names the file and what is wrong."""
-
-
-_CHECKPOINT_MAGIC = b"analysis_lib.training checkpoint\n"
-_CHECKPOINT_PARTS = {  # key -> (accepted types, what it is)
-    "format": (str, "a format string"),
-    "identity": (str, "the run's identity as JSON"),
-    "step": (int, "a step number"),
-    "model": (dict, "the model's state"),
-    "optimizer": (dict, "the optimizer's state"),
-    "records": (Tensor, "the history records"),
-    "measurements": (list, "the measurements"),
-    "first_loss": ((float, type(None)), "the first loss"),
-    "callback_seconds": (dict, "the callbacks' timings"),
-    "callbacks": (list, "the callbacks' state"),
-    "rng": (Tensor, "the random generator's state"),
-    "schedules": (dict, "the schedules' values"),
-}
-
-
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` (a dict :func:`torch.save` can store) to ``path`` atomically (through
-    :func:`analysis_lib.io.write_atomically`: synced, then renamed), behind a header with the
-    SHA-256 of its bytes, so that :func:`load_checkpoint` detects truncation and corruption."""
-    buf = BytesIO()
-    torch.save(checkpoint, buf)
-    body = buf.getvalue()
-    digest = hashlib.sha256(body).hexdigest().encode("ascii")
-    io.write_atomically(path, _CHECKPOINT_MAGIC + digest + b"\n" + body)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any]:
-    """The checkpoint :func:`train` wrote to ``path``, checked against its checksum and read with
-    ``torch.load(weights_only=True)`` (nothing is unpickled).
-
-    Raises:
-        FileNotFoundError: there is no file at ``path``.
-        CheckpointError: the file is unreadable, truncated, corrupted, of another format or
-            version, or lacks a part; the message names the file and what is wrong.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-
-    def fail(what: str, exc: BaseException | None = None) -> CheckpointError:
-        detail = "" if exc is None else f" ({type(exc).__name__}: {exc})"
-        return CheckpointError(f"checkpoint {path}: {what}{detail}")
-
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise fail("cannot be read", exc) from exc
-    if not raw:
-        raise fail("is empty (0 bytes): truncated")
-    if _CHECKPOINT_MAGIC.startswith(raw):
-        raise fail(f"is truncated (only {len(raw)} bytes)")
-    if not raw.startswith(_CHECKPOINT_MAGIC):
-        raise fail(
-            "is not a training checkpoint of this version of the library (no header; written "
-            "by another program or an older version)"
+def _checked(s: _Settings) -> _Settings:
+    """``s`` with every argument checked (a ValueError or TypeError naming it) before any work
+    starts, in its final form."""
+    if not isinstance(s.task, Task):
+        raise TypeError(f"task must be an analysis_lib Task, got {type(s.task).__name__}")
+    steps = check_int("steps", s.steps, 1)
+    batch_size = s.batch_size
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
+        if batch_size > s.task.n_train:
+            raise ValueError(
+                f"Invalid batch_size: {batch_size} is larger than the training "
+                f"set ({s.task.n_train} samples)"
+            )
+    lr = s.lr
+    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
+    if s.lr_schedule is not None and not callable(s.lr_schedule):
+        raise ValueError(
+            f"Invalid lr_schedule: {s.lr_schedule!r} (expected a callable step -> multiplier)"
         )
-    header_end = len(_CHECKPOINT_MAGIC) + 65
-    digest, body = raw[len(_CHECKPOINT_MAGIC) : header_end], raw[header_end:]
-    if len(digest) < 65 or digest[64:] != b"\n":
-        raise fail(f"is truncated (only {len(raw)} bytes)")
-    if hashlib.sha256(body).hexdigest().encode("ascii") != digest[:64]:
-        raise fail(
-            f"is truncated or corrupted: its content ({len(body)} bytes) does not match its "
-            "checksum"
-        )
-    try:
-        ck = torch.load(BytesIO(body), map_location=map_location, weights_only=True)
-    except Exception as exc:  # checksum right, content unreadable: another writer's bytes
-        raise fail("cannot be decoded", exc) from exc
-    if not isinstance(ck, dict):
-        raise fail(f"holds a {type(ck).__name__}, not a checkpoint")
-    if ck.get("format") != _CHECKPOINT_FORMAT:
-        raise fail(f"has format {ck.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}")
-    for key, (types_, what) in _CHECKPOINT_PARTS.items():
-        if key not in ck:
-            raise fail(f"lacks {what} ({key!r})")
-        if not isinstance(ck[key], types_):
-            raise fail(f"holds a {type(ck[key]).__name__} as {what} ({key!r})")
-    try:
-        ck["identity"] = json.loads(ck["identity"])
-    except ValueError as exc:
-        raise fail("holds an unreadable identity", exc) from exc
-    records = ck["records"]
-    if records.ndim != 2 or records.shape[1] != 6:
-        raise fail(f"holds history records of shape {tuple(records.shape)}, expected (n, 6)")
-    stopped = ck.get("stopped")  # optional: present when a callback stopped the run
-    if stopped is not None and not (
-        isinstance(stopped, dict)
-        and isinstance(stopped.get("step"), int)
-        and isinstance(stopped.get("reason"), str)
-    ):
-        raise fail(f"holds an unreadable stop record ({stopped!r:.60})")
-    return ck
+    seed = check_int("seed", s.seed, 0)
+    factor = s.divergence_factor
+    if not (isinstance(factor, int | float) and factor > 1):
+        raise ValueError(f"Invalid divergence_factor: {factor!r} (expected > 1)")
+    record_every = check_int("record_every", s.record_every, 1)
+    path, checkpoint_every = _check_checkpoint(s.checkpoint, s.checkpoint_every)
+    callbacks = _check_callbacks(s.callbacks)
+    name = _optimizer_name(s.optimizer, lr, s.hparams)
+    device = default_device() if s.device is None else torch.device(s.device)
+    return replace(
+        s,
+        task=s.task.to(device),
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        record_every=record_every,
+        checkpoint=path,
+        checkpoint_every=checkpoint_every,
+        callbacks=callbacks,
+        name=name,
+        label=s.label or name,
+        device=device,
+        hparams=dict(s.hparams),
+    )
 
 
-def _identified(value: Any, where: str) -> Any:
-    """``io.describe(value)``, or a note that it could not be identified (then it is compared
-    through what it produces)."""
-    try:
-        return io.describe(value, where)
-    except io.UnidentifiableError:
-        name = getattr(value, "__qualname__", type(value).__qualname__)
-        return {"unidentified": name}
+def _check_checkpoint(checkpoint, checkpoint_every) -> tuple[Path | None, int | None]:
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every was given without a checkpoint path")
+    if checkpoint is None:
+        return None, checkpoint_every
+    if not isinstance(checkpoint, str | os.PathLike):
+        raise ValueError(f"Invalid checkpoint: {checkpoint!r} (expected a file path)")
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        raise ValueError(f"Invalid checkpoint: {path} is a folder (expected a file path)")
+    io.check_writable(path.parent, f"checkpoint {path}")
+    return path, checkpoint_every
 
 
-def _task_identity(task: Task) -> dict[str, Any]:
-    names = [f.name for f in dataclass_fields(task)]
-    names.sort(key=lambda n: n != "arguments")  # the constructor's arguments say it best
-    return {n: _identified(getattr(task, n), f"task.{n}") for n in names}
+def _check_callbacks(callbacks: Iterable[Callback]) -> tuple[Callback, ...]:
+    callbacks = tuple(callbacks)
+    for i, cb in enumerate(callbacks):
+        every = getattr(cb, "every", None)
+        if not callable(cb) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"Invalid callbacks[{i}]: {cb!r} (expected a callable with an "
+                "integer attribute every >= 1)"
+            )
+    return callbacks
 
 
-def _run_identity(task, model, opt, *, name, lr, hparams, lr_schedule, batch_size, seed, extra):
-    groups = []
-    for i, g in enumerate(opt.param_groups):
-        desc = {k: _identified(v, f"param_groups[{i}][{k!r}]") for k, v in g.items()}
-        desc["params"] = [list(p.shape) for p in g["params"]]
-        groups.append(desc)
-    return {
-        "task": _task_identity(task),
-        "model": {
-            "architecture": repr(model),
-            "initial": io.describe(model.state_dict()),
-            "dtype": str(next(model.parameters()).dtype),
-        },
-        "optimizer": {
-            "name": name,
-            "class": f"{type(opt).__module__}.{type(opt).__qualname__}",
-            "param_groups": groups,
-        },
-        "lr": lr,
-        "hparams": {k: _identified(v, k) for k, v in sorted(hparams.items())},
-        "lr_schedule": None if lr_schedule is None else _identified(lr_schedule, "lr_schedule"),
-        "batch_size": batch_size,
-        "seed": seed,
-        **extra,
-    }
+def _optimizer_name(optimizer, lr, hparams) -> str:
+    if isinstance(optimizer, str):
+        return optimizer_spec(optimizer).name  # case-insensitive, as make_optimizer
+    if callable(optimizer):
+        if lr is not None or hparams:
+            raise ValueError(
+                "lr and hyperparameters go into the optimizer factory itself; "
+                "train() passes them on only for an optimizer given by name"
+            )
+        return getattr(optimizer, "__name__", type(optimizer).__name__)
+    raise ValueError(f"Invalid optimizer: {optimizer!r} (expected a name or a factory)")
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(value, dict) and "sha256" in value:  # a tensor: one entry
-        value = f"{value.get('tensor')} {value.get('shape')} sha256 {value['sha256'][:12]}"
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
-    elif isinstance(value, list) and value and not all(isinstance(v, int | float) for v in value):
-        for i, v in enumerate(value):
-            _flatten(v, f"{prefix}[{i}]", out)
-    else:
-        out[prefix] = value
-    return out
+# -- the record -----------------------------------------------------------------------------------
+class _Row(NamedTuple):
+    """One row of ``run.history`` (see :class:`Run`); a checkpoint stores rows in this order
+    (``_checkpoint.RECORD_COLUMNS``)."""
+
+    step: int
+    loss: float
+    accuracy: float  # NaN for a task without accuracy (the column is then dropped)
+    grad_norm: float
+    update_norm: float  # NaN when the step was not taken (divergence) or not measured
+    lr: float
 
 
-def _identity_differences(saved: dict, now: dict) -> list[str]:
-    a, b = _flatten(saved, "", {}), _flatten(now, "", {})
-    diffs = []
-    for key in [*b, *(k for k in a if k not in b)]:  # in the order of the identity
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            then, current = (repr(v)[:60] for v in (a.get(key, "<absent>"), b.get(key, "<absent>")))
-            diffs.append(f"'{key}' (checkpoint {then}, now {current})")
-    return diffs
+def _name(cb) -> str:
+    return getattr(cb, "name", type(cb).__name__)
 
 
-class _Schedules:
-    """The values of the run's step schedules (``lr_schedule`` and callable hyperparameters of
-    the param groups, e.g. Ada2MS's alpha) at steps 1..t: what a checkpoint compares, since two
-    callables cannot always be told apart by their code."""
+class _Recorder:
+    """What a run records: the history rows, the callbacks' measurements (one dict per step at
+    which some ran), the first step's loss (the divergence reference) and each callback's
+    seconds. It is saved in and restored from checkpoints."""
 
-    def __init__(self, lr_schedule, opt) -> None:
-        self.fns: dict[str, Callable[[int], Any]] = {}
-        if lr_schedule is not None:
-            self.fns["lr_schedule"] = lr_schedule
-        for i, g in enumerate(opt.param_groups):
-            for k, v in g.items():
-                if k != "params" and callable(v):
-                    self.fns[f"param_groups[{i}][{k!r}]"] = v
-        self.values: dict[str, list[float]] = {k: [] for k in self.fns}
+    def __init__(self, callbacks: Sequence[Callback], classify: bool) -> None:
+        self.rows: list[_Row] = []
+        self.measurements: list[dict[str, float]] = []
+        self.first_loss: float | None = None
+        self.callback_seconds = {_name(cb): 0.0 for cb in callbacks}
+        self.classify = classify
 
-    def upto(self, step: int) -> dict[str, Tensor]:
-        for key, fn in self.fns.items():
-            values = self.values[key]
-            for t in range(len(values) + 1, step + 1):
-                try:
-                    values.append(float(fn(t)))
-                except Exception as exc:
-                    raise ValueError(
-                        f"{key}({t}) failed ({type(exc).__name__}: {exc}); a checkpointed run "
-                        "compares its schedules by their values at every step"
-                    ) from exc
-        return {k: torch.tensor(v[:step], dtype=torch.float64) for k, v in self.values.items()}
+    def measure(self, due, step: int, model, opt, batch) -> StopTraining | None:
+        """Call the callbacks ``due`` at ``step`` and record their numbers as one row; the
+        first :class:`StopTraining` raised (its numbers recorded too) is returned."""
+        row: dict[str, float] = {"step": step}
+        stop = None
+        for cb in due:
+            tc = time.perf_counter()
+            try:
+                result = cb(step, model, opt, batch)
+            except StopTraining as exc:
+                result, stop = exc.values, stop or exc
+            row.update(_callback_row(cb, result, step, row))
+            self.callback_seconds[_name(cb)] += time.perf_counter() - tc
+        self.measurements.append(row)
+        return stop
 
-    def check(self, saved: dict[str, Tensor], step: int, path: Path) -> None:
-        now = self.upto(step)
-        for key in sorted(saved.keys() | now.keys()):
-            if key not in saved or key not in now:
-                where = "the checkpoint's run" if key in saved else "this run"
-                raise ValueError(
-                    f"checkpoint {path.name} was written by a different configuration: only "
-                    f"{where} has a schedule '{key}'; remove it or pass another path"
-                )
-            a, b = saved[key].to(torch.float64).cpu(), now[key]
-            if a.shape != b.shape or not torch.equal(a, b):
-                bad = next((t for t in range(min(len(a), len(b))) if a[t].item() != b[t].item()), 0)
-                raise ValueError(
-                    f"checkpoint {path.name} was written by a different configuration: "
-                    f"'{key}' differs at step {bad + 1} (the checkpoint's run used "
-                    f"{a[bad].item() if len(a) > bad else None!r}, this one gives "
-                    f"{b[bad].item() if len(b) > bad else None!r}); remove it or pass "
-                    "another path"
-                )
+    def state(self) -> dict[str, Any]:
+        records = torch.tensor(self.rows, dtype=torch.float64)
+        return {
+            "records": records.reshape(len(self.rows), len(_Row._fields)),
+            "measurements": self.measurements,
+            "first_loss": self.first_loss,
+            "callback_seconds": self.callback_seconds,
+        }
+
+    def load(self, ck: dict[str, Any]) -> None:
+        self.rows = [_Row(*r) for r in ck["records"].tolist()]
+        self.measurements = ck["measurements"]
+        self.first_loss = ck["first_loss"]
+        self.callback_seconds.update(ck["callback_seconds"])
+
+    def history(self) -> pd.DataFrame:
+        columns = list(_Row._fields)
+        values = np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), len(columns))
+        history = pd.DataFrame(values, columns=columns)
+        history["step"] = history["step"].astype(np.int64)
+        return history if self.classify else history.drop(columns="accuracy")
+
+    def measurements_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.measurements)
+        if len(frame):
+            frame["step"] = frame["step"].astype(np.int64)
+        return frame
+
+
+@dataclass
+class _Outcome:
+    """Where the run stands: the last step taken and why it ended, if it ended early."""
+
+    taken: int = 0
+    diverged_at: int | None = None
+    stopped_at: int | None = None
+    reason: str | None = None
 
 
 def _callback_row(cb, result: Any, step: int, row: dict[str, float]) -> dict[str, float]:
@@ -597,6 +587,242 @@ def _callback_row(cb, result: Any, step: int, row: dict[str, float]) -> dict[str
     return {k: float(v.item() if isinstance(v, Tensor) else v) for k, v in result.items()}
 
 
+# -- the parts of a step --------------------------------------------------------------------------
+def _build(s: _Settings) -> tuple[nn.Module, list[Tensor], torch.optim.Optimizer]:
+    """A fresh model of the task (initialised from the seed), its trainable parameters and
+    the optimizer over them."""
+    model = s.task.make_model(seed=s.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(s.optimizer, str):
+        lr = {} if s.lr is None else {"lr": s.lr}
+        return model, params, make_optimizer(s.name, params, **lr, **s.hparams)
+    opt = s.optimizer(params)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise ValueError(
+            f"the optimizer factory returned {type(opt).__name__}, not a torch.optim.Optimizer"
+        )
+    return model, params, opt
+
+
+class _LearningRates:
+    """Sets every param group's lr to its initial value times ``lr_schedule(t)`` before step t."""
+
+    def __init__(self, opt: torch.optim.Optimizer, lr_schedule) -> None:
+        self.opt, self.schedule = opt, lr_schedule
+        self.base = [g["lr"] for g in opt.param_groups]
+
+    def set(self, step: int) -> None:
+        if self.schedule is None:
+            return
+        factor = float(self.schedule(step))
+        if not (math.isfinite(factor) and factor >= 0):
+            raise ValueError(f"lr_schedule({step}) = {factor!r} (expected a finite number >= 0)")
+        for g, base in zip(self.opt.param_groups, self.base, strict=True):
+            g["lr"] = base * factor
+
+
+def _divergence(loss: float, first_loss: float, factor: float) -> str | None:
+    """Why a step with this loss counts as divergent (None when it does not): the loss is not
+    finite, or exceeds ``factor`` times the first step's loss."""
+    if not math.isfinite(loss):
+        return "non-finite loss"
+    if loss > factor * max(first_loss, 1e-30):
+        return f"loss {loss:.3g} > {factor:g} x first loss {first_loss:.3g}"
+    return None
+
+
+def _grads(params: list[Tensor]) -> list[Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
+def _norm(parts) -> float:
+    """The L2 norm of a vector given the L2 norms of its parts (floats or 0-dim tensors)."""
+    return math.sqrt(sum(float(v) ** 2 for v in parts))
+
+
+def _unmeasured(task: Task, params, output: Tensor, y: Tensor) -> tuple[float, float]:
+    """Accuracy on the step's batch and gradient norm, for a step whose update is not measured
+    (the divergent step, not taken; a stop at a step that is not recorded)."""
+    with torch.no_grad():
+        accuracy = float(task.accuracy(output, y)) if task.has_accuracy else math.nan
+        return accuracy, _norm(torch._foreach_norm(_grads(params)))
+
+
+def _measured_step(opt, params, before, output, y, classify) -> tuple[float, float, float]:
+    """Take the optimizer's step and return (accuracy on the batch, gradient norm, update norm):
+    one multi-tensor norm over the gradients and the parameter changes, one sync. (The
+    gradients are read after the step: optimizers leave .grad alone.)"""
+    with torch.no_grad():
+        torch._foreach_copy_(before, params)
+        opt.step()
+        torch._foreach_sub_(before, params)
+        grads = _grads(params)
+        norms = list(torch._foreach_norm(grads + before))
+        if classify:
+            norms.append((output.argmax(dim=-1) == y).sum().to(norms[0].dtype))
+        values = torch.stack(norms).tolist()
+    accuracy = values[-1] / len(y) if classify else math.nan
+    n = len(grads)
+    return accuracy, _norm(values[:n]), _norm(values[n : n + len(before)])
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _checkpoint_of(s: _Settings, model, opt) -> Checkpoint | None:
+    """The run's checkpoint file with its identity (None without a path)."""
+    if s.checkpoint is None:
+        return None
+    identity = run_identity(
+        s.task,
+        model,
+        opt,
+        name=s.name,
+        lr=s.lr,
+        hparams=s.hparams,
+        lr_schedule=s.lr_schedule,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        extra={"divergence_factor": s.divergence_factor, "record_every": s.record_every},
+    )
+    return Checkpoint(s.checkpoint, identity, _Schedules(s.lr_schedule, opt))
+
+
+def _resume(ck: Checkpoint, s: _Settings, model, opt, rec: _Recorder) -> _Outcome:
+    """Restore the model, optimizer, callbacks, generators and records from the checkpoint
+    (a checkpoint of another configuration is refused) and say where the run stands."""
+    saved = ck.load(s.steps, map_location=s.device)
+    callbacks = s.callbacks
+    if len(saved["callbacks"]) != len(callbacks):  # they measure: their state is not the run's
+        warnings.warn(
+            f"checkpoint {ck.path.name} was written with {len(saved['callbacks'])} "
+            f"callbacks, this run has {len(callbacks)}: theirs start afresh",
+            RuntimeWarning,
+            stacklevel=4,  # the caller of train
+        )
+    try:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        states = saved["callbacks"] if len(saved["callbacks"]) == len(callbacks) else []
+        for cb, state in zip(callbacks, states, strict=False):
+            if hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+        torch.set_rng_state(saved["rng"].cpu())
+        if s.device.type == "cuda" and isinstance(saved.get("cuda_rng"), Tensor):
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), s.device)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint {ck.path}: its state does not fit this run ({type(exc).__name__}: {exc})"
+        ) from exc
+    rec.load(saved)
+    stopped = saved.get("stopped") or {}  # a stopped run stays stopped: no step is taken
+    return _Outcome(saved["step"], stopped_at=stopped.get("step"), reason=stopped.get("reason"))
+
+
+def _save(ck: Checkpoint, step: int, s: _Settings, model, opt, rec, out: _Outcome) -> None:
+    stopped = out.stopped_at is not None
+    ck.save(
+        step,
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            **rec.state(),
+            "callbacks": [
+                cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in s.callbacks
+            ],
+            "rng": torch.get_rng_state(),
+            **({"stopped": {"step": out.stopped_at, "reason": out.reason}} if stopped else {}),
+            **({"cuda_rng": torch.cuda.get_rng_state(s.device)} if s.device.type == "cuda" else {}),
+        },
+    )
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def _loop(s: _Settings, model, params, opt, lrs, rec: _Recorder, ck, out: _Outcome, bar) -> None:
+    """Steps ``out.taken + 1 .. s.steps``; ``out`` says where the run ended and why."""
+    task, callbacks, classify, nan = s.task, s.callbacks, s.task.has_accuracy, math.nan
+    batches = _Batches(task.x_train, task.y_train, s.batch_size, s.seed)
+    before = [torch.empty_like(p) for p in params]
+    last = out.taken if out.stopped_at is not None else s.steps
+    model.train()
+    for step in range(out.taken + 1, last + 1):
+        lrs.set(step)
+        x, y = batches(step)
+        opt.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = task.loss_fn(output, y)
+        loss.backward()
+        loss_v, lr = loss.item(), float(opt.param_groups[0]["lr"])
+        if rec.first_loss is None:
+            rec.first_loss = loss_v
+        if (why := _divergence(loss_v, rec.first_loss, s.divergence_factor)) is not None:
+            rec.rows.append(_Row(step, loss_v, *_unmeasured(task, params, output, y), nan, lr))
+            out.diverged_at, out.reason = step, why
+            return
+        due = [cb for cb in callbacks if step % cb.every == 0]
+        stops = bool(due) and any(getattr(cb, "stops", False) for cb in due)
+        measured = not (step % s.record_every and step != s.steps) or stops
+        if measured:
+            accuracy, grad_norm, update_norm = _measured_step(
+                opt, params, before, output, y, classify
+            )
+            rec.rows.append(_Row(step, loss_v, accuracy, grad_norm, update_norm, lr))
+        else:
+            opt.step()  # not recorded: a non-finite update shows in the next loss
+        out.taken = step
+        if measured and not math.isfinite(update_norm):
+            out.diverged_at, out.reason = step, "non-finite update"
+            return
+        stop = rec.measure(due, step, model, opt, (x, y)) if due else None
+        if stop is not None:
+            if not measured:
+                rec.rows.append(_Row(step, loss_v, *_unmeasured(task, params, output, y), nan, lr))
+            out.stopped_at, out.reason = step, stop.reason
+            bar.update(1)
+            return
+        if ck is not None and s.checkpoint_every and step % s.checkpoint_every == 0:
+            _save(ck, step, s, model, opt, rec, out)
+        bar.update(1)
+
+
+def _run(s: _Settings) -> Run:
+    """Build, resume if there is a checkpoint, loop, save, and gather the result."""
+    model, params, opt = _build(s)
+    lrs = _LearningRates(opt, s.lr_schedule)  # the initial lrs, before a resume changes them
+    rec = _Recorder(s.callbacks, s.task.has_accuracy)
+    ck = _checkpoint_of(s, model, opt)
+    out = _resume(ck, s, model, opt, rec) if ck is not None and ck.exists() else _Outcome()
+    show = s.progress and not progress_disabled()
+    bar = tqdm(
+        total=s.steps,
+        initial=out.taken,
+        desc=s.label,
+        leave=False,
+        mininterval=0.5,
+        disable=not show,
+    )
+    t0 = time.perf_counter()
+    with bar:
+        _loop(s, model, params, opt, lrs, rec, ck, out, bar)
+    seconds = time.perf_counter() - t0
+    if ck is not None and out.diverged_at is None:
+        _save(ck, out.taken, s, model, opt, rec, out)
+    return Run(
+        label=s.label,
+        config=s.config,
+        history=rec.history(),
+        measurements=rec.measurements_frame(),
+        model=model,
+        optimizer=opt,
+        task=s.task,
+        diverged=out.diverged_at is not None,
+        diverged_at=out.diverged_at,
+        stopped_at=out.stopped_at,
+        reason=out.reason,
+        steps=out.taken,
+        seconds=seconds,
+        callback_seconds=rec.callback_seconds,
+    )
+
+
 def train(
     task: Task,
     optimizer: str | Callable[[Iterable[Tensor]], torch.optim.Optimizer],
@@ -620,8 +846,10 @@ def train(
 
     Args:
         task: a :class:`~analysis_lib.problems.tasks.Task`.
-        optimizer: a name known to :func:`~analysis_lib.optim.make_optimizer` (``lr`` and
-            ``hparams`` are passed on), or a factory ``params -> Optimizer``.
+        optimizer: a name of the optimizer registry, in any case
+            (:func:`~analysis_lib.optim.optimizer_spec`; ``lr`` and ``hparams`` are passed on;
+            the run is named by the registry's lower-case key), or a factory
+            ``params -> Optimizer``.
         steps: number of optimizer steps (a resumed run continues up to this number).
         batch_size: minibatch size, drawn by an epoch-wise shuffle from ``seed``; None is the
             full training set every step (gradient descent).
@@ -660,334 +888,141 @@ def train(
         progress: show a progress bar (``TQDM_DISABLE=1`` silences it too).
         **hparams: further optimizer hyperparameters (``betas``, ``alpha``, ``momentum``...).
     """
-    # -- validate everything before any work -----------------------------------------------------
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
-    steps = check_int("steps", steps, 1)
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, 1)
-        if batch_size > task.n_train:
-            raise ValueError(
-                f"Invalid batch_size: {batch_size} is larger than the training "
-                f"set ({task.n_train} samples)"
-            )
-    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
-    if lr_schedule is not None and not callable(lr_schedule):
-        raise ValueError(
-            f"Invalid lr_schedule: {lr_schedule!r} (expected a callable step -> multiplier)"
-        )
-    seed = check_int("seed", seed, 0)
-    if not (isinstance(divergence_factor, int | float) and divergence_factor > 1):
-        raise ValueError(f"Invalid divergence_factor: {divergence_factor!r} (expected > 1)")
-    record_every = check_int("record_every", record_every, 1)
-    if checkpoint_every is not None:
-        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-        if checkpoint is None:
-            raise ValueError("checkpoint_every was given without a checkpoint path")
-    path = None
-    if checkpoint is not None:
-        if not isinstance(checkpoint, str | os.PathLike):
-            raise ValueError(f"Invalid checkpoint: {checkpoint!r} (expected a file path)")
-        path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            raise ValueError(f"Invalid checkpoint: {path} is a folder (expected a file path)")
-        io.check_writable(path.parent, f"checkpoint {path}")
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        every = getattr(cb, "every", None)
-        if not callable(cb) or not isinstance(every, int) or every < 1:
-            raise ValueError(
-                f"Invalid callbacks[{i}]: {cb!r} (expected a callable with an "
-                "integer attribute every >= 1)"
-            )
-    if isinstance(optimizer, str):
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer: {optimizer!r} (known: {sorted(OPTIMIZERS)})")
-        name = optimizer
-    elif callable(optimizer):
-        if lr is not None or hparams:
-            raise ValueError(
-                "lr and hyperparameters go into the optimizer factory itself; "
-                "train() passes them on only for an optimizer given by name"
-            )
-        name = getattr(optimizer, "__name__", type(optimizer).__name__)
-    else:
-        raise ValueError(f"Invalid optimizer: {optimizer!r} (expected a name or a factory)")
-
-    config = {
-        "task": task.name,
-        "task_info": _describe(list(task.info.items())),
-        "optimizer": name,
-        "lr": lr,
-        "hparams": _describe(sorted(hparams.items())),
-        "batch_size": batch_size,
-        "seed": seed,
-        "lr_schedule": _describe(lr_schedule),
-        "divergence_factor": divergence_factor,
-        "record_every": record_every,
-    }
-    device = default_device() if device is None else torch.device(device)
-    task = task.to(device)
-
-    def _build_and_run() -> Run:
-        # -- build ------------------------------------------------------------------------------------
-        model = task.make_model(seed=seed)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if isinstance(optimizer, str):
-            opt = make_optimizer(optimizer, params, **({} if lr is None else {"lr": lr}), **hparams)
-        else:
-            opt = optimizer(params)
-            if not isinstance(opt, torch.optim.Optimizer):
-                raise ValueError(
-                    f"the optimizer factory returned {type(opt).__name__}, not a "
-                    "torch.optim.Optimizer"
-                )
-        base_lrs = [g["lr"] for g in opt.param_groups]
-        batches = _Batches(task.x_train, task.y_train, batch_size, seed)
-        classify = task.has_accuracy
-
-        records: list[list[float]] = []
-        measurements: list[dict[str, float]] = []
-        callback_seconds = {getattr(cb, "name", type(cb).__name__): 0.0 for cb in callbacks}
-        first_loss: float | None = None
-        start = taken = 0
-        stopped_at: int | None = None
-        reason: str | None = None
-        if path is not None:
-            # The run's identity: what the task, the model, the optimizer as constructed (its
-            # class and every param group's hyperparameters) and the schedules' values are.
-            identity = json.loads(
-                json.dumps(
-                    _run_identity(
-                        task,
-                        model,
-                        opt,
-                        name=name,
-                        lr=lr,
-                        hparams=hparams,
-                        lr_schedule=lr_schedule,
-                        batch_size=batch_size,
-                        seed=seed,
-                        extra={
-                            "divergence_factor": divergence_factor,
-                            "record_every": record_every,
-                        },
-                    )
-                )
-            )
-            schedules = _Schedules(lr_schedule, opt)
-        if path is not None and path.exists():
-            ck = load_checkpoint(path, map_location=device)
-            diffs = _identity_differences(ck["identity"], identity)
-            if diffs:
-                raise ValueError(
-                    f"checkpoint {path.name} was written by a different configuration; it "
-                    f"differs in {'; '.join(diffs[:8])}"
-                    f"{f' and {len(diffs) - 8} more' if len(diffs) > 8 else ''}; "
-                    "remove it or pass another path"
-                )
-            start = taken = ck["step"]
-            if start > steps:
-                raise ValueError(f"checkpoint {path.name} is at step {start}, beyond steps={steps}")
-            schedules.check(ck["schedules"], start, path)
-            if len(ck["callbacks"]) != len(callbacks):  # they measure; they do not steer
-                warnings.warn(
-                    f"checkpoint {path.name} was written with {len(ck['callbacks'])} "
-                    f"callbacks, this run has {len(callbacks)}: theirs start afresh",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-            try:
-                model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["optimizer"])
-                states = ck["callbacks"] if len(ck["callbacks"]) == len(callbacks) else []
-                for cb, state in zip(callbacks, states, strict=False):
-                    if hasattr(cb, "load_state_dict"):
-                        cb.load_state_dict(state)
-                torch.set_rng_state(ck["rng"].cpu())
-                if device.type == "cuda" and isinstance(ck.get("cuda_rng"), Tensor):
-                    torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
-            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-                raise CheckpointError(
-                    f"checkpoint {path}: its state does not fit this run "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
-            records = ck["records"].tolist()
-            measurements = ck["measurements"]
-            if ck.get("stopped") is not None:  # a stopped run stays stopped: no step is taken
-                stopped_at, reason = ck["stopped"]["step"], ck["stopped"]["reason"]
-            first_loss = ck["first_loss"]
-            callback_seconds.update(ck["callback_seconds"])
-
-        def save(step: int) -> None:
-            save_checkpoint(
-                path,
-                {
-                    "format": _CHECKPOINT_FORMAT,
-                    "identity": json.dumps(identity),
-                    "schedules": schedules.upto(step),
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "records": torch.tensor(records, dtype=torch.float64).reshape(len(records), 6),
-                    "measurements": measurements,
-                    "first_loss": first_loss,
-                    "callback_seconds": callback_seconds,
-                    "callbacks": [
-                        cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in callbacks
-                    ],
-                    "rng": torch.get_rng_state(),
-                    **(
-                        {"stopped": {"step": stopped_at, "reason": reason}}
-                        if stopped_at is not None
-                        else {}
-                    ),
-                    **(
-                        {"cuda_rng": torch.cuda.get_rng_state(device)}
-                        if device.type == "cuda"
-                        else {}
-                    ),
-                },
-            )
-
-        # -- run --------------------------------------------------------------------------------------
-        before = [torch.empty_like(p) for p in params]
-        diverged, diverged_at = False, None
-        last = start if stopped_at is not None else steps
-        nan = float("nan")
-        bar = tqdm(
-            total=steps,
-            initial=start,
-            desc=label or name,
-            leave=False,
-            mininterval=0.5,
-            disable=not progress or progress_disabled(),
-        )
-        t0 = time.perf_counter()
-        model.train()
-        step = start
-        try:
-            for step in range(start + 1, last + 1):
-                if lr_schedule is not None:
-                    factor = float(lr_schedule(step))
-                    if not (math.isfinite(factor) and factor >= 0):
-                        raise ValueError(
-                            f"lr_schedule({step}) = {factor!r} (expected a finite number >= 0)"
-                        )
-                    for g, base in zip(opt.param_groups, base_lrs, strict=True):
-                        g["lr"] = base * factor
-                x, y = batches(step)
-                opt.zero_grad(set_to_none=True)
-                out = model(x)
-                loss = task.loss_fn(out, y)
-                loss.backward()
-                loss_v = loss.item()
-                lr_now = float(opt.param_groups[0]["lr"])
-                if first_loss is None:
-                    first_loss = loss_v
-                if not math.isfinite(loss_v) or loss_v > divergence_factor * max(first_loss, 1e-30):
-                    with torch.no_grad():
-                        acc_v = float(task.accuracy(out, y)) if classify else nan
-                        gnorm_v = _norm(torch._foreach_norm(_grads(params)))
-                    records.append([step, loss_v, acc_v, gnorm_v, nan, lr_now])
-                    diverged, diverged_at = True, step
-                    reason = (
-                        "non-finite loss"
-                        if not math.isfinite(loss_v)
-                        else f"loss {loss_v:.3g} > {divergence_factor:g} x first loss "
-                        f"{first_loss:.3g}"
-                    )
-                    break
-                due = [cb for cb in callbacks if step % cb.every == 0]
-                stops = any(getattr(cb, "stops", False) for cb in due)
-                if step % record_every and step != steps and not stops:
-                    opt.step()  # not recorded: a non-finite update shows in the next loss
-                    recorded = False
-                else:
-                    with torch.no_grad():
-                        torch._foreach_copy_(before, params)
-                        opt.step()
-                        # One multi-tensor norm over the gradients and the parameter changes, one
-                        # sync. (The gradients are read after the step: optimizers leave .grad alone.)
-                        torch._foreach_sub_(before, params)
-                        grads = _grads(params)
-                        norms = list(torch._foreach_norm(grads + before))
-                        if classify:
-                            norms.append((out.argmax(dim=-1) == y).sum().to(norms[0].dtype))
-                        values = torch.stack(norms).tolist()
-                    acc_v = values[-1] / len(y) if classify else nan
-                    gnorm_v = _norm(values[: len(grads)])
-                    unorm_v = _norm(values[len(grads) : len(grads) + len(before)])
-                    records.append([step, loss_v, acc_v, gnorm_v, unorm_v, lr_now])
-                    recorded = True
-                    if not math.isfinite(unorm_v):
-                        taken = step
-                        diverged, diverged_at, reason = True, step, "non-finite update"
-                        break
-                taken = step
-                if due:
-                    row: dict[str, float] = {"step": step}
-                    for cb in due:
-                        tc = time.perf_counter()
-                        try:
-                            result = cb(step, model, opt, (x, y))
-                        except StopTraining as stop:
-                            result = stop.values
-                            if stopped_at is None:
-                                stopped_at, reason = step, stop.reason
-                        row.update(_callback_row(cb, result, step, row))
-                        callback_seconds[getattr(cb, "name", type(cb).__name__)] += (
-                            time.perf_counter() - tc
-                        )
-                    measurements.append(row)
-                if stopped_at is not None:
-                    if not recorded:  # a stop at a step that was not recorded
-                        with torch.no_grad():
-                            acc_v = float(task.accuracy(out, y)) if classify else nan
-                            gnorm_v = _norm(torch._foreach_norm(_grads(params)))
-                        records.append([step, loss_v, acc_v, gnorm_v, nan, lr_now])
-                    bar.update(1)
-                    break
-                if path is not None and checkpoint_every and step % checkpoint_every == 0:
-                    save(step)
-                bar.update(1)
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - t0
-        if path is not None and not diverged:
-            save(step)
-
-        columns = ["step", "loss", "accuracy", "grad_norm", "update_norm", "lr"]
-        history = pd.DataFrame(
-            np.asarray(records, dtype=np.float64).reshape(-1, 6), columns=columns
-        )
-        history["step"] = history["step"].astype(np.int64)
-        if not classify:
-            history = history.drop(columns="accuracy")
-        meas = pd.DataFrame(measurements)
-        if len(meas):
-            meas["step"] = meas["step"].astype(np.int64)
-        return Run(
-            label=label or name,
-            config=config,
-            history=history,
-            measurements=meas,
-            model=model,
-            optimizer=opt,
+    s = _checked(
+        _Settings(
             task=task,
-            diverged=diverged,
-            diverged_at=diverged_at,
-            stopped_at=stopped_at,
-            reason=reason,
-            steps=taken,
-            seconds=seconds,
-            callback_seconds=callback_seconds,
+            optimizer=optimizer,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            callbacks=callbacks,
+            seed=seed,
+            device=device,
+            label=label,
+            divergence_factor=divergence_factor,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            record_every=record_every,
+            progress=progress,
+            hparams=hparams,
         )
-
+    )
     # The run draws from torch's global generator only through the model (e.g. dropout): it
     # gets its own, seeded from ``seed`` and saved in checkpoints; the caller's is left alone.
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = [s.device.index or 0] if s.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return _build_and_run()
+        torch.manual_seed(s.seed)
+        return _run(s)
+
+
+# -- choosing the learning rate -------------------------------------------------------------------
+def choose_lr(
+    frame: pd.DataFrame,
+    selection: str = "val_loss",
+    *,
+    failed: str = "diverged",
+    seeds: int | None = None,
+) -> float:
+    """The learning rate chosen on the validation split from ``frame``, one row per (lr, seed)
+    with columns ``lr``, ``selection`` and the boolean ``failed`` (e.g. :func:`lr_sweep`'s).
+
+    The rule (the sweep's, :func:`analysis_lib.sweep.summarize`): for each lr, the score is
+    the mean of ``selection`` over its seeds, lower is better for ``"val_loss"`` and higher
+    for ``"val_accuracy"``. An lr where any seed failed (diverged), or with fewer than
+    ``seeds`` rows, or whose mean is not finite, counts as the worst, so a rate that works
+    only for lucky seeds is never chosen. Ties go to the smaller lr. NaN when every lr failed.
+    """
+    if selection not in ("val_loss", "val_accuracy"):
+        raise ValueError(
+            f"Invalid selection: {selection!r} (expected 'val_loss' or 'val_accuracy')"
+        )
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"Invalid frame: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in ("lr", selection, failed) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Invalid frame: it lacks the column(s) {missing}")
+    if seeds is not None:
+        seeds = check_int("seeds", seeds, 1)
+    sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
+    best, best_score = math.nan, math.inf
+    for lr, at in sorted(frame.groupby("lr"), key=lambda kv: kv[0]):
+        ok = at[~at[failed].astype(bool)]
+        complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
+        score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
+        if not math.isfinite(score):
+            score = math.inf
+        if score < best_score:
+            best, best_score = float(lr), score
+    return best
+
+
+@dataclass(eq=False)
+class LrSweep:
+    """What :func:`lr_sweep` returns: ``frame``, one row per (lr, seed) with ``lr``, ``seed``,
+    ``diverged``, ``steps`` (taken), ``train_loss`` and ``val_loss`` (mean over the whole
+    split at the end, eval mode; NaN for a diverged run) and, for a task with accuracy,
+    ``train_accuracy`` and ``val_accuracy``; ``lr``, the rate :func:`choose_lr` picks from it
+    (NaN when every rate diverged); ``runs``, seed -> :class:`Run` at that rate."""
+
+    frame: pd.DataFrame
+    lr: float
+    runs: dict[int, Run] = field(repr=False)
+
+
+def _check_grid(lrs, seeds, optimizer, train_kwargs) -> tuple[list[float], list[int]]:
+    if not isinstance(optimizer, str):
+        raise ValueError(f"Invalid optimizer: {optimizer!r} (lr_sweep needs an optimizer name)")
+    taken = sorted({"lr", "seed"} & set(train_kwargs))
+    if taken:
+        raise ValueError(f"Invalid train_kwargs: {taken} are set by lr_sweep (use lrs, seeds)")
+    if isinstance(lrs, str | bytes) or not isinstance(lrs, Iterable):
+        raise ValueError(f"Invalid lrs: {lrs!r} (expected a sequence of learning rates)")
+    lrs = [check_float("lrs", lr, 0.0, low_open=True) for lr in lrs]
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
+        raise ValueError(f"Invalid seeds: {seeds!r} (expected a sequence of integers >= 0)")
+    seeds = [check_int("seeds", seed, 0) for seed in seeds]
+    for name, values in (("lrs", lrs), ("seeds", seeds)):
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"Invalid {name}: {values!r} (expected distinct values, at least one)")
+    return sorted(lrs), seeds
+
+
+def _final_row(run: Run, lr: float, seed: int) -> dict[str, Any]:
+    row = {"lr": lr, "seed": seed, "diverged": run.diverged, "steps": run.steps}
+    for split in ("train", "val"):
+        result = {} if run.diverged else run.evaluate(split)
+        row[f"{split}_loss"] = result.get("loss", math.nan)
+        if run.task.has_accuracy:
+            row[f"{split}_accuracy"] = result.get("accuracy", math.nan)
+    return row
+
+
+def lr_sweep(
+    task: Task,
+    optimizer: str,
+    lrs: Sequence[float],
+    steps: int,
+    *,
+    seeds: Sequence[int] = (0,),
+    **train_kwargs: Any,
+) -> LrSweep:
+    """Train ``optimizer`` on ``task`` at every learning rate of ``lrs`` from every seed of
+    ``seeds`` (``train(task, optimizer, steps, lr=lr, seed=seed, **train_kwargs)``), measure
+    each run's final loss (and accuracy) over the training and validation splits, and choose
+    the rate on the validation split with :func:`choose_lr` (lowest mean validation loss over
+    the seeds; a rate where any seed diverged counts as the worst; ties to the smaller rate).
+    ``lrs`` must be distinct numbers > 0, ``seeds`` distinct integers >= 0.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
+    lrs, seeds = _check_grid(lrs, seeds, optimizer, train_kwargs)
+    rows, runs = [], {}
+    for lr in lrs:
+        for seed in seeds:
+            run = train(task, optimizer, steps, lr=lr, seed=seed, **train_kwargs)
+            rows.append(_final_row(run, lr, seed))
+            runs[lr, seed] = run
+    frame = pd.DataFrame(rows)
+    chosen = choose_lr(frame)
+    return LrSweep(frame, chosen, {seed: run for (lr, seed), run in runs.items() if lr == chosen})

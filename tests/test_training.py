@@ -516,3 +516,12 @@ def test_target_loss_names_a_bad_argument(digits, kwargs, match):
     args = dict(task=digits, target=0.1) | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         training.TargetLoss(**args)
+
+
+def test_an_optimizer_name_in_any_case_is_the_registry_s_name():
+    task = _two_parameter_task("mse")
+    upper = quiet_train(task, "AdamW", 3, lr=0.1)
+    lower = quiet_train(task, "adamw", 3, lr=0.1)
+    pd.testing.assert_frame_equal(upper.history, lower.history, check_exact=True)
+    assert upper.label == upper.config["optimizer"] == "adamw"
+    assert upper.config == lower.config

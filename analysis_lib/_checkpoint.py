@@ -1,0 +1,337 @@
+"""A training run's checkpoint: its identity and its integrity.
+
+* The file: :func:`save_checkpoint` writes a dict behind a header that holds the SHA-256 of its
+  bytes, atomically (through :func:`analysis_lib.io.write_atomically`);
+  :func:`load_checkpoint` checks the header, the checksum, the format and every part, reads it
+  with ``torch.load(weights_only=True)`` (nothing is unpickled), and raises one
+  :class:`CheckpointError` naming the file and what is wrong.
+* The identity: what the task, the model, the optimizer as constructed and the run's settings
+  are (:func:`run_identity`), compared entry by entry (:func:`identity_differences`), and the
+  values of the run's step schedules at every step taken (:class:`Schedules`), since two
+  callables cannot always be told apart by their code.
+* :class:`Checkpoint`: one run's file, with its identity and schedules: ``load`` refuses a file
+  of another configuration, ``save`` stamps what is saved with the format, the identity, the
+  schedules' values and the step.
+
+:mod:`analysis_lib.training` uses it; nothing else should need to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import fields as dataclass_fields
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import io
+from .problems.tasks import Task
+
+__all__ = [
+    "FORMAT",
+    "RECORD_COLUMNS",
+    "Checkpoint",
+    "CheckpointError",
+    "Schedules",
+    "identity_differences",
+    "load_checkpoint",
+    "run_identity",
+    "save_checkpoint",
+]
+
+FORMAT = "analysis_lib.training/2"
+_MAGIC = b"analysis_lib.training checkpoint\n"
+_DIGEST = 64  # hex characters of a SHA-256
+_PARTS = {  # key -> (accepted types, what it is)
+    "format": (str, "a format string"),
+    "identity": (str, "the run's identity as JSON"),
+    "step": (int, "a step number"),
+    "model": (dict, "the model's state"),
+    "optimizer": (dict, "the optimizer's state"),
+    "records": (Tensor, "the history records"),
+    "measurements": (list, "the measurements"),
+    "first_loss": ((float, type(None)), "the first loss"),
+    "callback_seconds": (dict, "the callbacks' timings"),
+    "callbacks": (list, "the callbacks' state"),
+    "rng": (Tensor, "the random generator's state"),
+    "schedules": (dict, "the schedules' values"),
+}
+#: Columns of the history records, in the order a checkpoint stores them.
+RECORD_COLUMNS = ("step", "loss", "accuracy", "grad_norm", "update_norm", "lr")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, truncated or corrupted (its checksum
+    does not match), not a training checkpoint of this library (or of another version of it),
+    or missing parts. The message names the file and what is wrong."""
+
+
+# -- the file -------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` (a dict :func:`torch.save` can store) to ``path`` atomically (through
+    :func:`analysis_lib.io.write_atomically`: synced, then renamed), behind a header with the
+    SHA-256 of its bytes, so that :func:`load_checkpoint` detects truncation and corruption."""
+    buf = BytesIO()
+    torch.save(checkpoint, buf)
+    body = buf.getvalue()
+    digest = hashlib.sha256(body).hexdigest().encode("ascii")
+    io.write_atomically(path, _MAGIC + digest + b"\n" + body)
+
+
+def _failure(path: Path) -> Callable[..., CheckpointError]:
+    def fail(what: str, exc: BaseException | None = None) -> CheckpointError:
+        detail = "" if exc is None else f" ({type(exc).__name__}: {exc})"
+        return CheckpointError(f"checkpoint {path}: {what}{detail}")
+
+    return fail
+
+
+def _checked_body(path: Path, fail: Callable[..., CheckpointError]) -> bytes:
+    """The bytes after the header, when the header is there and their SHA-256 matches it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail("cannot be read", exc) from exc
+    if not raw:
+        raise fail("is empty (0 bytes): truncated")
+    if _MAGIC.startswith(raw):
+        raise fail(f"is truncated (only {len(raw)} bytes)")
+    if not raw.startswith(_MAGIC):
+        raise fail(
+            "is not a training checkpoint of this version of the library (no header; written "
+            "by another program or an older version)"
+        )
+    header_end = len(_MAGIC) + _DIGEST + 1
+    digest, body = raw[len(_MAGIC) : header_end], raw[header_end:]
+    if len(digest) < _DIGEST + 1 or digest[_DIGEST:] != b"\n":
+        raise fail(f"is truncated (only {len(raw)} bytes)")
+    if hashlib.sha256(body).hexdigest().encode("ascii") != digest[:_DIGEST]:
+        raise fail(
+            f"is truncated or corrupted: its content ({len(body)} bytes) does not match its "
+            "checksum"
+        )
+    return body
+
+
+def _check_parts(ck: Any, fail: Callable[..., CheckpointError]) -> dict[str, Any]:
+    """``ck`` with its identity parsed, when it is a checkpoint of this format with every part."""
+    if not isinstance(ck, dict):
+        raise fail(f"holds a {type(ck).__name__}, not a checkpoint")
+    if ck.get("format") != FORMAT:
+        raise fail(f"has format {ck.get('format')!r}, expected {FORMAT!r}")
+    for key, (types_, what) in _PARTS.items():
+        if key not in ck:
+            raise fail(f"lacks {what} ({key!r})")
+        if not isinstance(ck[key], types_):
+            raise fail(f"holds a {type(ck[key]).__name__} as {what} ({key!r})")
+    try:
+        ck["identity"] = json.loads(ck["identity"])
+    except ValueError as exc:
+        raise fail("holds an unreadable identity", exc) from exc
+    records = ck["records"]
+    if records.ndim != 2 or records.shape[1] != len(RECORD_COLUMNS):
+        raise fail(f"holds history records of shape {tuple(records.shape)}, expected (n, 6)")
+    stopped = ck.get("stopped")  # optional: present when a callback stopped the run
+    if stopped is not None and not (
+        isinstance(stopped, dict)
+        and isinstance(stopped.get("step"), int)
+        and isinstance(stopped.get("reason"), str)
+    ):
+        raise fail(f"holds an unreadable stop record ({stopped!r:.60})")
+    return ck
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any]:
+    """The checkpoint :func:`~analysis_lib.training.train` wrote to ``path``, checked against its
+    checksum and read with ``torch.load(weights_only=True)`` (nothing is unpickled).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointError: the file is unreadable, truncated, corrupted, of another format or
+            version, or lacks a part; the message names the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    fail = _failure(path)
+    body = _checked_body(path, fail)
+    try:
+        ck = torch.load(BytesIO(body), map_location=map_location, weights_only=True)
+    except Exception as exc:  # checksum right, content unreadable: another writer's bytes
+        raise fail("cannot be decoded", exc) from exc
+    return _check_parts(ck, fail)
+
+
+# -- the identity ---------------------------------------------------------------------------------
+def _identified(value: Any, where: str) -> Any:
+    """``io.describe(value)``, or a note that it could not be identified (then it is compared
+    through what it produces)."""
+    try:
+        return io.describe(value, where)
+    except io.UnidentifiableError:
+        name = getattr(value, "__qualname__", type(value).__qualname__)
+        return {"unidentified": name}
+
+
+def _task_identity(task: Task) -> dict[str, Any]:
+    names = [f.name for f in dataclass_fields(task)]
+    names.sort(key=lambda n: n != "arguments")  # the constructor's arguments say it best
+    return {n: _identified(getattr(task, n), f"task.{n}") for n in names}
+
+
+def run_identity(
+    task, model, opt, *, name, lr, hparams, lr_schedule, batch_size, seed, extra
+) -> dict[str, Any]:
+    """What the task, the model, the optimizer as constructed (its class and every param
+    group's hyperparameters) and the run's settings are, as JSON-able values."""
+    groups = []
+    for i, g in enumerate(opt.param_groups):
+        desc = {k: _identified(v, f"param_groups[{i}][{k!r}]") for k, v in g.items()}
+        desc["params"] = [list(p.shape) for p in g["params"]]
+        groups.append(desc)
+    identity = {
+        "task": _task_identity(task),
+        "model": {
+            "architecture": repr(model),
+            "initial": io.describe(model.state_dict()),
+            "dtype": str(next(model.parameters()).dtype),
+        },
+        "optimizer": {
+            "name": name,
+            "class": f"{type(opt).__module__}.{type(opt).__qualname__}",
+            "param_groups": groups,
+        },
+        "lr": lr,
+        "hparams": {k: _identified(v, k) for k, v in sorted(hparams.items())},
+        "lr_schedule": None if lr_schedule is None else _identified(lr_schedule, "lr_schedule"),
+        "batch_size": batch_size,
+        "seed": seed,
+        **extra,
+    }
+    return json.loads(json.dumps(identity))  # as a checkpoint gives it back
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and "sha256" in value:  # a tensor: one entry
+        value = f"{value.get('tensor')} {value.get('shape')} sha256 {value['sha256'][:12]}"
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value and not all(isinstance(v, int | float) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def identity_differences(saved: dict, now: dict) -> list[str]:
+    """The entries in which two identities differ, ``'key' (checkpoint ..., now ...)``, in the
+    order of the identity."""
+    a, b = _flatten(saved, "", {}), _flatten(now, "", {})
+    diffs = []
+    for key in [*b, *(k for k in a if k not in b)]:  # in the order of the identity
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            then, current = (repr(v)[:60] for v in (a.get(key, "<absent>"), b.get(key, "<absent>")))
+            diffs.append(f"'{key}' (checkpoint {then}, now {current})")
+    return diffs
+
+
+class Schedules:
+    """The values of the run's step schedules (``lr_schedule`` and callable hyperparameters of
+    the param groups, e.g. Ada2MS's alpha) at steps 1..t: what a checkpoint compares, since two
+    callables cannot always be told apart by their code."""
+
+    def __init__(self, lr_schedule, opt) -> None:
+        self.fns: dict[str, Callable[[int], Any]] = {}
+        if lr_schedule is not None:
+            self.fns["lr_schedule"] = lr_schedule
+        for i, g in enumerate(opt.param_groups):
+            for k, v in g.items():
+                if k != "params" and callable(v):
+                    self.fns[f"param_groups[{i}][{k!r}]"] = v
+        self.values: dict[str, list[float]] = {k: [] for k in self.fns}
+
+    def upto(self, step: int) -> dict[str, Tensor]:
+        for key, fn in self.fns.items():
+            values = self.values[key]
+            for t in range(len(values) + 1, step + 1):
+                try:
+                    values.append(float(fn(t)))
+                except Exception as exc:
+                    raise ValueError(
+                        f"{key}({t}) failed ({type(exc).__name__}: {exc}); a checkpointed run "
+                        "compares its schedules by their values at every step"
+                    ) from exc
+        return {k: torch.tensor(v[:step], dtype=torch.float64) for k, v in self.values.items()}
+
+    def check(self, saved: dict[str, Tensor], step: int, path: Path) -> None:
+        now = self.upto(step)
+        for key in sorted(saved.keys() | now.keys()):
+            if key not in saved or key not in now:
+                where = "the checkpoint's run" if key in saved else "this run"
+                raise ValueError(
+                    f"checkpoint {path.name} was written by a different configuration: only "
+                    f"{where} has a schedule '{key}'; remove it or pass another path"
+                )
+            a, b = saved[key].to(torch.float64).cpu(), now[key]
+            if a.shape != b.shape or not torch.equal(a, b):
+                bad = next((t for t in range(min(len(a), len(b))) if a[t].item() != b[t].item()), 0)
+                raise ValueError(
+                    f"checkpoint {path.name} was written by a different configuration: "
+                    f"'{key}' differs at step {bad + 1} (the checkpoint's run used "
+                    f"{a[bad].item() if len(a) > bad else None!r}, this one gives "
+                    f"{b[bad].item() if len(b) > bad else None!r}); remove it or pass "
+                    "another path"
+                )
+
+
+# -- one run's file -------------------------------------------------------------------------------
+class Checkpoint:
+    """The checkpoint file of one run: ``path``, the run's ``identity`` (see
+    :func:`run_identity`) and its :class:`Schedules`."""
+
+    def __init__(self, path: Path, identity: dict[str, Any], schedules: Schedules) -> None:
+        self.path, self.identity, self.schedules = path, identity, schedules
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self, steps: int, map_location=None) -> dict[str, Any]:
+        """The file's checkpoint, when it was written by this run's configuration at a step
+        <= ``steps`` (else a ValueError says what differs; :class:`CheckpointError` for a file
+        that cannot be read)."""
+        ck = load_checkpoint(self.path, map_location=map_location)
+        diffs = identity_differences(ck["identity"], self.identity)
+        if diffs:
+            raise ValueError(
+                f"checkpoint {self.path.name} was written by a different configuration; it "
+                f"differs in {'; '.join(diffs[:8])}"
+                f"{f' and {len(diffs) - 8} more' if len(diffs) > 8 else ''}; "
+                "remove it or pass another path"
+            )
+        if ck["step"] > steps:
+            raise ValueError(
+                f"checkpoint {self.path.name} is at step {ck['step']}, beyond steps={steps}"
+            )
+        self.schedules.check(ck["schedules"], ck["step"], self.path)
+        return ck
+
+    def save(self, step: int, parts: dict[str, Any]) -> None:
+        """Save ``parts`` (model, optimizer, records, ...) as the checkpoint of ``step``."""
+        save_checkpoint(
+            self.path,
+            {
+                "format": FORMAT,
+                "identity": json.dumps(self.identity),
+                "schedules": self.schedules.upto(step),
+                "step": step,
+                **parts,
+            },
+        )
