@@ -104,7 +104,7 @@ def draw_lr_sensitivity(
         first = trials[trials["label"] == label].iloc[0]
         style = sweep_style(first["optimizer"], first["hparams"])
         ax.plot(rows["lr"], rows["mean"], marker="o", ms=3.5, lw=1.6, label=label, **style)
-        ax.fill_between(rows["lr"], rows["low"], rows["high"], color=style["color"], alpha=0.15,
+        ax.fill_between(rows["lr"], rows["low"], rows["high"], color=style["color"], alpha=0.12,
                         lw=0)  # fmt: skip
         failed = rows[rows["failed"] > 0]
         if len(failed):
@@ -201,11 +201,10 @@ def plot_test_intervals(
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("Invalid panels: expected a non-empty mapping name -> (summary, trials)")
     rows = max(len(summary) for summary, _ in panels.values())
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 0.42 * rows + 1.6),
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 6.4 * len(panels)), 0.42 * rows + 1.6),
                              squeeze=False)  # fmt: skip
     for ax, (name, (summary, trials)) in zip(axes[0], panels.items(), strict=True):
         draw_test_intervals(summary, trials, ax=ax, metric=metric)
         ax.set_title(name)
-    fig.suptitle(title or "Test accuracy at each optimizer's chosen learning rate "
-                 "(dots: individual seeds)")  # fmt: skip
+    fig.suptitle(title or "Test accuracy at the chosen learning rate (open dots: seeds)")
     return fig
