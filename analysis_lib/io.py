@@ -224,7 +224,33 @@ def _function_identity(fn: types.FunctionType, where: str, seen: set[int]) -> di
     }
 
 
+#: What a part of :func:`_describe` returns for a value that is not of its kinds.
+_NOT_MINE = object()
+
+
 def _describe(value: Any, where: str, seen: set[int]) -> Any:
+    """The description of ``value`` (see :func:`describe`): plain values first, then, once
+    ``value`` is known not to contain itself, containers, callables and objects with fields.
+    ``where`` names the value in errors; ``seen`` holds the ids of the values it lies in."""
+    out = _describe_plain(value, where, seen)
+    if out is not _NOT_MINE:
+        return out
+    if id(value) in seen:
+        return "<recursive>"
+    seen = seen | {id(value)}
+    for part in (_describe_container, _describe_callable, _describe_object):
+        out = part(value, where, seen)
+        if out is not _NOT_MINE:
+            return out
+    raise UnidentifiableError(
+        f"{where} is a {type(value).__qualname__} ({value!r:.80}), whose content cannot be "
+        "identified"
+    )
+
+
+def _describe_plain(value: Any, where: str, seen: set[int]) -> Any:
+    """Numbers, strings, tensors and arrays (by content hash), dtypes, devices, paths,
+    modules, classes and enum members; else ``_NOT_MINE``."""
     import torch
 
     if value is None or isinstance(value, bool | str | int):
@@ -245,9 +271,12 @@ def _describe(value: Any, where: str, seen: set[int]) -> Any:
         return {"class": _qualified(value)}
     if isinstance(value, enum.Enum):
         return {"enum": _qualified(type(value)), "value": _describe(value.value, where, seen)}
-    if id(value) in seen:
-        return "<recursive>"
-    seen = seen | {id(value)}
+    return _NOT_MINE
+
+
+def _describe_container(value: Any, where: str, seen: set[int]) -> Any:
+    """Lists and tuples in order; sets and mappings with non-string keys sorted by the JSON of
+    their items' descriptions (so the same in every process); else ``_NOT_MINE``."""
     if isinstance(value, list | tuple):
         return [_describe(v, f"{where}[{i}]", seen) for i, v in enumerate(value)]
     if isinstance(value, set | frozenset):
@@ -258,6 +287,13 @@ def _describe(value: Any, where: str, seen: set[int]) -> Any:
             return {k: _describe(v, f"{where}[{k!r}]", seen) for k, v in value.items()}
         pairs = [[_describe(k, where, seen), _describe(v, where, seen)] for k, v in value.items()]
         return {"pairs": sorted(pairs, key=lambda p: json.dumps(p[0], sort_keys=True))}
+    return _NOT_MINE
+
+
+def _describe_callable(value: Any, where: str, seen: set[int]) -> Any:
+    """Partials (function and arguments), bound methods (function and object), Python
+    functions (:func:`_function_identity`) and builtins (by name, and their object); else
+    ``_NOT_MINE``."""
     if isinstance(value, functools.partial):
         return {
             "partial": _describe(value.func, where, seen),
@@ -277,6 +313,14 @@ def _describe(value: Any, where: str, seen: set[int]) -> Any:
         if owner is not None and not isinstance(owner, types.ModuleType | type):
             out["self"] = _describe(owner, f"{where} (its object)", seen)
         return out
+    return _NOT_MINE
+
+
+def _describe_object(value: Any, where: str, seen: set[int]) -> Any:
+    """An ``nn.Module`` (public attributes, tensors, children), a dataclass (its fields), a
+    callable object with a ``__dict__`` (its ``__call__`` and attributes); else ``_NOT_MINE``."""
+    import torch
+
     if isinstance(value, torch.nn.Module):
         attrs = {
             k: _describe(v, f"{where}.{k}", seen)
@@ -305,10 +349,7 @@ def _describe(value: Any, where: str, seen: set[int]) -> Any:
             "call": _describe(call, where, seen) if isinstance(call, types.FunctionType) else None,
             "attributes": _describe(dict(sorted(state.items())), where, seen),
         }
-    raise UnidentifiableError(
-        f"{where} is a {type(value).__qualname__} ({value!r:.80}), whose content cannot be "
-        "identified"
-    )
+    return _NOT_MINE
 
 
 def describe(value: Any, where: str = "value") -> Any:
