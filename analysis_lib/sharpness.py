@@ -117,9 +117,9 @@ def _check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_norm(norm: Any) -> str:
+def _check_norm(name: str, norm: Any) -> str:
     if norm not in NORMS:
-        raise ValueError(f"Invalid norm: {norm!r} (expected one of {NORMS})")
+        raise ValueError(f"Invalid {name}: {norm!r} (expected one of {NORMS})")
     return norm
 
 
@@ -129,10 +129,31 @@ def _check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def _check_seed(seed: Any) -> int:
+def _check_seed(name: str, seed: Any) -> int:
     if isinstance(seed, torch.Generator):
-        raise ValueError("Invalid seed: a torch.Generator (expected an integer >= 0, recorded)")
-    return check_int("seed", seed, 0)
+        raise ValueError(f"Invalid {name}: a torch.Generator (expected an integer >= 0, recorded)")
+    return check_int(name, seed, 0)
+
+
+#: ``check(name, value)``: the value to record, or a ValueError naming the argument.
+_Check = Callable[[str, Any], Any]
+
+
+def _at_least(low: int) -> _Check:
+    """The check of an integer ``>= low``."""
+    return lambda name, value: check_int(name, value, low)
+
+
+def _optional(check: _Check) -> _Check:
+    """``check``, or None for None."""
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _checked(**arguments: tuple[Any, _Check]) -> dict[str, Any]:
+    """The settings of a measure: each argument ``name=(value, check)`` checked in the order
+    given, ``check(name, value)`` returning the value to record (``5`` -> ``5.0`` for a
+    radius) or raising a ValueError that names the argument."""
+    return {name: check(name, value) for name, (value, check) in arguments.items()}
 
 
 # -- the model as a function of a flat perturbation ----------------------------------------------
@@ -384,73 +405,95 @@ def worst_case_sharpness(
         (``"batch_values"``).
     """
     start = time.perf_counter()
-    rho = _check_positive("rho", rho)
-    norm = _check_norm(norm)
-    adaptive = _check_bool("adaptive", adaptive)
-    steps = check_int("steps", steps, 1)
-    restarts = check_int("restarts", restarts, 1)
-    step_size = 2.0 * rho if step_size is None else _check_positive("step_size", step_size)
-    seed = _check_seed(seed)
-    if m is not None:
-        m = check_int("m", m, 1)
-    settings = dict(
-        rho=rho,
-        norm=norm,
-        adaptive=adaptive,
-        m=m,
-        steps=steps,
-        restarts=restarts,
-        step_size=step_size,
-        seed=seed,
+    settings = _checked(
+        rho=(rho, _check_positive),
+        norm=(norm, _check_norm),
+        adaptive=(adaptive, _check_bool),
+        m=(m, _optional(_at_least(1))),
+        steps=(steps, _at_least(1)),
+        restarts=(restarts, _at_least(1)),
+        step_size=(step_size, _optional(_check_positive)),
+        seed=(seed, _check_seed),
     )
+    if settings["step_size"] is None:
+        settings["step_size"] = 2.0 * settings["rho"]
+    rho, norm, m, seed = (settings[key] for key in ("rho", "norm", "m", "seed"))
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
-        if m is not None and m > obj.n_samples:
-            raise ValueError(
-                f"Invalid m: {m} (larger than the {obj.n_samples} samples of data; "
-                "m-sharpness needs at least one batch of m samples)"
-            )
-        gen = generator(seed)  # the starts; the batches of m-sharpness draw from their own
-        groups = _Whole(obj) if m is None else _Groups(obj, m, generator(seed))
+        groups = _split(obj, m, seed)
         loss = obj.loss()
-        scale = obj.scale(adaptive)
-        if m is None:
-            base = torch.full((1, 1), loss, **obj._like())
-        else:
-            base = groups.values(torch.zeros(groups.k, 1, obj.size, **obj._like()), scale)
-            if not bool(torch.isfinite(base).all()):
-                raise ValueError("Invalid model: a batch's loss at its parameters is not finite")
-        u = _start(obj, (groups.k, restarts), rho, norm, gen)
-        best = torch.full((groups.k, restarts), -math.inf, **obj._like())
-        best_u = u.clone()
-        for t in range(steps + 1):
-            if t < steps:
-                vals, g = groups.values_and_grads(u, scale)
-            else:
-                vals = groups.values(u, scale)
-            better = vals > best  # NaN never is: a non-finite loss is not a maximum
-            best = torch.where(better, vals, best)
-            best_u = torch.where(better[..., None], u, best_u)
-            if t < steps:
-                u = _project(u + step_size * _ascent_direction(g, norm), rho, norm)
-        per_run = best - base  # (k, R)
-        top, which = per_run.max(dim=1)
-        delta = scale * best_u[torch.arange(groups.k), which]
-        details = dict(restart_values=per_run.mean(dim=0).cpu().numpy())
-        if m is not None:
-            details.update(batch_values=top.cpu().numpy(), batches=groups.k)
-            details["dropped"] = groups.dropped
-        return _result(
-            "worst_case",
-            top.mean(),
-            None,
-            loss,
-            settings,
-            obj,
-            start,
-            details=details,
-            perturbation=delta[0] if m is None else delta,
+        scale = obj.scale(settings["adaptive"])
+        base = _base_losses(groups, loss, scale)
+        u = _start(obj, (groups.k, settings["restarts"]), rho, norm, generator(seed))
+        best, best_u = _ascend(groups, scale, u, settings)
+        value, details, delta = _best_of_runs(groups, best - base, best_u, scale)
+        extra = dict(details=details, perturbation=delta[0] if m is None else delta)
+        return _result("worst_case", value, None, loss, settings, obj, start, **extra)
+
+
+def _split(obj: _Objective, m: int | None, seed: int) -> _Whole | _Groups:
+    """The data as one group (``m`` None), or cut into the disjoint batches of m-sharpness
+    (a permutation drawn from ``seed``); a ValueError when ``m`` exceeds the samples."""
+    if m is None:
+        return _Whole(obj)
+    if m > obj.n_samples:
+        raise ValueError(
+            f"Invalid m: {m} (larger than the {obj.n_samples} samples of data; "
+            "m-sharpness needs at least one batch of m samples)"
         )
+    return _Groups(obj, m, generator(seed))
+
+
+def _base_losses(groups: _Whole | _Groups, loss: float, scale: Tensor) -> Tensor:
+    """Each group's loss at the parameters, shape (k, 1): ``L(theta)`` for the whole data,
+    each batch's own loss for m-sharpness (a ValueError when one is not finite)."""
+    obj = groups.obj
+    if isinstance(groups, _Whole):
+        return torch.full((1, 1), loss, **obj._like())
+    base = groups.values(torch.zeros(groups.k, 1, obj.size, **obj._like()), scale)
+    if not bool(torch.isfinite(base).all()):
+        raise ValueError("Invalid model: a batch's loss at its parameters is not finite")
+    return base
+
+
+def _ascend(
+    groups: _Whole | _Groups, scale: Tensor, u: Tensor, settings: dict[str, Any]
+) -> tuple[Tensor, Tensor]:
+    """``steps`` projected ascent steps from the starts ``u`` (shape (k, R, n)) for every
+    group and restart at once: ``u <- P(u + step_size * d(grad))``, ``d`` the normalised
+    gradient (l2) or its sign (linf), ``P`` the projection on the ball of radius ``rho``.
+    Returns the best value met by each run, shape (k, R), and where it was met (-inf and the
+    start where no value was finite)."""
+    rho, norm, steps = settings["rho"], settings["norm"], settings["steps"]
+    best = torch.full(u.shape[:2], -math.inf, **groups.obj._like())
+    best_u = u.clone()
+    for t in range(steps + 1):
+        if t < steps:
+            vals, g = groups.values_and_grads(u, scale)
+        else:
+            vals = groups.values(u, scale)
+        better = vals > best  # NaN never is: a non-finite loss is not a maximum
+        best = torch.where(better, vals, best)
+        best_u = torch.where(better[..., None], u, best_u)
+        if t < steps:
+            u = _project(u + settings["step_size"] * _ascent_direction(g, norm), rho, norm)
+    return best, best_u
+
+
+def _best_of_runs(
+    groups: _Whole | _Groups, per_run: Tensor, best_u: Tensor, scale: Tensor
+) -> tuple[Tensor, dict[str, Any], Tensor]:
+    """From each run's increase ``per_run`` (shape (k, R)) and maximiser ``best_u``: the value
+    (the mean over groups of each group's best run), the details (each restart's increase,
+    averaged over groups, and, for m-sharpness, each batch's maximum) and each group's best
+    ``delta = scale * u``, shape (k, n)."""
+    top, which = per_run.max(dim=1)
+    delta = scale * best_u[torch.arange(groups.k), which]
+    details = dict(restart_values=per_run.mean(dim=0).cpu().numpy())
+    if isinstance(groups, _Groups):
+        details.update(batch_values=top.cpu().numpy(), batches=groups.k)
+        details["dropped"] = groups.dropped
+    return top.mean(), details, delta
 
 
 def _start(obj: _Objective, lead: tuple[int, int], rho: float, norm: str, gen) -> Tensor:
@@ -488,11 +531,13 @@ def average_sharpness(
     variance is that of the curvature term alone), with the standard error of the mean over
     the pairs. Costs ``2 samples + 1`` forward passes, vectorised over draws."""
     start = time.perf_counter()
-    rho = _check_positive("rho", rho)
-    adaptive = _check_bool("adaptive", adaptive)
-    samples = check_int("samples", samples, 2)
-    seed = _check_seed(seed)
-    settings = dict(rho=rho, adaptive=adaptive, samples=samples, seed=seed)
+    settings = _checked(
+        rho=(rho, _check_positive),
+        adaptive=(adaptive, _check_bool),
+        samples=(samples, _at_least(2)),
+        seed=(seed, _check_seed),
+    )
+    rho, adaptive, samples, seed = settings.values()
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
         loss = obj.loss()
@@ -523,11 +568,13 @@ def epsilon_sharpness(
     backward pass. ``stderr`` is None; ``perturbation`` is the best ``y``; ``details["max_loss"]``
     the maximum found."""
     start = time.perf_counter()
-    epsilon = _check_positive("epsilon", epsilon)
-    maxiter = check_int("maxiter", maxiter, 1)
-    restarts = check_int("restarts", restarts, 1)
-    seed = _check_seed(seed)
-    settings = dict(epsilon=epsilon, maxiter=maxiter, restarts=restarts, seed=seed)
+    settings = _checked(
+        epsilon=(epsilon, _check_positive),
+        maxiter=(maxiter, _at_least(1)),
+        restarts=(restarts, _at_least(1)),
+        seed=(seed, _check_seed),
+    )
+    epsilon, maxiter, restarts, seed = settings.values()
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
         loss = obj.loss()
@@ -598,20 +645,15 @@ def sigma_flatness(
     ``4^-30 sigma_init`` does, the value is inf. ``details``: the sigma, and every
     ``(sigma, increase)`` evaluated."""
     start = time.perf_counter()
-    threshold = _check_positive("threshold", threshold)
-    adaptive = _check_bool("adaptive", adaptive)
-    samples = check_int("samples", samples, 1)
-    sigma_init = _check_positive("sigma_init", sigma_init)
-    iterations = check_int("iterations", iterations, 0)
-    seed = _check_seed(seed)
-    settings = dict(
-        threshold=threshold,
-        adaptive=adaptive,
-        samples=samples,
-        sigma_init=sigma_init,
-        iterations=iterations,
-        seed=seed,
+    settings = _checked(
+        threshold=(threshold, _check_positive),
+        adaptive=(adaptive, _check_bool),
+        samples=(samples, _at_least(1)),
+        sigma_init=(sigma_init, _check_positive),
+        iterations=(iterations, _at_least(0)),
+        seed=(seed, _check_seed),
     )
+    threshold, adaptive, samples, sigma_init, iterations, seed = settings.values()
     with _Guard(model):
         obj = _Objective(model, loss_fn, data, params)
         loss = obj.loss()
@@ -624,27 +666,35 @@ def sigma_flatness(
             trace.append((sigma, inc))
             return math.isfinite(inc) and inc <= threshold
 
-        lo, hi, sigma = 0.0, math.inf, sigma_init
-        for _ in range(31):  # from sigma_init up (while under) or down (while over)
-            if below(sigma):
-                lo, sigma = sigma, sigma * 4
-                if hi < math.inf:
-                    break
-            else:
-                hi, sigma = sigma, sigma / 4
-                if lo > 0:
-                    break
-        if lo > 0 and hi < math.inf:
-            for _ in range(iterations):
-                mid = math.sqrt(lo * hi)
-                if below(mid):
-                    lo = mid
-                else:
-                    hi = mid
-        sigma = lo if hi < math.inf else math.inf
+        sigma = _largest_below(below, sigma_init, iterations)
         value = math.inf if sigma == 0 else 1.0 / sigma**2
         details = dict(sigma=sigma, evaluations=trace)
         return _result("sigma_flatness", value, None, loss, settings, obj, start, details=details)
+
+
+def _largest_below(below: Callable[[float], bool], sigma_init: float, iterations: int) -> float:
+    """The crossing of a predicate ``below(sigma)`` that holds for small sigma: bracketed by
+    factors of 4 from ``sigma_init`` (at most 31 evaluations), then ``iterations`` bisections
+    in ``log sigma``. The largest sigma found below; inf when every sigma tried is, 0 when
+    none is."""
+    lo, hi, sigma = 0.0, math.inf, sigma_init
+    for _ in range(31):  # from sigma_init up (while under) or down (while over)
+        if below(sigma):
+            lo, sigma = sigma, sigma * 4
+            if hi < math.inf:
+                break
+        else:
+            hi, sigma = sigma, sigma / 4
+            if lo > 0:
+                break
+    if lo > 0 and hi < math.inf:
+        for _ in range(iterations):
+            mid = math.sqrt(lo * hi)
+            if below(mid):
+                lo = mid
+            else:
+                hi = mid
+    return lo if hi < math.inf else math.inf
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -684,22 +734,23 @@ def sharpness_report(
     from .curvature import hessian_eigenvalues, hessian_trace
 
     start = time.perf_counter()
-    for name, value in [
-        ("rho", rho),
-        ("adaptive_rho", adaptive_rho),
-        ("average_rho", average_rho),
-        ("adaptive_average_rho", adaptive_average_rho),
-        ("epsilon", epsilon),
-        ("sigma_threshold", sigma_threshold),
-        ("eigen_tol", eigen_tol),
-    ]:
-        _check_positive(name, value)
-    trace_matvecs = check_int("trace_matvecs", trace_matvecs, 3)
-    for name, value in [("steps", steps), ("restarts", restarts), ("samples", samples)]:
-        check_int(name, value, 2 if name == "samples" else 1)
-    if m is not None:
-        check_int("m", m, 1)
-    _check_seed(seed)
+    # every argument checked before any work (each measure records its own settings)
+    checked = _checked(
+        rho=(rho, _check_positive),
+        adaptive_rho=(adaptive_rho, _check_positive),
+        average_rho=(average_rho, _check_positive),
+        adaptive_average_rho=(adaptive_average_rho, _check_positive),
+        epsilon=(epsilon, _check_positive),
+        sigma_threshold=(sigma_threshold, _check_positive),
+        eigen_tol=(eigen_tol, _check_positive),
+        trace_matvecs=(trace_matvecs, _at_least(3)),
+        steps=(steps, _at_least(1)),
+        restarts=(restarts, _at_least(1)),
+        samples=(samples, _at_least(2)),
+        m=(m, _optional(_at_least(1))),
+        seed=(seed, _check_seed),
+    )
+    trace_matvecs = checked["trace_matvecs"]
     if not isinstance(data, list | tuple):
         data = list(data)  # read a DataLoader once, for every measure
     worst = dict(steps=steps, restarts=restarts, m=m, seed=seed)
@@ -715,25 +766,45 @@ def sharpness_report(
         "epsilon": epsilon_sharpness(model, loss_fn, data, epsilon, seed=seed),
         "sigma_flatness": sigma_flatness(model, loss_fn, data, sigma_threshold, seed=seed),
     }
+    row = _sharpness_columns(results)
+    eig = hessian_eigenvalues(
+        model, loss_fn, data, k=1, tol=eigen_tol, seed=seed, progress=progress
+    )
+    tr = hessian_trace(model, loss_fn, data, matvecs=trace_matvecs, seed=seed, progress=progress)
+    row.update(_curvature_columns(eig, tr))
+    row.update(_cost_columns(results, eig, tr))
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _sharpness_columns(results: dict[str, SharpnessResult]) -> dict[str, Any]:
+    """``loss``, each measure's value (and ``<measure>_stderr`` where it has one), ``sigma``."""
     row: dict[str, Any] = {"loss": results["worst_case"].loss}
     for key, res in results.items():
         row[key] = res.value
         if res.stderr is not None:
             row[f"{key}_stderr"] = res.stderr
     row["sigma"] = results["sigma_flatness"].details["sigma"]
-    eig = hessian_eigenvalues(
-        model, loss_fn, data, k=1, tol=eigen_tol, seed=seed, progress=progress
-    )
-    tr = hessian_trace(model, loss_fn, data, matvecs=trace_matvecs, seed=seed, progress=progress)
-    row["lambda_max"] = float(eig.values[0])
-    row["lambda_max_residual"] = float(eig.residuals[0])
-    row["hessian_trace"] = float(tr.estimate)
-    row["hessian_trace_stderr"] = float(tr.stderr)
-    row["forward_passes"] = sum(r.forward_passes for r in results.values())
-    row["backward_passes"] = sum(r.backward_passes for r in results.values())
-    row["hessian_matvecs"] = eig.matvecs + tr.matvecs
-    row["seconds"] = time.perf_counter() - start
     return row
+
+
+def _curvature_columns(eig, tr) -> dict[str, float]:
+    """``lambda_max`` and its residual, ``hessian_trace`` and its standard error."""
+    return {
+        "lambda_max": float(eig.values[0]),
+        "lambda_max_residual": float(eig.residuals[0]),
+        "hessian_trace": float(tr.estimate),
+        "hessian_trace_stderr": float(tr.stderr),
+    }
+
+
+def _cost_columns(results: dict[str, SharpnessResult], eig, tr) -> dict[str, int]:
+    """The passes of the sharpness measures and the curvature's Hessian-vector products."""
+    return {
+        "forward_passes": sum(r.forward_passes for r in results.values()),
+        "backward_passes": sum(r.backward_passes for r in results.values()),
+        "hessian_matvecs": eig.matvecs + tr.matvecs,
+    }
 
 
 class sharpness_measurement:  # lower case: used like a function that makes a measurement
