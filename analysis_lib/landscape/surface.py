@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from .. import _evaluation
 from .._checks import check_int
 from .._evaluation import eval_mode as _eval_mode
 from .directions import Directions, _check_direction, difference, parameters
@@ -172,23 +173,20 @@ def _check_grid(name: str, values) -> np.ndarray:
     return arr
 
 
-def _check_data(data, device) -> list[tuple[Tensor, Tensor]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        raise ValueError(
-            "Invalid data: a single (inputs, targets) pair (expected an iterable of "
-            "batches, e.g. [(inputs, targets)])"
-        )
-    try:
-        batches = [(torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)) for x, y in data]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"Invalid data: {exc} (expected (inputs, targets) batches)") from exc
-    batches = [(x, y) for x, y in batches if len(x) > 0]
-    if not batches:
-        raise ValueError("Invalid data: no samples")
-    for i, (x, y) in enumerate(batches):
-        if len(x) != len(y):
-            raise ValueError(f"Invalid data: batch {i} has {len(x)} inputs and {len(y)} targets")
-    return batches
+def _check_data(data, device, name: str = "data") -> list[tuple[Tensor, Tensor]]:
+    """``data`` by the library's one rule (:func:`analysis_lib._evaluation.batches`: read once,
+    checked, moved to ``device``, batches without samples dropped) as ``(inputs, targets)``
+    pairs; the evaluator weighs them by their sizes itself. Here inputs and targets are one
+    tensor each (a tuple of tensors is refused, naming ``name``)."""
+    pairs = []
+    for i, batch in enumerate(_evaluation.batches(data, device, name)):
+        if isinstance(batch.inputs, tuple) or isinstance(batch.targets, tuple):
+            raise ValueError(
+                f"Invalid {name}: batch {i} holds a tuple of tensors (loss surfaces take one "
+                "inputs tensor and one targets tensor per batch)"
+            )
+        pairs.append((batch.inputs, batch.targets))
+    return pairs
 
 
 # -- the evaluator -------------------------------------------------------------------------------
@@ -201,10 +199,6 @@ def _first_layer(model: nn.Module):
     if type(first) not in _AFFINE or len(list(first.buffers())) > 0:
         return None
     return name, first, model[1:]  # a slice keeps the original module names
-
-
-def _default_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
-    return (outputs.argmax(dim=-1) == targets).to(outputs.dtype).mean()
 
 
 def _activation_bytes(model: nn.Module, x: Tensor) -> int:
@@ -279,7 +273,7 @@ class _Evaluator:
         self.loss_fn = loss_fn
         if accuracy_fn is None:
             integer = all(not y.is_floating_point() and not y.is_complex() for _, y in self.batches)
-            accuracy_fn = _default_accuracy if integer else None
+            accuracy_fn = _evaluation.accuracy if integer else None
         self.accuracy_fn = accuracy_fn
         self._buffers: dict[tuple, Tensor] = {}
         split = _first_layer(model) if first_layer == "auto" else None
@@ -1096,7 +1090,7 @@ def interpolate(
     params = parameters(model_a)
     device = next(iter(params.values())).device
     batches = _check_data(data, device)
-    bn_batches = _check_data(bn_data, device) if recompute_bn else None
+    bn_batches = _check_data(bn_data, device, "bn_data") if recompute_bn else None
     buffers_b = dict(model_b.named_buffers())
     origin = [{k: torch.zeros_like(p) for k, p in params.items()}]  # the point model itself
     loss, acc = np.empty(len(alphas)), np.empty(len(alphas))
