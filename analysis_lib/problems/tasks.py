@@ -218,11 +218,12 @@ class Task:
         self, model: nn.Module, split: str = "val", batch_size: int | None = 4096
     ) -> dict[str, float]:
         """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
-        size. Every submodule's own train/eval flag is restored afterwards."""
+        size, without building a graph. Every submodule's own train/eval flag is restored
+        afterwards."""
         data = self.data(split, batch_size)
         if len(self.split(split)[0]) == 0:
             raise ValueError(f"the {split} split of task {self.name!r} is empty")
-        with eval_mode(model):
+        with eval_mode(model), torch.no_grad():
             n, loss, correct = 0, 0.0, 0.0
             for b in batches(data):
                 out = model(b.inputs)
