@@ -68,7 +68,9 @@ __all__ = [
 #: registry's adaptive family.
 ADAPTIVE = frozenset(name for name, spec in OPTIMIZERS.items() if spec.adaptive)
 #: Optimizers whose update mixes coordinates through a statistic over the param group.
-_GROUP_STATISTIC = frozenset({"ada2ms"})
+_GROUP_STATISTIC = frozenset(
+    name for name, spec in OPTIMIZERS.items() if getattr(spec.cls, "couples_coordinates", False)
+)
 #: Why a run ended, by code: 0 it ran all its steps, 1 a value became non-finite, 2 it left the
 #: region (the plot bounds enlarged ``bounds_factor`` times).
 STOP_REASONS = ("completed", "non-finite", "left the region")

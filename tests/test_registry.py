@@ -135,3 +135,19 @@ def test_momentum_is_bias_corrected_alike_for_every_adam_family_member():
     expected = m / (1 - 0.8**5)
     for name, got in out.items():
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15, msg=name)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "adamnx", "ada2ms"])
+def test_couples_coordinates_says_whether_one_gradient_moves_another_coordinate(name):
+    """Scaling the gradient of coordinate 0 alone changes the step of coordinate 1 exactly for
+    the optimizers that say they couple coordinates (Ada2MS, through its mean second moment)."""
+    steps = []
+    for scale in (1.0, 100.0):
+        p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        opt = make_optimizer(name, [p], lr=0.1, weight_decay=0.0)
+        for _ in range(3):
+            p.grad = torch.tensor([scale, 1.0], dtype=torch.float64)
+            opt.step()
+        steps.append(float(p.detach()[1]))
+    coupled = getattr(OPTIMIZERS[name].cls, "couples_coordinates", False)
+    assert (steps[0] != steps[1]) == coupled == (name == "ada2ms")

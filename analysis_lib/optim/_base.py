@@ -316,6 +316,9 @@ class AdamFamily(Optimizer):
         raise NotImplementedError
 
     # -- what diagnostics read (see analysis_lib.optim.diagnostics) ---------------------------
+    #: Whether a coordinate's update depends on other coordinates of its scope (Ada2MS's mean
+    #: second moment), not only on its own gradients.
+    couples_coordinates: bool = False
     #: Whether ``exp_avg`` is already the bias-corrected momentum m_hat (AdamNX folds the
     #: correction into its decay); else m_hat = exp_avg / (1 - beta1^t), as in AdamW.
     momentum_bias_corrected: bool = False

@@ -253,6 +253,7 @@ class Ada2MS(AdamFamily):
     # The fused path's phase 1 on the CPU goes through the native kernel of _native.py; False
     # keeps the compiled reduction (the benchmark and the tests compare the two).
     _native_reduction = True
+    couples_coordinates = True  # through s_t, the mean of v_hat over the scope
     OPTIONAL_STATE_KEYS = (SUM_KEY,)
 
     def __init__(
