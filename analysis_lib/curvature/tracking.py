@@ -21,18 +21,11 @@ import torch
 
 from .._checks import check_int, check_positive
 from .._evaluation import batches, generator
+from ..optim import is_adaptive
 from .algorithms import NonFiniteError, lanczos
 from .operators import BACKENDS, DiagonalScaledOperator, HessianOperator, adam_preconditioner
 
 __all__ = ["SharpnessCallback", "stability_thresholds"]
-
-
-def _is_adam_family(optimizer: torch.optim.Optimizer) -> bool:
-    """torch's Adam / AdamW, or one of this library's (AdamNX, Ada2MS), which report their
-    effective step sizes themselves."""
-    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) or callable(
-        getattr(optimizer, "effective_step_sizes", None)
-    )
 
 
 def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> dict[str, float]:
@@ -40,7 +33,9 @@ def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> di
 
     Returns ``lr`` and ``threshold_gd = 2 / lr`` always; ``threshold_momentum`` for torch's SGD
     with momentum > 0 (heavy ball, or Nesterov's variant); ``threshold_adam`` for Adam-family
-    optimizers (to compare with the preconditioned sharpness). Infinite when ``lr == 0``.
+    optimizers (the adaptive family of the optimizer registry,
+    :func:`analysis_lib.optim.is_adaptive`; to compare with the preconditioned sharpness).
+    Infinite when ``lr == 0``.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(
@@ -61,7 +56,7 @@ def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> di
         out["threshold_momentum"] = (
             (2.0 + 2.0 * beta) * inv / (scale * (1.0 - damp)) if damp < 1 else math.inf
         )
-    if _is_adam_family(optimizer):
+    if is_adaptive(optimizer):
         beta1 = float(g["betas"][0])
         out["threshold_adam"] = (2.0 + 2.0 * beta1) / (1.0 - beta1) * inv
     return out
