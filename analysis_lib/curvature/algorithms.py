@@ -327,6 +327,36 @@ def lanczos(
     single-vector Krylov method.
     """
     start = time.perf_counter()
+    k, tol, budget = _check_lanczos(op, k, which, tol, max_matvecs)
+    gen = generator(seed)
+    v = _start_vector(op, v0, gen)
+    history = []
+    state = ritz = None
+    converged = False
+    with _bar(budget, f"Lanczos ({which}, k={k})", progress) as bar:
+        for state in _lanczos_process(op, v, budget, gen, bar):
+            ritz = _ritz_pairs(state, k, which, op.dtype)
+            history.append(ritz.row)
+            if ritz.converged(tol):
+                converged = True
+                break
+    converged = converged or state.steps == op.size
+    return EigenResult(
+        values=ritz.values,
+        vectors=ritz.vectors(state.basis, op),
+        residuals=ritz.residuals,
+        matvecs=state.steps,
+        seconds=time.perf_counter() - start,
+        converged=converged,
+        history=np.array(history),
+    )
+
+
+def _check_lanczos(
+    op: LinearOperator, k: int, which: str, tol: float, max_matvecs: int | None
+) -> tuple[int, float, int]:
+    """Lanczos' arguments checked: ``k``, ``tol`` and the product budget (capped at the
+    dimension)."""
     _check_operator(op)
     n = op.size
     k = check_int("k", k)
@@ -340,41 +370,53 @@ def lanczos(
         if max_matvecs is None
         else check_int("max_matvecs", max_matvecs, k)
     )
-    budget = min(budget, n)
-    gen = generator(seed)
-    v = _start_vector(op, v0, gen)
+    return k, tol, min(budget, n)
 
-    eps = float(torch.finfo(op.dtype).eps)
-    history = []
-    state = theta = s = idx = None
-    residuals = None
-    converged = False
-    with _bar(budget, f"Lanczos ({which}, k={k})", progress) as bar:
-        for state in _lanczos_process(op, v, budget, gen, bar):
-            theta, s = _tridiagonal_eigh(state.alphas, state.betas)
-            idx = _select(theta, k, which)
-            row = np.full(k, np.nan)
-            row[: len(idx)] = theta[idx]
-            history.append(row)
-            norm = np.abs(theta).max()
-            # |beta_m s_mi| can fall below what rounding lets a product resolve: floor it there
-            residuals = np.maximum(np.abs(state.beta_next * s[-1, idx]), eps * norm)
-            if len(idx) == k and bool(np.all(residuals <= tol * norm)):
-                converged = True
-                break
-    converged = converged or state.steps == n
-    ritz = torch.as_tensor(s[:, idx], dtype=op.dtype, device=op.device)
-    vectors = state.basis.T @ ritz
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
-    return EigenResult(
-        values=theta[idx].copy(),
-        vectors=vectors,
-        residuals=residuals,
-        matvecs=state.steps,
-        seconds=time.perf_counter() - start,
-        converged=converged,
-        history=np.array(history),
-    )
+
+@dataclass
+class _Ritz:
+    """The wanted Ritz pairs after ``m`` Lanczos steps: the eigenpairs ``(theta_i, s_i)`` of
+    the tridiagonal ``T_m`` picked by ``which``, and their residuals ``|beta_m s_{m,i}|``."""
+
+    theta: np.ndarray
+    s: np.ndarray
+    idx: np.ndarray
+    k: int
+    residuals: np.ndarray
+    norm: float
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.theta[self.idx].copy()
+
+    @property
+    def row(self) -> np.ndarray:
+        """The ``k`` wanted values, NaN-padded while fewer than ``k`` exist (for the history)."""
+        row = np.full(self.k, np.nan)
+        row[: len(self.idx)] = self.theta[self.idx]
+        return row
+
+    def converged(self, tol: float) -> bool:
+        """All ``k`` pairs exist and have residuals at most ``tol * ||A||`` (``||A||`` the
+        largest Ritz value in magnitude)."""
+        return len(self.idx) == self.k and bool(np.all(self.residuals <= tol * self.norm))
+
+    def vectors(self, basis: Tensor, op: LinearOperator) -> Tensor:
+        """The Ritz vectors ``Q s_i`` (columns), normalised."""
+        ritz = torch.as_tensor(self.s[:, self.idx], dtype=op.dtype, device=op.device)
+        vectors = basis.T @ ritz
+        return vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
+
+
+def _ritz_pairs(state: _State, k: int, which: str, dtype: torch.dtype) -> _Ritz:
+    """The wanted Ritz pairs of the Lanczos state; the residuals are floored at ``eps ||A||``,
+    below which rounding lets no product resolve them."""
+    theta, s = _tridiagonal_eigh(state.alphas, state.betas)
+    idx = _select(theta, k, which)
+    norm = np.abs(theta).max()
+    eps = float(torch.finfo(dtype).eps)
+    residuals = np.maximum(np.abs(state.beta_next * s[-1, idx]), eps * norm)
+    return _Ritz(theta, s, idx, k, residuals, norm)
 
 
 def power_iteration(

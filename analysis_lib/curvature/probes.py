@@ -33,6 +33,34 @@ TRACE_METHODS = ("hutch++", "hutchinson")
 EIGEN_METHODS = ("lanczos", "power")
 
 
+@dataclasses.dataclass(frozen=True)
+class _OperatorChoice:
+    """Which operator the entry points build: the arguments of :func:`curvature_operator`
+    after ``(model, loss_fn, data)``, travelling together."""
+
+    matrix: str = "hessian"
+    params: object = None
+    preconditioner: torch.optim.Optimizer | None = None
+    backend: str | None = None
+
+    def build(self, model: torch.nn.Module, loss_fn, data) -> LinearOperator:
+        """The operator for ``model``, ``loss_fn`` and ``data`` (see :func:`curvature_operator`)."""
+        if self.matrix not in MATRICES:
+            raise ValueError(f"Invalid matrix: {self.matrix!r} (expected one of {MATRICES})")
+        if self.matrix == "hessian":
+            op = HessianOperator(model, loss_fn, data, params=self.params, backend=self.backend)
+        else:
+            if self.backend is not None:
+                raise ValueError(
+                    f"Invalid backend: {self.backend!r} (the GGN has a single backend)"
+                )
+            op = GGNOperator(model, loss_fn, data, params=self.params)
+        if self.preconditioner is not None:
+            p = adam_preconditioner(self.preconditioner, model, self.params).to(op.dtype)
+            op = DiagonalScaledOperator(op, p.rsqrt())
+        return op
+
+
 def curvature_operator(
     model: torch.nn.Module,
     loss_fn,
@@ -54,18 +82,8 @@ def curvature_operator(
             denominator (:func:`~analysis_lib.curvature.adam_preconditioner`).
         backend: the Hessian-vector-product backend (Hessian only).
     """
-    if matrix not in MATRICES:
-        raise ValueError(f"Invalid matrix: {matrix!r} (expected one of {MATRICES})")
-    if matrix == "hessian":
-        op = HessianOperator(model, loss_fn, data, params=params, backend=backend)
-    else:
-        if backend is not None:
-            raise ValueError(f"Invalid backend: {backend!r} (the GGN has a single backend)")
-        op = GGNOperator(model, loss_fn, data, params=params)
-    if preconditioner is not None:
-        p = adam_preconditioner(preconditioner, model, params).to(op.dtype)
-        op = DiagonalScaledOperator(op, p.rsqrt())
-    return op
+    choice = _OperatorChoice(matrix, params, preconditioner, backend)
+    return choice.build(model, loss_fn, data)
 
 
 def _timed(result, start: float):
@@ -106,15 +124,7 @@ def hessian_eigenvalues(
     start = time.perf_counter()
     if method not in EIGEN_METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {EIGEN_METHODS})")
-    op = curvature_operator(
-        model,
-        loss_fn,
-        data,
-        matrix=matrix,
-        params=params,
-        preconditioner=preconditioner,
-        backend=backend,
-    )
+    op = _OperatorChoice(matrix, params, preconditioner, backend).build(model, loss_fn, data)
     if method == "power":
         if check_int("k", k) != 1 or which != "LM":
             raise ValueError(
@@ -164,15 +174,7 @@ def hessian_trace(
     start = time.perf_counter()
     if method not in TRACE_METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {TRACE_METHODS})")
-    op = curvature_operator(
-        model,
-        loss_fn,
-        data,
-        matrix=matrix,
-        params=params,
-        preconditioner=preconditioner,
-        backend=backend,
-    )
+    op = _OperatorChoice(matrix, params, preconditioner, backend).build(model, loss_fn, data)
     estimator = hutchpp if method == "hutch++" else hutchinson
     return _timed(estimator(op, matvecs=matvecs, seed=seed, progress=progress), start)
 
@@ -197,15 +199,7 @@ def spectral_density(
     quadrature (:func:`~analysis_lib.curvature.slq`): ``runs`` starts of ``lanczos_steps``
     products each. Operator options as :func:`curvature_operator`."""
     start = time.perf_counter()
-    op = curvature_operator(
-        model,
-        loss_fn,
-        data,
-        matrix=matrix,
-        params=params,
-        preconditioner=preconditioner,
-        backend=backend,
-    )
+    op = _OperatorChoice(matrix, params, preconditioner, backend).build(model, loss_fn, data)
     res = slq(
         op,
         lanczos_steps=lanczos_steps,
