@@ -535,3 +535,24 @@ def test_first_layer_falls_back_when_its_terms_would_not_fit(monkeypatch):
     slow = landscape.surface_2d(model, F.cross_entropy, data, dirs, ALPHAS, BETAS)
     assert (fast.method, slow.method) == ("first-layer", "per-point")
     np.testing.assert_allclose(slow.loss, fast.loss, rtol=1e-12)
+
+
+def test_settings_travel_as_one_object_and_keywords_replace_its_fields():
+    model = mlp()
+    data = batches()
+    d = landscape.random_directions(model, seed=0)
+    ce = F.cross_entropy
+    settings = landscape.SurfaceSettings(chunk_size=3, first_layer="off", progress=False)
+    grid = landscape.surface_2d(model, ce, data, d.d1, d.d2, ALPHAS, BETAS, settings=settings)
+    assert grid.chunk_size == 3 and grid.method == "per-point"
+    keywords = landscape.surface_2d(
+        model, ce, data, d.d1, d.d2, ALPHAS, BETAS, chunk_size=3, first_layer="off"
+    )
+    np.testing.assert_array_equal(grid.loss, keywords.loss)
+    over = landscape.surface_1d(model, ce, data, d.d1, ALPHAS, settings=settings, chunk_size=2)
+    assert over.chunk_size == 2 and over.method == "per-point"
+    assert settings.chunk_size == 3  # replaced in a copy
+    with pytest.raises(TypeError, match="'chunksize'"):
+        landscape.surface_1d(model, ce, data, d.d1, ALPHAS, chunksize=2)
+    with pytest.raises(ValueError, match="Invalid settings"):
+        landscape.surface_1d(model, ce, data, d.d1, ALPHAS, settings={"chunk_size": 2})

@@ -5,13 +5,12 @@ clients."""
 from __future__ import annotations
 
 import copy
-import logging
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _local_cluster import local_cluster
 from torch import nn
 
 from analysis_lib import io, landscape
@@ -25,21 +24,8 @@ BETAS = np.linspace(-0.5, 1.0, 7)  # contains 0; 49 points
 
 @pytest.fixture(scope="module")
 def client():
-    """Two single-threaded worker processes, forked as the sweep's LocalCluster is on Linux."""
-    import dask
-
-    method = "fork" if sys.platform == "linux" else "spawn"
-    with (
-        dask.config.set({"distributed.worker.multiprocessing-method": method}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    """Two single-threaded worker processes and a client of them."""
+    with local_cluster(2) as cluster, distributed.Client(cluster) as c:
         yield c
 
 

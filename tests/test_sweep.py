@@ -4,11 +4,9 @@ resume, and the summary over seeds against scipy's t-interval."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _local_cluster import local_cluster
 from scipy import stats
 
 from analysis_lib import training
@@ -57,21 +56,9 @@ def tiny(**over) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two single-threaded worker processes, forked as run_sweep's own LocalCluster does on
-    Linux (so that they, and a restarted one, start without importing torch afresh)."""
-    import dask
-
-    method = "fork" if sys.platform == "linux" else "spawn"
-    with (
-        dask.config.set({"distributed.worker.multiprocessing-method": method}),
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cl,
-    ):
+    """Two single-threaded worker processes, forked as run_sweep's own LocalCluster is on Linux
+    (so that they, and a restarted one, start without importing torch afresh)."""
+    with local_cluster(2) as cl:
         yield cl
 
 

@@ -33,7 +33,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -466,8 +466,10 @@ def _tqdm(items, progress: bool, unit: str, total: int | None = None):
 @dataclass(frozen=True)
 class SurfaceSettings:
     """How a grid is evaluated and kept: the keyword arguments of :func:`surface_1d` and
-    :func:`surface_2d` (documented there), travelling together. None of them changes the
-    numbers, except ``accuracy_fn`` and ``first_layer`` (which enter the cache key)."""
+    :func:`surface_2d` (documented there), travelling together; pass one as ``settings=`` to
+    reuse it over several grids. ``accuracy_fn`` and ``cache_key`` change what is computed or
+    its cache key; ``first_layer`` and ``chunk_size`` change the arithmetic (rounding only);
+    the others change neither (a grid on a ``client`` is the same as one here)."""
 
     chunk_size: int | None = None
     accuracy_fn: Callable | None = None
@@ -481,9 +483,21 @@ class SurfaceSettings:
     client: object = None
 
     @classmethod
-    def of(cls, arguments: Mapping) -> SurfaceSettings:
-        """The settings among ``arguments`` (a function's ``locals()``, named like the fields)."""
-        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+    def of(cls, settings: SurfaceSettings | None, options: Mapping) -> SurfaceSettings:
+        """``settings`` (default: the defaults) with the fields named in ``options`` replaced:
+        what ``surface_2d(..., settings=s, chunk_size=8)`` means."""
+        if settings is not None and not isinstance(settings, SurfaceSettings):
+            raise ValueError(
+                f"Invalid settings: {type(settings).__name__} (expected a SurfaceSettings)"
+            )
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword argument {unknown[0]!r} (a surface's keyword arguments: "
+                f"settings, {', '.join(names)})"
+            )
+        return replace(settings or cls(), **options)
 
     def checked(self) -> SurfaceSettings:
         """These settings, validated (ValueError naming the argument)."""
@@ -878,20 +892,12 @@ def surface_1d(
     direction: Mapping[str, Tensor],
     alphas,
     *,
-    chunk_size: int | None = None,
-    accuracy_fn=None,
-    first_layer: str = "auto",
-    progress: bool = True,
-    cache: bool | str = False,
-    refresh: bool = False,
-    cache_extra: dict | None = None,
-    memory: int | None = None,
-    cache_key: str | None = None,
-    client=None,
+    settings: SurfaceSettings | None = None,
+    **options,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha * direction`` for each of ``alphas``; see
     :func:`surface_2d` for the arguments. ``betas`` of the result is None."""
-    settings = SurfaceSettings.of(locals())
+    settings = SurfaceSettings.of(settings, options)
     return _surface(model, loss_fn, data, [direction], alphas, None, settings)
 
 
@@ -904,16 +910,8 @@ def surface_2d(
     alphas=None,
     betas=None,
     *,
-    chunk_size: int | None = None,
-    accuracy_fn=None,
-    first_layer: str = "auto",
-    progress: bool = True,
-    cache: bool | str = False,
-    refresh: bool = False,
-    cache_extra: dict | None = None,
-    memory: int | None = None,
-    cache_key: str | None = None,
-    client=None,
+    settings: SurfaceSettings | None = None,
+    **options,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha d1 + beta d2`` over the grid ``alphas x betas``.
 
@@ -926,6 +924,8 @@ def surface_2d(
         d1, d2: directions keyed like ``model.named_parameters()`` (or a :class:`Directions`
             as ``d1`` and no ``d2``).
         alphas, betas: the grid coordinates along ``d1`` and ``d2`` (1-D, non-empty, finite).
+        settings: a :class:`SurfaceSettings` holding the keyword arguments below (default:
+            their defaults); those given as keywords replace its fields.
         chunk_size: points per vectorised call (default :func:`auto_chunk_size`).
         accuracy_fn: ``(outputs, targets) -> mean accuracy``; default the arg-max accuracy for
             integer targets, none (NaN) otherwise.
@@ -958,6 +958,7 @@ def surface_2d(
         ValueError: a direction whose keys or shapes do not match the model, an empty or
             non-finite grid, empty data, a bad chunk size, a ``client`` that is not a running
             ``distributed.Client``; before any work starts.
+        TypeError: a keyword argument that is none of the above.
     """
     if isinstance(d1, Directions):
         if d2 is not None and not isinstance(d2, Mapping) and betas is None:
@@ -969,7 +970,7 @@ def surface_2d(
         raise ValueError("Invalid d2: None (a 2-D surface needs two directions)")
     if alphas is None or betas is None:
         raise ValueError("Invalid alphas/betas: both grids are required")
-    settings = SurfaceSettings.of(locals())
+    settings = SurfaceSettings.of(settings, options)
     return _surface(model, loss_fn, data, [d1, d2], alphas, betas, settings)
 
 
