@@ -20,6 +20,13 @@ A grid can be cached (``cache=True`` or a name): the result is stored in
 buffers), the directions, the data, the loss and the grid, and written atomically. While it is
 computed, the finished chunks are saved (atomically) to a ``.partial.npz`` file after each
 chunk, so an interrupted computation resumes where it stopped and gives identical arrays.
+
+With ``client=`` (a ``dask.distributed.Client``) the chunks are tasks on the client's workers,
+the way Li et al.'s code spreads a grid over GPUs with MPI: the model, loss, data and
+directions are scattered to every worker once, each task carries its chunk's coefficients and
+runs on one torch thread, and the chunks are recorded (and saved to the partial file) as they
+finish. The chunk size is chosen by the caller, so every point goes through the same arithmetic
+as in process: the grid is bit-identical to one computed here on one torch thread.
 """
 
 from __future__ import annotations
