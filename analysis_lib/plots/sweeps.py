@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .palette import OPTIMIZER_COLORS, optimizer_style
 
@@ -186,7 +187,8 @@ def draw_test_intervals(
                                                             strict=True)]  # fmt: skip
     ax.set_yticks(range(len(summary)), ticks)
     ax.set_ylim(len(summary) - 0.4, -0.6)
-    ax.set_xlabel(f"{metric.replace('_', ' ')} (mean, 95% t-interval over seeds)")
+    ax.set_xlabel(f"{metric.replace('_', ' ')}\n(mean, 95% t-interval over seeds)")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     return ax
 
 
