@@ -58,7 +58,7 @@ def test_scatter_panels_labels_scales_colours_and_titles():
         assert row[0].get_xscale() == "log"  # lambda_max spans four decades
         assert row[1].get_xscale() == "linear"  # the adaptive measure does not
         assert row[0].get_xlabel() == plots.MEASURE_LABELS["lambda_max"]
-        assert "generalisation gap" in row[0].get_ylabel()
+        assert "gap (test − train loss)" in row[0].get_ylabel()
     mlp = taus[(taus["task"] == "digits-mlp") & (taus["measure"] == "lambda_max")].iloc[0]
     assert axes[0, 0].get_title().startswith(f"τ = {mlp['tau']:.2f} [{mlp['low']:.2f}, ")
     assert "n = 12" in axes[0, 0].get_title()

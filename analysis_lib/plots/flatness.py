@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -35,10 +36,13 @@ MEASURE_LABELS = {
     "sigma_flatness": "1/σ² (Jiang)",
     "lambda_max": "λ_max of the Hessian",
     "hessian_trace": "trace of the Hessian",
-    "gap": "generalisation gap (test − train loss)",
+    "gap": "gap (test − train loss)",
 }
 #: Okabe & Ito's colour-blind safe set, for lines that are measures, not optimizers.
-_MEASURE_COLORS = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000"]
+_MEASURE_COLORS = [
+    "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#999999",
+]  # fmt: skip
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _DECADES = 30.0  # a panel whose positive values span more than this ratio gets a log axis
 
 
@@ -63,14 +67,16 @@ def draw_measure_scatter(
     ax: Axes, frame: pd.DataFrame, measure: str, gap: str = "gap", tau=None
 ) -> None:
     """Draw ``frame[measure]`` (x) against ``frame[gap]`` (y) on ``ax``, one colour per
-    optimizer configuration (``label``, ``optimizer``, ``hparams`` columns); a log x axis when
+    optimizer configuration (``label``, ``optimizer``, ``hparams`` columns; markers differ too,
+    in the frame's order of labels); a log x axis when
     the measure spans decades; ``tau`` (a row with ``tau``, ``low``, ``high``, ``n``) in the
     title."""
     _check_frame(frame, ["label", "optimizer", "hparams", measure, gap])
-    for label, group in frame.groupby("label", sort=False):
+    for k, (label, group) in enumerate(frame.groupby("label", sort=False)):
         style = sweep_style(group["optimizer"].iloc[0], group["hparams"].iloc[0])
-        ax.scatter(group[measure], group[gap], s=22, color=style["color"], label=label,
-                   edgecolor="white", linewidth=0.4)  # fmt: skip
+        ax.scatter(group[measure], group[gap], s=26, color=style["color"], label=label,
+                   marker=_MARKERS[k % len(_MARKERS)], edgecolor="white",
+                   linewidth=0.4)  # fmt: skip
     if _spans_decades(frame[measure].to_numpy(dtype=float)):
         ax.set_xscale("log")
     ax.set_xlabel(_label(measure))
@@ -115,7 +121,7 @@ def plot_flatness_scatter(
             if j:
                 axes[i, j].set_ylabel("")
             elif key is not None:
-                axes[i, j].set_ylabel(f"{key}\n{_label(gap)}")
+                axes[i, j].set_ylabel(f"{key}: {_label(gap)}")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
     for ax in axes.flat[1:]:
@@ -142,10 +148,12 @@ def plot_rescaling(frame: pd.DataFrame, measures: Sequence[str] | None = None) -
         ref = float(part.loc[part["a"] == 1, "value"].iloc[0])
         ratio = part["value"].to_numpy(dtype=float) / ref
         ratios.append(ratio)
-        ax.plot(part["a"], ratio, marker="o", ms=3.5, label=_label(m),
+        ax.plot(part["a"], ratio, marker=_MARKERS[k % len(_MARKERS)], ms=4, label=_label(m),
                 color=_MEASURE_COLORS[k % len(_MEASURE_COLORS)],
                 linestyle="--" if "adaptive" in m else "-")  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     if _spans_decades(np.abs(np.concatenate(ratios))):
         ax.set_yscale("log")
     ax.axhline(1.0, color="0.6", linewidth=0.8, zorder=0)
