@@ -9,8 +9,7 @@ What it measures
     1 worker  ``client=`` a LocalCluster of one single-threaded worker process;
     2 workers ``client=`` a LocalCluster of two single-threaded worker processes.
 
-    The clusters are started (workers forked, as the sweep's LocalCluster is on Linux) before
-    the timing; each timed call counts everything a user waits for: scattering the model, data
+    The clusters are started (workers spawned) before the timing; each timed call counts everything a user waits for: scattering the model, data
     and directions to the workers, the tasks, gathering the chunks. The three grids are checked
     bit-identical before any time is taken. The variants run in interleaved rounds
     (``--repeats``); ratios are given for the fastest rounds (the least disturbed on a shared
@@ -47,9 +46,10 @@ def cluster(workers: int):
     import dask
     from distributed import Client, LocalCluster
 
-    from analysis_lib.sweep.runner import _start_method
-
-    with dask.config.set({"distributed.worker.multiprocessing-method": _start_method()}):
+    # spawned, not forked: forking worker processes while another cluster's threads run in
+    # this process was seen to deadlock a worker (a lock held at the fork); the start is not
+    # timed anyway
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
         lc = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         g = grids["here"]
         print(
             f"digits MLP; {len(data[0][1])} samples; {args.grid}x{args.grid} = {g.points:,} points in "
-            f"chunks of {g.chunk_size} ({-(-g.points // g.chunk_size)} tasks), method "
+            f"chunks of {g.chunk_size} ({-(-g.points // g.chunk_size)} chunks), method "
             f"{g.method}; {os.cpu_count()} cores; load average "
             f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; grids bit-identical"
         )

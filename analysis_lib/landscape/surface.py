@@ -104,6 +104,7 @@ _CPU_BUDGET = 64 * 2**20  # bytes per chunk on the CPU: larger chunks fall out o
 # element-wise work and a batch of points falls out of the caches, it evaluates one point at a
 # time (vmap measured 0.6-0.8x a per-point loop there). Tests switch vmap on to check it on CPU.
 _VMAP_ON_CPU = False
+_TASKS_PER_THREAD = 4  # Dask tasks per worker thread for a grid (each a group of chunks)
 
 
 @dataclass
@@ -629,15 +630,15 @@ class _Job:
         return {**self.__dict__, "_evaluators": {}}
 
 
-def _dask_chunk(job: _Job, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """A chunk of points on a Dask worker, on one torch thread (restored afterwards), as a sweep
-    trial runs: the numbers do not depend on the worker's core count."""
+def _dask_chunks(job: _Job, chunks: list[np.ndarray]) -> tuple[list, str]:
+    """Chunks of points (their coefficient rows) on a Dask worker, one after the other, on one
+    torch thread (restored afterwards), as a sweep trial runs: the numbers do not depend on the
+    worker's core count. Returns ``[(loss, accuracy), ...]`` and the evaluator's method."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         ev = job.worker_evaluator()
-        loss, acc = ev(coeffs)
-        return loss, acc, ev.method
+        return [ev(coeffs) for coeffs in chunks], ev.method
     finally:
         torch.set_num_threads(threads)
 
@@ -699,12 +700,15 @@ class _Progress:
     def todo(self) -> list[int]:
         return [i for i in range(len(self.done)) if not self.done[i]]
 
-    def record(self, i: int, loss: np.ndarray, accuracy: np.ndarray) -> None:
+    def record(self, results: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Chunk ``i``'s ``(loss, accuracy)`` for each ``i`` of ``results``; then saved."""
         from analysis_lib import io
 
-        lo, hi = self.chunks()[i]
-        self.loss[lo:hi], self.accuracy[lo:hi] = loss, accuracy
-        self.done[i] = True
+        chunks = self.chunks()
+        for i, (loss, accuracy) in results.items():
+            lo, hi = chunks[i]
+            self.loss[lo:hi], self.accuracy[lo:hi] = loss, accuracy
+            self.done[i] = True
         if self.path is not None and not self.done.all():
             io.save_arrays(
                 self.path,
@@ -720,34 +724,43 @@ def _run_here(job: _Job, coeffs: np.ndarray, state: _Progress, progress: bool) -
         chunks = state.chunks()
         for i in _tqdm(state.todo(), progress, "chunk"):
             lo, hi = chunks[i]
-            state.record(i, *ev(coeffs[lo:hi]))
+            state.record({i: ev(coeffs[lo:hi])})
     return ev.method
 
 
 def _run_on_dask(client, job: _Job, coeffs: np.ndarray, state: _Progress, progress) -> str:
     """The missing chunks as tasks on ``client``'s workers, recorded as they finish. The job
     (model, loss, data, directions) is scattered to every worker once; each task carries only
-    its coefficient rows. On an error or an interruption the outstanding tasks are cancelled
-    (the chunks finished so far are kept in the partial file)."""
+    the coefficient rows of its chunks: consecutive chunks in groups, about
+    ``_TASKS_PER_THREAD`` tasks per worker thread (a task per chunk spent more time scheduling
+    than computing on a loaded machine). On an error or an interruption the outstanding tasks
+    are cancelled (the chunks finished so far are kept in the partial file)."""
     from distributed import as_completed
 
     todo = state.todo()
     if not todo:
         return _run_here(job, coeffs, state, progress)
     chunks = state.chunks()
+    threads = max(1, sum(client.nthreads().values()))
+    groups = [g.tolist() for g in np.array_split(todo, min(len(todo), _TASKS_PER_THREAD * threads))]
     [remote] = client.scatter([job], broadcast=True, hash=False)
     token = uuid.uuid4().hex[:12]
     futures = {
-        client.submit(_dask_chunk, remote, coeffs[lo:hi], key=f"landscape-{token}-{i}"): i
-        for i in todo
-        for lo, hi in [chunks[i]]
-    }
+        client.submit(
+            _dask_chunks, remote, [coeffs[slice(*chunks[i])] for i in group],
+            key=f"landscape-{token}-{group[0]}",
+        ): group
+        for group in groups
+    }  # fmt: skip
     method = "vmap"
+    bar = _tqdm(None, progress, "chunk", total=len(todo))
     try:
-        for fut in _tqdm(as_completed(futures), progress, "chunk", total=len(futures)):
-            loss, acc, method = fut.result()
-            state.record(futures[fut], loss, acc)
+        for fut in as_completed(futures):
+            results, method = fut.result()
+            state.record(dict(zip(futures[fut], results, strict=True)))
+            bar.update(len(results))
     finally:
+        bar.close()
         client.cancel([*futures, remote])
     return method
 
