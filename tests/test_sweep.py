@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -239,8 +241,8 @@ def test_an_interrupted_sweep_resumes_with_the_missing_trials_only(tmp_path, mon
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "trials.csv"]  # no debris
 
     # a different config into the same folder is refused before anything runs
-    other = tiny(measurements=["probe"], seeds=[0, 1, 2])
-    with pytest.raises(ValueError, match=r"different configuration .*seeds"):
+    other = tiny(measurements=["probe"], budget={"steps": 26, "batch_size": 32})
+    with pytest.raises(ValueError, match=r"different configuration .*budget"):
         run_sweep(other, out, serial=True, progress=False)
     pd.testing.assert_frame_equal(read_trials(out), first)
 
@@ -253,6 +255,52 @@ def test_an_interrupted_sweep_resumes_with_the_missing_trials_only(tmp_path, mon
     full = run_sweep(cfg, tmp_path / "uninterrupted", serial=True, progress=False)
     pd.testing.assert_frame_equal(
         _without_run_columns(full.trials), _without_run_columns(resumed.trials), check_exact=True
+    )
+
+
+def test_a_sweep_is_extended_by_a_config_holding_all_its_trials(tmp_path):
+    out = tmp_path / "out"
+    small = tiny(seeds=[0])
+    small["optimizers"] = small["optimizers"][:1]
+    first = run_sweep(small, out, serial=True, progress=False)
+    assert (first.ran, first.skipped) == (2, 0)
+    # more seeds, another optimizer: only the new trials run, and config.json is the new one
+    bigger = run_sweep(tiny(), out, serial=True, progress=False)
+    assert (bigger.ran, bigger.skipped) == (6, 2)
+    assert (out / "config.json").read_text() == load_config(tiny()).canonical()
+    pd.testing.assert_frame_equal(
+        bigger.trials[bigger.trials["key"].isin(first.trials["key"])].reset_index(drop=True),
+        first.trials,
+        check_exact=True,
+    )
+    whole = run_sweep(tiny(), tmp_path / "whole", serial=True, progress=False)
+    pd.testing.assert_frame_equal(
+        _without_run_columns(whole.trials), _without_run_columns(bigger.trials), check_exact=True
+    )
+    # the smaller config is not an extension of the bigger one: refused
+    with pytest.raises(ValueError, match="different configuration"):
+        run_sweep(small, out, serial=True, progress=False)
+
+
+def test_workers_are_forked_only_when_no_other_dask_runs_here(tmp_path, cluster):
+    """Forking while another cluster's threads run can hang a worker on a copied lock: with the
+    module's cluster alive, the sweep's own LocalCluster starts its workers from a forkserver,
+    and gives the serial table."""
+    from analysis_lib.sweep.runner import _start_method
+
+    alone = subprocess.run(
+        [sys.executable, "-c", "from analysis_lib.sweep.runner import _start_method as m; "
+         "print(m())"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.strip()  # fmt: skip
+    assert alone == ("fork" if sys.platform == "linux" else "spawn")
+    if sys.platform == "linux":
+        assert _start_method() == "forkserver"
+    cfg = tiny(seeds=[0])
+    serial = run_sweep(cfg, tmp_path / "serial", serial=True, progress=False)
+    beside = run_sweep(cfg, tmp_path / "beside", workers=2, progress=False)
+    pd.testing.assert_frame_equal(
+        _without_run_columns(beside.trials), _without_run_columns(serial.trials), check_exact=True
     )
 
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, progress_disabled
 from ..io import write_atomically
+from ..training import choose_lr
 from .config import SweepConfig, load_config
 from .measurements import MEASUREMENTS
 from .trial import BASE_COLUMNS, FINAL_STATUSES, TAIL_COLUMNS, base_row, run_trial
@@ -130,18 +131,12 @@ def summarize(
     """
     if selection not in ("val_loss", "val_accuracy"):
         raise ValueError(f"Invalid selection: {selection!r}")
-    sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
     rows = []
     for label, group in trials.groupby("label", sort=False):
-        best, best_score = None, math.inf
-        for lr, at in sorted(group.groupby("lr"), key=lambda kv: kv[0]):
-            ok = at[at["status"] == "ok"]
-            complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
-            score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
-            if not math.isfinite(score):
-                score = math.inf
-            if score < best_score:
-                best, best_score = lr, score
+        best = choose_lr(
+            group.assign(failed=group["status"] != "ok"), selection, failed="failed", seeds=seeds
+        )
+        best = None if math.isnan(best) else best
         row = {
             "label": label,
             "optimizer": group["optimizer"].iloc[0],
@@ -166,27 +161,35 @@ def summarize(
 
 
 # -- running --------------------------------------------------------------------------------------
-def _check_out(out: Path, config: SweepConfig) -> None:
-    """Refuse an output folder that holds another sweep, before anything runs."""
+def _check_out(out: Path, config: SweepConfig) -> bool:
+    """Refuse an output folder that holds another sweep, before anything runs. A sweep whose
+    trials are all among ``config``'s (more learning rates, optimizers or seeds, the rest
+    unchanged) is extended: returns True, and its ``config.json`` is to be replaced."""
     stored = out / CONFIG_FILE
     if stored.exists():
         text = stored.read_text(encoding="utf-8")
-        if text != config.canonical():
-            try:
-                old = json.loads(text)
-                diff = sorted(k for k in config.data if old.get(k) != config.data[k])
-            except (json.JSONDecodeError, AttributeError):
-                diff = ["(unreadable config.json)"]
-            raise ValueError(
-                f"Invalid out: {out} holds a sweep of a different configuration (differs in "
-                f"{', '.join(diff) or 'its form'}); resume only with the same config, or "
-                "choose another output folder"
-            )
-    elif (out / TRIALS_FILE).exists():
+        if text == config.canonical():
+            return False
+        try:
+            old = json.loads(text)
+            diff = sorted(k for k in config.data if old.get(k) != config.data[k])
+            old_keys = {t["key"] for t in load_config(old, check_task=False).trials()}
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            diff, old_keys = ["(unreadable config.json)"], None
+        if old_keys is not None and old_keys <= {t["key"] for t in config.trials()}:
+            return True
+        raise ValueError(
+            f"Invalid out: {out} holds a sweep of a different configuration (differs in "
+            f"{', '.join(diff) or 'its form'}); resume only with the same config or one that "
+            "extends it (every trial of the old one among the new one's), or choose another "
+            "output folder"
+        )
+    if (out / TRIALS_FILE).exists():
         raise ValueError(
             f"Invalid out: {out} has a {TRIALS_FILE} but no {CONFIG_FILE}: not a sweep "
             "folder of this library; choose another output folder"
         )
+    return False
 
 
 def _dask_trial(trial: Mapping, measures: Mapping) -> dict:
@@ -225,8 +228,10 @@ def run_sweep(
     rows do not depend on which.
 
     ``out/config.json`` keeps the configuration: a second call with the same config resumes
-    (trials whose status is ``ok`` or ``diverged`` are skipped; errors are retried), one with a
-    different config is refused (ValueError) before anything runs.
+    (trials whose status is ``ok`` or ``diverged`` are skipped; errors are retried); a config
+    that extends the stored one (every stored trial among its own: more learning rates,
+    optimizers or seeds) runs only its new trials and replaces ``config.json``; any other
+    config is refused (ValueError) before anything runs.
     """
     if not isinstance(config, SweepConfig):
         config = load_config(config)
@@ -239,9 +244,9 @@ def run_sweep(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"Invalid out: {out} is not a folder")
-    _check_out(out, config)
+    extends = _check_out(out, config)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / CONFIG_FILE).exists():
+    if extends or not (out / CONFIG_FILE).exists():
         write_atomically(out / CONFIG_FILE, config.canonical().encode("utf-8"))
 
     trials = config.trials()
@@ -286,18 +291,47 @@ def run_sweep(
 
 
 def _start_method() -> str:
-    """How the LocalCluster starts its worker processes: ``fork`` on Linux when torch has no
-    CUDA in play, so that workers inherit the imported library and start in a fraction of a
-    second instead of importing torch and its optimizer machinery afresh (seconds, more on a
-    busy machine); ``spawn``, Dask's default, otherwise (a CUDA context does not survive a
-    fork). Each trial sets torch to one thread before any work, as torch's own DataLoader
-    workers do after a fork."""
+    """How the LocalCluster starts its worker processes.
+
+    ``fork`` on Linux when torch has no CUDA in play and no other Dask cluster or client is
+    alive in this process: workers inherit the imported library and start in a fraction of a
+    second instead of importing torch afresh (seconds, more on a busy machine). Forking while
+    another cluster's threads run can copy a lock that one of them holds and hang a worker, so
+    then ``forkserver``: a clean single-threaded server, with torch and the trial code imported
+    once, forks the workers (the first start costs the imports; a script needs the usual
+    ``if __name__ == "__main__":`` guard, as with ``spawn``). ``spawn``, Dask's default, where
+    CUDA is in play (a CUDA context survives neither) or off Linux. Each trial sets torch to
+    one thread before any work, as torch's own DataLoader workers do after a fork.
+    """
     import torch
 
-    if sys.platform == "linux" and not torch.cuda.is_initialized():
-        if not torch.cuda.is_available():
-            return "fork"
-    return "spawn"
+    if sys.platform != "linux" or torch.cuda.is_initialized() or torch.cuda.is_available():
+        return "spawn"
+    return "forkserver" if _dask_alive() else "fork"
+
+
+def _dask_alive() -> bool:
+    """Whether a Dask client or cluster of this process is running (its threads may hold
+    locks). Unknown (a ``distributed`` without these registries) counts as alive."""
+    from distributed import Client
+    from distributed.deploy.spec import SpecCluster
+
+    clients = getattr(Client, "_instances", None)
+    clusters = getattr(SpecCluster, "_instances", None)
+    if clients is None or clusters is None:
+        return True
+    alive = [str(getattr(c, "status", "")) for c in [*list(clients), *list(clusters)]]
+    return any(not s.endswith(("closed", "closing", "failed")) for s in alive)
+
+
+def _preload_forkserver() -> None:
+    """Let the forkserver import torch and the trial code once, before it forks a worker (no
+    effect once it runs)."""
+    from distributed.utils import get_mp_context
+
+    get_mp_context().set_forkserver_preload(
+        ["distributed", "torch", "analysis_lib.sweep.trial", "analysis_lib.landscape.surface"]
+    )
 
 
 def _run_on_dask(todo, measures, record, client, address, workers) -> None:
@@ -320,11 +354,13 @@ def _run_on_dask(todo, measures, record, client, address, workers) -> None:
             else:
                 n = workers or os.cpu_count() or 1
                 with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+                    if method == "forkserver":
+                        _preload_forkserver()
                     cluster = LocalCluster(
                         n_workers=min(n, len(todo)),
                         threads_per_worker=1,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",  # any free port: never "8787 in use"
                         silence_logs=logging.ERROR,
                     )
                 client = own_client = Client(cluster)
