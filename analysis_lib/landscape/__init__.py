@@ -18,6 +18,7 @@ evaluation (:mod:`.surface`) stacks many parameter points and runs them through
 ``torch.func.vmap`` over ``torch.func.functional_call`` in memory-sized chunks.
 """
 
+from .barrier import LossBarrier, loss_barrier
 from .directions import (
     NORMALIZATIONS,
     ONE_D_OPTIONS,
@@ -52,6 +53,7 @@ __all__ = [
     "ONE_D_OPTIONS",
     "Directions",
     "LandscapeGrid",
+    "LossBarrier",
     "SnapshotCallback",
     "SurfaceSettings",
     "auto_chunk_size",
@@ -61,6 +63,7 @@ __all__ = [
     "evaluate_points",
     "flatten",
     "interpolate",
+    "loss_barrier",
     "normalize",
     "orthogonalize",
     "parameters",
