@@ -1,0 +1,87 @@
+"""The library's shape, checked: lower layers never import higher ones, and no function is
+longer than a reader can follow (the limits of the design, kept from coming back)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "analysis_lib"
+
+#: Layers, bottom up: a module may import from its own layer and the ones below.
+LAYERS = [
+    {"__init__", "_checks", "_evaluation", "io"},
+    {"optim", "problems"},
+    {"_checkpoint", "training", "trajectory"},
+    {"curvature", "landscape", "sharpness", "rescaling", "stats"},
+    {"sweep"},
+    {"plots"},
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+MAX_LINES = 80  # a function's code, its docstring not counted
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _top(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _imported(path: Path) -> set[str]:
+    """The top-level library modules that ``path`` imports from."""
+    here = path.relative_to(PACKAGE).parent.parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            parts = [a.name.split(".") for a in node.names]
+            found |= {p[1] for p in parts if p[0] == "analysis_lib" and len(p) > 1}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] != "analysis_lib":
+                    continue
+                parts = parts[1:]
+            else:
+                parts = [*here[: len(here) - node.level + 1], *(node.module or "").split(".")]
+                parts = [p for p in parts if p]
+            if parts:
+                found.add(parts[0])
+            else:  # from .. import io, training
+                found |= {a.name if (PACKAGE / a.name).exists() or
+                          (PACKAGE / f"{a.name}.py").exists() else "__init__"
+                          for a in node.names}  # fmt: skip
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert {_top(p) for p in _modules()} <= set(RANK), "a new module needs a place in LAYERS"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_from_a_higher_layer(path):
+    me = _top(path)
+    upward = sorted(m for m in _imported(path) - {me} if RANK.get(m, -1) > RANK[me])
+    assert not upward, f"{me} (layer {RANK[me]}) imports {upward} from a higher layer"
+
+
+def _code_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if isinstance(body[0].value.value, str):
+            body = body[1:] or body
+    return fn.end_lineno - body[0].lineno + 1
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if (n := _code_lines(node)) > MAX_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({n})")
+    assert not long, f"functions over {MAX_LINES} lines of code: {long}"
