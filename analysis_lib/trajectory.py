@@ -31,6 +31,7 @@ optimizer run at each learning rate separately.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,6 +61,7 @@ __all__ = [
     "method_label",
     "run",
     "run_batch",
+    "slider_hparams",
     "trajectories_frame",
     "tune_lr",
 ]
@@ -828,3 +830,26 @@ def compare(
             problem, m.optimizer, steps, start=start, seed=seed, lr=rate, **m.hparams
         )
     return Comparison(problem, trajectories, tuning)
+
+
+def slider_hparams(optimizer: str, beta1: float, beta2: float, alpha: float) -> dict[str, Any]:
+    """The hyperparameters of ``optimizer`` that an explorer's momentum / second-moment / alpha
+    sliders set, read from the optimizer registry (the learning rate is not among them):
+
+    * the ``momentum`` family (``"sgdm"``): ``momentum = beta1``;
+    * the ``adaptive`` family: ``betas = (beta1, beta2)``, and ``alpha`` where the constructor
+      takes one (Ada2MS);
+    * ``plain`` SGD: none.
+
+    ``run(problem, optimizer, steps, lr=lr, **slider_hparams(optimizer, b1, b2, a))`` then runs
+    it. Unknown names raise ``ValueError``; the values are checked by the optimizer itself.
+    """
+    spec = optimizer_spec(optimizer)
+    if spec.family == "momentum":
+        return {"momentum": float(beta1)}
+    if spec.family != "adaptive":
+        return {}
+    hparams: dict[str, Any] = {"betas": (float(beta1), float(beta2))}
+    if "alpha" in inspect.signature(spec.build).parameters:
+        hparams["alpha"] = float(alpha)
+    return hparams

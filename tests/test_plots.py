@@ -518,3 +518,19 @@ def test_explorer_draws_a_given_trajectory():
     fig = plots.plot_explorer(bowl, run)
     assert fig._suptitle.get_text() == f"{bowl.title}: Adam, lr = 0.1, 30 steps"
     plt.close(fig)
+
+
+def test_draw_explorer_runs_the_sliders_hyperparameters():
+    from analysis_lib import trajectory
+    from analysis_lib.problems import toy
+
+    bowl = toy.badly_scaled()
+    explicit = trajectory.run(bowl, "ada2ms", 25, lr=0.05, betas=(0.8, 0.9), alpha=0.3)
+    figs = [plots.draw_explorer(bowl, "ada2ms", lr=0.05, beta1=0.8, beta2=0.9, alpha=0.3, steps=25),
+            plots.plot_explorer(bowl, explicit)]  # fmt: skip
+    lines = [[ln.get_xydata() for ax in f.axes for ln in ax.get_lines()] for f in figs]
+    assert len(lines[0]) == len(lines[1]) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(*lines, strict=True))
+    assert figs[0]._suptitle.get_text() == figs[1]._suptitle.get_text()
+    for f in figs:
+        plt.close(f)

@@ -406,3 +406,28 @@ def test_animation_draws_every_path_up_to_its_last_point(race):
     np.testing.assert_array_equal(adam.get_xydata(), runs["Adam"].points)
     small = plots.animation_html(p, list(runs.values()), frames=4)
     assert small.count("data:image/jpeg;base64") == 4 and len(small) < 200_000
+
+
+# -- the explorer's sliders ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "optimizer, expected",
+    [
+        ("sgd", {}),
+        ("sgdm", {"momentum": 0.8}),
+        ("SGDM", {"momentum": 0.8}),
+        ("adam", {"betas": (0.8, 0.95)}),
+        ("adamw", {"betas": (0.8, 0.95)}),
+        ("adamnx", {"betas": (0.8, 0.95)}),
+        ("ada2ms", {"betas": (0.8, 0.95), "alpha": 0.25}),
+    ],
+)
+def test_slider_hparams(optimizer, expected):
+    hp = tr.slider_hparams(optimizer, np.float64(0.8), 0.95, 0.25)  # a slider may give NumPy's
+    assert hp == expected
+    assert all(type(x) is float for v in hp.values() for x in (v if isinstance(v, tuple) else [v]))
+    make_optimizer(optimizer, [torch.zeros(2, requires_grad=True)], lr=0.1, **hp)  # accepted
+
+
+def test_slider_hparams_unknown_optimizer():
+    with pytest.raises(ValueError, match="Unknown optimizer"):
+        tr.slider_hparams("rmsprop", 0.9, 0.999, 0.5)

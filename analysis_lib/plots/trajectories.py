@@ -409,23 +409,10 @@ def draw_explorer(
     explorer's slider values (``beta1`` is SGD's momentum for ``"sgdm"``; ``beta2`` and
     ``alpha`` apply where the optimizer has them). The view behind :func:`trajectory_explorer`;
     the run itself is :func:`analysis_lib.trajectory.run`."""
-    return plot_explorer(problem, _explorer_run(problem, optimizer, lr, beta1, beta2, alpha, steps))
+    from ..trajectory import run, slider_hparams
 
-
-# -- not drawing: the explorer's sliders -> one trajectory.run ---------------------------------
-def _explorer_run(problem, optimizer, lr, beta1, beta2, alpha, steps):
-    """Map the explorer's slider values to ``optimizer``'s hyperparameters and run it with
-    :func:`analysis_lib.trajectory.run` (the only computation behind the explorer)."""
-    from ..trajectory import run
-
-    hp: dict = {"lr": float(lr)}
-    if optimizer == "sgdm":
-        hp["momentum"] = float(beta1)
-    elif optimizer in ("adam", "adamw", "adamnx", "ada2ms"):
-        hp["betas"] = (float(beta1), float(beta2))
-    if optimizer == "ada2ms":
-        hp["alpha"] = float(alpha)
-    return run(problem, optimizer, int(steps), **hp)
+    hparams = slider_hparams(optimizer, beta1, beta2, alpha)
+    return plot_explorer(problem, run(problem, optimizer, int(steps), lr=float(lr), **hparams))
 
 
 def trajectory_explorer(problems, *, steps: int = 200):
