@@ -534,3 +534,21 @@ def test_draw_explorer_runs_the_sliders_hyperparameters():
     assert figs[0]._suptitle.get_text() == figs[1]._suptitle.get_text()
     for f in figs:
         plt.close(f)
+
+
+def test_plot_adamnx_second_moment_draws_the_closed_forms():
+    fig = plots.plot_adamnx_second_moment(beta2s=(0.9, 0.99), beta2=0.9, steps=(10, 50))
+    ax, bx = fig.axes
+    vertical = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    np.testing.assert_allclose(vertical, [1 / (1 - 0.9**0.1), 1 / (1 - 0.99**0.01)], rtol=1e-9)
+    horizontal = [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(horizontal, [0.1, 0.01], rtol=1e-12)
+    nx = ax.get_lines()[0]  # AdamNX, beta2 = 0.9: 1 - beta2_hat_t = (1 - a) a^(t-1) / (1 - a^t)
+    t, a, early = nx.get_xdata(), 0.9**0.1, nx.get_xdata() < 100  # late: 1 - (1 - tiny) rounds
+    expected = (1 - a) * a ** (t - 1) / (1 - a**t)
+    np.testing.assert_allclose(nx.get_ydata()[early], expected[early], rtol=1e-9)
+    assert np.all(np.abs(nx.get_ydata() - expected) < 1e-15)
+    solid = [ln for ln in bx.get_lines() if ln.get_linestyle() == "-"]
+    assert [len(ln.get_xdata()) for ln in solid] == [10, 50]
+    np.testing.assert_allclose([ln.get_ydata().sum() for ln in bx.get_lines()], 1.0, rtol=1e-9)
+    plt.close(fig)

@@ -14,6 +14,7 @@ __all__ = [
     "draw_losses",
     "draw_step_size_cdf",
     "draw_transition",
+    "plot_adamnx_second_moment",
     "plot_alpha_step_sizes",
     "plot_loss_and_step_sizes",
 ]
@@ -280,4 +281,41 @@ def plot_alpha_step_sizes(step_sizes, *, title: str | None = None) -> Figure:
     bx.set(xlabel=r"$\alpha$", ylabel=r"std of log$_{10}$ step size  [decades]")
     bx.set_title("Spread shrinks linearly in $\\alpha$")
     bx.legend(fontsize=9)
+    return fig
+
+
+def plot_adamnx_second_moment(
+    beta2s=(0.9, 0.99, 0.999), beta2: float = 0.99, steps=(10, 100, 1_000, 10_000, 100_000)
+) -> Figure:
+    """AdamNX's second moment against Adam's (notebook 01). Left: the weight
+    ``1 - beta2_hat_t`` of the newest squared gradient against the step, for each of ``beta2s``
+    (dashed: Adam's constant ``1 - beta2``; dotted: the horizon ``t = 1 / (1 - a)``,
+    ``a = beta2^(1 - beta2)``). Right: the weight of each past ``g_i^2`` in ``v_t`` at each step
+    of ``steps``, for ``beta2`` (dashed: Adam's). The curves are the closed forms
+    :func:`~analysis_lib.optim.adamnx_betas`, :func:`~analysis_lib.optim.adamnx_gradient_weights`
+    and :func:`~analysis_lib.optim.adam_gradient_weights`."""
+    from ..optim import adam_gradient_weights, adamnx_betas, adamnx_gradient_weights, adamnx_horizon
+    from .palette import alpha_colors
+
+    t = np.unique(np.logspace(0, 6.3, 600).astype(int))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for b2, color in zip(
+        beta2s, alpha_colors(np.linspace(0.2, 0.9, len(beta2s)), cmap="crest"), strict=True
+    ):
+        one_minus = np.array([1 - adamnx_betas(0.9, b2, int(k))[1] for k in t[1:]])
+        ax.loglog(t[1:], one_minus, color=color, label=rf"AdamNX, $\beta_2$ = {b2}")
+        ax.axhline(1 - b2, color=color, ls="--", lw=1, label=rf"Adam, $\beta_2$ = {b2}")
+        ax.axvline(adamnx_horizon(b2), color=color, ls=":", lw=1)
+    ax.set(xlabel="step $t$", ylabel=r"$1 - \hat\beta_{2,t}$  (weight of the newest $g_t^2$)",
+           ylim=(1e-12, 1.5), title=r"AdamNX's decay rises to 1 (dotted: $t = 1/(1-a)$)")  # fmt: skip
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    for step, color in zip(steps, plt.cm.viridis(np.linspace(0, 0.9, len(steps))), strict=True):
+        i = np.arange(1, step + 1)
+        bx.loglog(
+            i, adamnx_gradient_weights(beta2, step), color=color, label=f"AdamNX, t = {step:,}"
+        )
+        bx.loglog(i, adam_gradient_weights(beta2, step), color=color, ls="--", lw=1)
+    bx.set(xlabel="index $i$ of the past gradient", ylabel=r"weight of $g_i^2$ in $v_t$",
+           ylim=(1e-9, 1.5), title=rf"Weights in $v_t$, $\beta_2$ = {beta2} (dashed: Adam)")  # fmt: skip
+    bx.legend(fontsize=8, loc="lower left")
     return fig
