@@ -97,7 +97,7 @@ def test_rescaling_figure_log_axes_and_relative_values():
     (ax,) = fig.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
-    np.testing.assert_allclose(lines["λ_max of the Hessian"].get_ydata(), a**2)
+    np.testing.assert_allclose(lines["λmax of the Hessian"].get_ydata(), a**2)
     np.testing.assert_allclose(lines["adaptive worst-case sharpness"].get_ydata(), 1.0)
     assert lines["adaptive worst-case sharpness"].get_linestyle() == "--"
     assert "measure at a = 1" in ax.get_ylabel() and ax.get_xlabel().startswith("a ")
@@ -113,3 +113,15 @@ def test_table_counts_and_medians():
     assert table.loc[("digits-cnn", "AdamW"), "lambda_max"] == pytest.approx(
         part["lambda_max"].median()
     )
+
+
+def test_linear_axis_keeps_few_ticks_for_long_labels():
+    # a measure over a narrow range of small values (0.00425 ... 0.00525): matplotlib's default
+    # locator puts five ticks of up to seven characters on a three-inch panel, which run together
+    frame = population()
+    frame["worst_case_adaptive"] = np.linspace(0.00425, 0.00525, len(frame))
+    fig = plots.plot_flatness_scatter(frame, ["worst_case_adaptive"])
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ax.get_xscale() == "linear" and 2 <= len(ticks) <= 4, ticks

@@ -34,7 +34,7 @@ MEASURE_LABELS = {
     "average_adaptive": "adaptive average sharpness",
     "epsilon": "ε-sharpness (Keskar)",
     "sigma_flatness": "1/σ² (Jiang)",
-    "lambda_max": "λ_max of the Hessian",
+    "lambda_max": "λmax of the Hessian",
     "hessian_trace": "trace of the Hessian",
     "gap": "gap (test − train loss)",
 }
@@ -79,6 +79,8 @@ def draw_measure_scatter(
                    linewidth=0.4)  # fmt: skip
     if _spans_decades(frame[measure].to_numpy(dtype=float)):
         ax.set_xscale("log")
+    else:  # few ticks, so that long labels such as 0.00475 do not run together
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
     ax.set_xlabel(_label(measure))
     ax.set_ylabel(_label(gap))
     title = _label(measure)
