@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import matplotlib.colors as mcolors
 import numpy as np
 
 matplotlib.use("Agg")
@@ -234,6 +235,23 @@ def test_optimizer_color_is_the_one_palette():
         plots.alpha_colors([0.0])[0]
     )
     assert plots.optimizer_color("ada2ms", lambda step: 0.5) == plots.ADA2MS_SCHEDULE_COLOR
+
+
+def _lightness(color) -> float:
+    """CIELAB L* of an sRGB colour."""
+    rgb = np.asarray(mcolors.to_rgb(color))
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    y = float(lin @ [0.2126, 0.7152, 0.0722])
+    return 116 * np.cbrt(y) - 16 if y > 216 / 24389 else 24389 / 27 * y
+
+
+def test_the_schedule_colour_stands_apart_from_every_alpha_and_optimizer():
+    schedule = plots.ADA2MS_SCHEDULE_COLOR
+    assert schedule not in plots.OPTIMIZER_COLORS.values()
+    # alpha = 0 (the schedule's end point) is near-black: the schedule must not be
+    assert abs(_lightness(schedule) - _lightness(plots.optimizer_color("ada2ms", 0.0))) > 25
+    for alpha in np.linspace(0, 1, 11):
+        assert plots.optimizer_color("ada2ms", float(alpha)) != schedule
     assert plots.optimizer_color("ada2ms", 0.0) != plots.optimizer_color("sgdm")
     assert plots.optimizer_style("adamw")["linestyle"] != plots.optimizer_style("adam")["linestyle"]
     with pytest.raises(ValueError, match="name"):

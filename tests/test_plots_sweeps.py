@@ -154,6 +154,18 @@ def test_test_intervals_are_the_summary_intervals(trials):
     assert [ax.get_title() for ax in fig.axes] == ["MLP", "CNN"]
 
 
+def test_accuracy_intervals_are_cut_at_one(trials):
+    summary = summarize(trials, "val_loss", seeds=3)
+    assert "cut" not in plots.draw_test_intervals(summary, trials).get_xlabel()
+    over = summary.assign(test_accuracy_high=summary["test_accuracy_mean"] + 0.5)
+    ax = plots.draw_test_intervals(over, trials)
+    bars = [c for c in ax.collections if c.get_segments()]
+    for seg, row in zip(bars, over.itertuples(index=False), strict=True):
+        (x0, _), (x1, _) = seg.get_segments()[0]
+        assert (x0, x1) == pytest.approx((row.test_accuracy_low, 1.0))
+    assert "cut to [0, 1]" in ax.get_xlabel()
+
+
 def test_bad_input_is_rejected(trials):
     with pytest.raises(ValueError, match="band"):
         plots.draw_lr_sensitivity(trials, band="sd")

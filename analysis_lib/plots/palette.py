@@ -30,13 +30,13 @@ __all__ = [
 # constant alphas lie on one sequential scale (seaborn's perceptually uniform "rocket", dark at
 # alpha = 0 to light at alpha = 1: adjacent levels differ in lightness, which colour-blind readers
 # see too), whose point at its default alpha is the registry's Ada2MS colour; a schedule of alpha
-# is near-black.
+# is a neutral mid grey (drawn dash-dotted), far in lightness from alpha = 0's near-black end.
 #: Fixed colour (hex string) of each optimizer, shared by all figures: the registry's. The
 #: ``"ada2ms"`` entry is its default alpha (0.5); :func:`optimizer_color` gives any other alpha
 #: or a schedule.
 OPTIMIZER_COLORS: dict[str, str] = {name: spec.color for name, spec in OPTIMIZERS.items()}
 #: The colour of Ada2MS with a schedule of alpha (e.g. ``ExponentialAlpha``, 1 -> 0).
-ADA2MS_SCHEDULE_COLOR = "#1a1a1a"
+ADA2MS_SCHEDULE_COLOR = "#7f7f7f"
 # The part of "rocket" that Ada2MS's alpha in [0, 1] maps to: its darkest end is black and its
 # lightest is too pale for lines on white.
 _ALPHA_SPAN = (0.12, 0.74)

@@ -167,15 +167,21 @@ def draw_test_intervals(
 ) -> Axes:
     """Per optimizer label (top to bottom in the summary's order): the mean of ``metric`` at
     the chosen rate with its 95% t-interval over seeds as an error bar, and, when ``trials``
-    is given, each seed's value as a small open dot. The tick labels carry the chosen lr."""
+    is given, each seed's value as a small open dot. The tick labels carry the chosen lr. An
+    accuracy cannot leave [0, 1] but a t-interval over a few seeds can: its bar is cut at the
+    bound, and the axis label says so."""
     needed = ["label", "optimizer", "hparams", "lr", f"{metric}_mean", f"{metric}_low",
               f"{metric}_high"]  # fmt: skip
     if not isinstance(summary, pd.DataFrame) or any(c not in summary.columns for c in needed):
         raise ValueError(f"Invalid summary: expected a DataFrame with columns {needed}")
     ax = ax if ax is not None else plt.subplots(figsize=(6, 0.45 * len(summary) + 1.2))[1]
+    bounded, cut = metric.endswith("accuracy"), False
     for y, row in enumerate(summary.itertuples(index=False)):
         style = sweep_style(row.optimizer, row.hparams)
         mean, low, high = (getattr(row, f"{metric}_{k}") for k in ("mean", "low", "high"))
+        if bounded and (low < 0.0 or high > 1.0):
+            cut = True
+            low, high = max(low, 0.0), min(high, 1.0)
         ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", ms=6, capsize=4,
                     lw=1.8, color=style["color"])  # fmt: skip
         if trials is not None:
@@ -187,7 +193,10 @@ def draw_test_intervals(
                                                             strict=True)]  # fmt: skip
     ax.set_yticks(range(len(summary)), ticks)
     ax.set_ylim(len(summary) - 0.4, -0.6)
-    ax.set_xlabel(f"{metric.replace('_', ' ')}\n(mean, 95% t-interval over seeds)")
+    ax.set_xlabel(
+        f"{metric.replace('_', ' ')}\n(mean, 95% t-interval over seeds"
+        f"{', cut to [0, 1]' if cut else ''})"
+    )
     ax.xaxis.set_major_locator(MaxNLocator(5))
     return ax
 
