@@ -57,6 +57,7 @@ from torch.func import grad_and_value, vmap
 
 from ._checks import check_int
 from ._evaluation import FunctionalModel, eval_mode, generator, select_parameters, warn_batchnorm
+from .curvature import hessian_eigenvalues, hessian_trace
 
 __all__ = [
     "NORMS",
@@ -731,7 +732,6 @@ def sharpness_report(
     are the arguments: record them beside the row. Every measure is seeded with ``seed``.
     ``progress``: the curvature probes' progress bars (None: unless ``TQDM_DISABLE``).
     """
-    from .curvature import hessian_eigenvalues, hessian_trace
 
     start = time.perf_counter()
     # every argument checked before any work (each measure records its own settings)

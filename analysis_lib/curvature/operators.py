@@ -39,6 +39,7 @@ from .._evaluation import (
     select_parameters,
     warn_batchnorm,
 )
+from ..optim import effective_step_sizes
 
 __all__ = [
     "BACKENDS",
@@ -406,7 +407,6 @@ def adam_preconditioner(
             group's learning rate is not > 0.
         TypeError: the optimizer is not of the Adam family.
     """
-    from analysis_lib.optim import effective_step_sizes
 
     sizes = effective_step_sizes(optimizer)
     lrs = {p: float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}

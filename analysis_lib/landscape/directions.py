@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int
 from .._evaluation import ParameterSpace, generator
+from ..curvature import hessian_eigenvalues
 
 __all__ = [
     "NORMALIZATIONS",
@@ -420,7 +421,6 @@ def eigenvector_directions(
     first two of :func:`analysis_lib.curvature.hessian_eigenvalues` with ``k``, ``which``,
     ``seed`` and ``kwargs``); unit norm, in the model's dtype and device. ``eigenvalues`` holds
     their eigenvalues."""
-    from analysis_lib.curvature import hessian_eigenvalues
 
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 2:
         raise ValueError(f"Invalid k: {k!r} (expected an integer >= 2: a plane needs two)")

@@ -47,8 +47,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
 
-from .. import _evaluation
+from .. import _evaluation, io, progress_disabled
 from .._checks import check_int
 from .._evaluation import eval_mode as _eval_mode
 from .directions import Directions, _check_direction, difference, parameters
@@ -456,10 +457,6 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def _tqdm(items, progress: bool, unit: str, total: int | None = None):
-    from tqdm.auto import tqdm
-
-    from analysis_lib import progress_disabled
-
     return tqdm(
         items,
         desc="landscape",
@@ -660,7 +657,6 @@ class _Progress:
         """A fresh grid of ``points`` in chunks of ``size``, or the finished chunks of an
         interrupted computation when ``path`` holds them for the same ``config`` (in its chunk
         size)."""
-        from analysis_lib import io
 
         fresh = cls(
             size,
@@ -702,7 +698,6 @@ class _Progress:
 
     def record(self, results: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
         """Chunk ``i``'s ``(loss, accuracy)`` for each ``i`` of ``results``; then saved."""
-        from analysis_lib import io
 
         chunks = self.chunks()
         for i, (loss, accuracy) in results.items():
@@ -800,7 +795,6 @@ def _fn_identity(fn, what: str):
     """The identity of ``fn`` in a cache key (:func:`analysis_lib.io.callable_identity`: code,
     closure, partial arguments, the object of a bound method); a clear error when it cannot be
     identified."""
-    from analysis_lib import io
 
     try:
         return io.callable_identity(fn, what)
@@ -849,7 +843,6 @@ def _cache_config(job: _Job, grid: _Grid, settings: SurfaceSettings) -> dict:
 def _cached(job: _Job, grid: _Grid, settings: SurfaceSettings):
     """The grid's arrays from the cache, or computed (resuming an interrupted computation from
     its partial file) and stored; and how they were computed (empty for a hit)."""
-    from analysis_lib import io
 
     cache = settings.cache
     name = cache if isinstance(cache, str) else f"landscape_{len(grid.shape)}d"

@@ -9,8 +9,13 @@ workers with the trials, so a cluster needs nothing registered on its side (only
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import nn
+
+from ..curvature import hessian_eigenvalues
+from ..curvature import hessian_trace as _trace
+from ..sharpness import sharpness_measurement
 
 __all__ = [
     "MEASUREMENTS",
@@ -29,8 +34,6 @@ _PROBE_BATCH = 1024  # the probes see the whole training split, in batches of th
 def lambda_max(model: nn.Module, task) -> dict[str, float]:
     """The largest Hessian eigenvalue of the training loss (Lanczos, seeded), with its
     residual (some true eigenvalue lies within it)."""
-    from ..curvature import hessian_eigenvalues
-
     res = hessian_eigenvalues(
         model, task.loss_fn, task.data("train", _PROBE_BATCH), k=1, tol=1e-4, max_matvecs=100,
         seed=0, progress=False,
@@ -41,8 +44,6 @@ def lambda_max(model: nn.Module, task) -> dict[str, float]:
 def hessian_trace(model: nn.Module, task) -> dict[str, float]:
     """The trace of the Hessian of the training loss (Hutch++, 60 products, seeded) and its
     standard error."""
-    from ..curvature import hessian_trace as _trace
-
     res = _trace(
         model, task.loss_fn, task.data("train", _PROBE_BATCH), matvecs=60, seed=0, progress=False
     )
@@ -64,10 +65,6 @@ def sharpness_subset(model: nn.Module, task) -> dict[str, float]:
     worst-case, average, adaptive average, epsilon and sigma sharpness, lambda_max and the
     Hessian's trace, all of the loss on that subset (its ``loss`` column), and the report's
     wall time as ``sharpness_seconds``."""
-    from dataclasses import replace
-
-    from ..sharpness import sharpness_measurement
-
     n = min(SHARPNESS_SAMPLES, task.n_train)
     subset = replace(task, x_train=task.x_train[:n], y_train=task.y_train[:n])
     row = sharpness_measurement(**SHARPNESS_SETTINGS)(model, subset)

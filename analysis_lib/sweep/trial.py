@@ -29,7 +29,7 @@ import torch
 
 from .. import __version__
 from .. import device as default_device
-from ..training import cosine_schedule, train
+from ..training import TargetLoss, cosine_schedule, train
 from .config import make_task, resolve_hparams
 
 __all__ = [
@@ -94,8 +94,6 @@ def _target_callbacks(trial: Mapping, task) -> list:
     """``[TargetLoss(...)]`` for a trial with a target training loss, else ``[]``."""
     if "target_train_loss" not in trial:
         return []
-    from ..training import TargetLoss
-
     return [TargetLoss(task, trial["target_train_loss"], every=trial["check_every"])]
 
 
