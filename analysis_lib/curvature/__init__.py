@@ -31,6 +31,7 @@ from .algorithms import (
     power_iteration,
     slq,
 )
+from .edge import one_hot_mse, sharpness_run
 from .operators import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -47,11 +48,13 @@ from .operators import (
     select_parameters,
 )
 from .probes import curvature_operator, hessian_eigenvalues, hessian_trace, spectral_density
+from .summary import CurvatureSummary, curvature_summary
 from .tracking import SharpnessCallback, stability_thresholds
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "CurvatureSummary",
     "DenseOperator",
     "DensityResult",
     "DiagonalScaledOperator",
@@ -65,6 +68,7 @@ __all__ = [
     "TraceResult",
     "adam_preconditioner",
     "curvature_operator",
+    "curvature_summary",
     "default_max_matvecs",
     "dense_hessian",
     "eval_mode",
@@ -74,9 +78,11 @@ __all__ = [
     "hutchinson",
     "hutchpp",
     "lanczos",
+    "one_hot_mse",
     "power_iteration",
     "preconditioned_hessian",
     "select_parameters",
+    "sharpness_run",
     "slq",
     "spectral_density",
     "stability_thresholds",
