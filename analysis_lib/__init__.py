@@ -18,6 +18,7 @@ from ._checks import check_int
 __version__ = "0.1.0"
 __all__ = [
     "__version__",
+    "cluster",
     "curvature",
     "device",
     "io",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 _SUBMODULES = {
+    "cluster",
     "curvature",
     "io",
     "landscape",

@@ -6,8 +6,8 @@ What it measures
     ways, in one process, one after the other:
 
     serial   ``serial=True``: the trials one by one in this process.
-    dask     the default path: a fresh ``LocalCluster`` of ``--workers`` single-threaded worker
-             processes, started and closed by ``run_sweep``; everything is counted (cluster
+    dask     the default path: a fresh ``analysis_lib.cluster.local_cluster`` of ``--workers``
+             single-threaded worker processes, started and closed by ``run_sweep``; everything is counted (cluster
              start, the workers' imports, submitting, gathering, writing ``trials.csv``).
 
     pool     the same trials through a plain ``multiprocessing`` pool of ``--workers`` processes
@@ -34,7 +34,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis_lib.cluster import local_cluster
 from analysis_lib.sweep import load_config, run_sweep, run_trial
 
 
@@ -105,17 +105,9 @@ def main() -> int:
             same(serial1, dask1)
             t1_serial.append(s1)
             t1_dask.append(d1)
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        with (
-            LocalCluster(
-                n_workers=1,
-                threads_per_worker=1,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with local_cluster(1) as cluster, Client(cluster) as client:
             timed(one, tmp / "warmup", client=client)  # the worker's imports, once
             for r in range(args.repeats):
                 w1, _ = timed(one, tmp / f"warm1-{r}", client=client)

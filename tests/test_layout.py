@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "analysis_lib"
 
 #: Layers, bottom up: a module may import from its own layer and the ones below.
 LAYERS = [
-    {"__init__", "_checks", "_evaluation", "io"},
+    {"__init__", "_checks", "_evaluation", "cluster", "io"},
     {"optim", "problems"},
     {"_checkpoint", "training", "trajectory"},
     {"curvature", "landscape", "sharpness", "rescaling", "stats"},

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _local_cluster import local_cluster
 from torch import nn
 
 from analysis_lib import io, landscape
+from analysis_lib.cluster import local_cluster
 from analysis_lib.landscape import surface
 
 distributed = pytest.importorskip("distributed")
@@ -103,9 +103,31 @@ def test_a_2d_grid_on_two_workers_is_the_local_grid_bit_for_bit(client, monkeypa
     assert_same(there, here)
     assert there.method == here.method and there.chunk_size == 4 and not there.from_cache
     tasks = [t for t in stream.data if t["key"].startswith("landscape-")]
-    assert len(tasks) == 8  # ceil(49 / 4) = 13 chunks in 4 groups per worker thread
+    # ceil(49 / 4) = 13 chunks in groups of 3, 2, 2 and six of 1 (guided over 2 threads)
+    assert len(tasks) == 9
     assert len({t["worker"] for t in tasks}) == 2  # spread over both workers
     assert client.run(torch.get_num_threads) == threads  # restored after each task
+
+
+@pytest.mark.parametrize(("chunks", "threads"), [(13, 2), (153, 2), (5, 8), (1, 1), (400, 16)])
+def test_chunks_go_out_in_shrinking_groups(chunks, threads):
+    """Guided scheduling: consecutive groups covering every chunk once, each a 1 / (2 threads)
+    share of what is left, so the workers end on single chunks and finish together."""
+    todo = list(range(100, 100 + chunks))
+    groups = surface._guided_groups(todo, threads)
+    assert [i for g in groups for i in g] == todo
+    sizes = [len(g) for g in groups]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+    left = chunks
+    for size in sizes:
+        assert size == max(1, left // (2 * threads))
+        left -= size
+    assert surface._guided_groups(list(range(13)), 2) == [
+        [0, 1, 2], [3, 4], [5, 6], [7], [8], [9], [10], [11], [12]
+    ]  # fmt: skip
+    # the benchmark's 41 x 41 grid: 153 chunks in 18 tasks on two workers
+    sizes = [len(g) for g in surface._guided_groups(list(range(153)), 2)]
+    assert sizes == [38, 28, 21, 16, 12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1, 1, 1]
 
 
 def test_a_1d_grid_on_workers_is_the_local_grid(client, monkeypatch):

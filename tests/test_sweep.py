@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _local_cluster import local_cluster
 from scipy import stats
 
 from analysis_lib import training
+from analysis_lib.cluster import local_cluster
 from analysis_lib.io import canonical_json
 from analysis_lib.problems import tasks
 from analysis_lib.sweep import (
@@ -58,8 +58,7 @@ def tiny(**over) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two single-threaded worker processes, forked as run_sweep's own LocalCluster is on Linux
-    (so that they, and a restarted one, start without importing torch afresh)."""
+    """Two single-threaded worker processes, started as run_sweep's own LocalCluster is."""
     with local_cluster(2) as cl:
         yield cl
 
@@ -286,16 +285,15 @@ def test_workers_are_forked_only_when_no_other_dask_runs_here(tmp_path, cluster)
     """Forking while another cluster's threads run can hang a worker on a copied lock: with the
     module's cluster alive, the sweep's own LocalCluster starts its workers from a forkserver,
     and gives the serial table."""
-    from analysis_lib.sweep.runner import _start_method
+    from analysis_lib.cluster import start_method
 
     alone = subprocess.run(
-        [sys.executable, "-c", "from analysis_lib.sweep.runner import _start_method as m; "
-         "print(m())"],
+        [sys.executable, "-c", "from analysis_lib.cluster import start_method as m; print(m())"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     ).stdout.strip()  # fmt: skip
     assert alone == ("fork" if sys.platform == "linux" else "spawn")
     if sys.platform == "linux":
-        assert _start_method() == "forkserver"
+        assert start_method() == "forkserver"
     cfg = tiny(seeds=[0])
     serial = run_sweep(cfg, tmp_path / "serial", serial=True, progress=False)
     beside = run_sweep(cfg, tmp_path / "beside", workers=2, progress=False)

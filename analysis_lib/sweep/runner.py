@@ -4,10 +4,8 @@ resume, and the summary over seeds."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from io import StringIO
@@ -19,6 +17,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from .. import __version__, progress_disabled
+from ..cluster import local_cluster
 from ..io import write_atomically
 from ..training import choose_lr
 from .config import SweepConfig, load_config
@@ -290,56 +289,10 @@ def run_sweep(
     return SweepResult(table, summary, ran=len(todo), skipped=skipped, out=out)
 
 
-def _start_method() -> str:
-    """How the LocalCluster starts its worker processes.
-
-    ``fork`` on Linux when torch has no CUDA in play and no other Dask cluster or client is
-    alive in this process: workers inherit the imported library and start in a fraction of a
-    second instead of importing torch afresh (seconds, more on a busy machine). Forking while
-    another cluster's threads run can copy a lock that one of them holds and hang a worker, so
-    then ``forkserver``: a clean single-threaded server, with torch and the trial code imported
-    once, forks the workers (the first start costs the imports; a script needs the usual
-    ``if __name__ == "__main__":`` guard, as with ``spawn``). ``spawn``, Dask's default, where
-    CUDA is in play (a CUDA context survives neither) or off Linux. Each trial sets torch to
-    one thread before any work, as torch's own DataLoader workers do after a fork.
-    """
-    import torch
-
-    if sys.platform != "linux" or torch.cuda.is_initialized() or torch.cuda.is_available():
-        return "spawn"
-    return "forkserver" if _dask_alive() else "fork"
-
-
-def _dask_alive() -> bool:
-    """Whether a Dask client or cluster of this process is running (its threads may hold
-    locks). Unknown (a ``distributed`` without these registries) counts as alive."""
-    from distributed import Client
-    from distributed.deploy.spec import SpecCluster
-
-    clients = getattr(Client, "_instances", None)
-    clusters = getattr(SpecCluster, "_instances", None)
-    if clients is None or clusters is None:
-        return True
-    alive = [str(getattr(c, "status", "")) for c in [*list(clients), *list(clusters)]]
-    return any(not s.endswith(("closed", "closing", "failed")) for s in alive)
-
-
-def _preload_forkserver() -> None:
-    """Let the forkserver import torch and the trial code once, before it forks a worker (no
-    effect once it runs)."""
-    from distributed.utils import get_mp_context
-
-    get_mp_context().set_forkserver_preload(
-        ["distributed", "torch", "analysis_lib.sweep.trial", "analysis_lib.landscape.surface"]
-    )
-
-
 def _run_on_dask(todo, measures, record, client, address, workers) -> None:
-    import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = own_client = None
-    method = _start_method() if client is None and address is None else None
     try:
         if client is None:
             if address is not None:
@@ -352,17 +305,7 @@ def _run_on_dask(todo, measures, record, client, address, workers) -> None:
                         "for a LocalCluster"
                     ) from e
             else:
-                n = workers or os.cpu_count() or 1
-                with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-                    if method == "forkserver":
-                        _preload_forkserver()
-                    cluster = LocalCluster(
-                        n_workers=min(n, len(todo)),
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=":0",  # any free port: never "8787 in use"
-                        silence_logs=logging.ERROR,
-                    )
+                cluster = local_cluster(min(workers or os.cpu_count() or 1, len(todo)))
                 client = own_client = Client(cluster)
         futures = {}
         for trial in todo:
