@@ -13,11 +13,12 @@ What it measures
                 grid; what two processes gain over one on this machine right now, the ceiling
                 for the Dask figure.
 
-    The clusters and the pool are started before the timing; each timed Dask call counts
-    everything a user waits for: scattering the model, data and directions to the workers, the
-    tasks, gathering the chunks. The grids are checked bit-identical before any time is taken.
-    The variants run in interleaved rounds (``--repeats``); ratios are given for the fastest
-    rounds (the least disturbed on a shared machine) and for the medians.
+    Each Dask variant runs on a cluster of its own, the only one running, started and warmed
+    up by a first grid (untimed; the grid is checked bit-identical to the one computed here);
+    the timed second grid counts everything a user waits for: scattering the model, data and
+    directions to the workers, the tasks, gathering the chunks. The pool is started before the
+    timing. The variants run in interleaved rounds (``--repeats``); ratios are given for the
+    fastest rounds (the least disturbed on a shared machine) and for the medians.
 
 Targets (issue 15)
     2 workers at least 1.8x as fast as 1 worker (ideal 2x); 1 worker at most 15% slower than
@@ -48,11 +49,22 @@ from analysis_lib.cluster import local_cluster
 from analysis_lib.problems import tasks
 
 
-def cluster(workers: int):
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def on_cluster(workers: int, run, reference) -> float:
+    """The seconds of one grid on a fresh ``local_cluster(workers)``, the only cluster running
+    (started, warmed up by a first grid and checked bit-identical to ``reference``, untimed)."""
     from distributed import Client
 
-    lc = local_cluster(workers)
-    return lc, Client(lc)
+    with local_cluster(workers) as lc, Client(lc) as client:
+        grid = run(client)
+        assert np.array_equal(grid.loss, reference.loss), f"{workers} worker(s): another grid"
+        assert np.array_equal(grid.accuracy, reference.accuracy), f"{workers} worker(s): accuracy"
+        return timed(lambda: run(client))
 
 
 _JOB: dict = {}  # what the pool's processes inherit when they are forked
@@ -78,7 +90,7 @@ def in_two_processes(pool, n: int, size: int):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grid", type=int, default=41, help="points per axis (default 41)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--chunk-size", type=int, default=None, help="default: automatic")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
@@ -99,27 +111,10 @@ def main(argv=None) -> int:
         )  # fmt: skip
 
     _JOB.update(run=run, alphas=alphas)
-    # the pool is forked before any cluster runs threads in this process (a fork then can copy
-    # a lock one of them holds)
-    pool = multiprocessing.get_context("fork").Pool(2)
-    one, client1 = cluster(1)
-    two, client2 = cluster(2)
+    pool = multiprocessing.get_context("fork").Pool(2)  # forked while no cluster runs threads
     try:
-        variants = {
-            "here": run,
-            "1 worker": lambda: run(client1),
-            "2 workers": lambda: run(client2),
-        }
-        grids = {name: fn() for name, fn in variants.items()}  # also the workers' first imports
-        g = grids["here"]
-        for name, grid in grids.items():
-            if not (
-                np.array_equal(grid.loss, g.loss) and np.array_equal(grid.accuracy, g.accuracy)
-            ):
-                print(f"FAIL: {name} differs from the grid computed here")
-                return 1
-        variants["2 processes"] = lambda: in_two_processes(pool, len(alphas), g.chunk_size)
-        loss, acc = variants["2 processes"]()
+        g = run()
+        loss, acc = in_two_processes(pool, len(alphas), g.chunk_size)
         if not (np.allclose(loss, g.loss, rtol=1e-5) and np.array_equal(acc, g.accuracy)):
             print("FAIL: the pool's grid differs from the grid computed here")
             return 1
@@ -127,17 +122,23 @@ def main(argv=None) -> int:
             f"digits MLP; {len(data[0][1])} samples; {args.grid}x{args.grid} = {g.points:,} points in "
             f"chunks of {g.chunk_size} ({-(-g.points // g.chunk_size)} chunks), method "
             f"{g.method}; {os.cpu_count()} cores; load average "
-            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; grids bit-identical"
+            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}"
         )
+        variants = {
+            "here": lambda: timed(run),
+            "1 worker": lambda: on_cluster(1, run, g),
+            "2 workers": lambda: on_cluster(2, run, g),
+            "2 processes": lambda: timed(lambda: in_two_processes(pool, len(alphas), g.chunk_size)),
+        }
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, fn in variants.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(fn())
+    except AssertionError as e:
+        print(f"FAIL: {e}")
+        return 1
     finally:
-        for c in (client2, two, client1, one, pool):  # last started, first closed (log levels)
-            c.close()
+        pool.close()
 
     print(f"\n{'variant':<11} {'best s':>8} {'median s':>9}   runs")
     for name, ts in times.items():
@@ -155,6 +156,10 @@ def main(argv=None) -> int:
     print(
         f"(no Dask) 2 processes over here: {best['here'] / best['2 processes']:.2f}x best, "
         f"{med['here'] / med['2 processes']:.2f}x median: what this machine allowed"
+    )
+    print(
+        f"2 workers / 2 processes:   {best['2 workers'] / best['2 processes']:.3f} best, "
+        f"{med['2 workers'] / med['2 processes']:.3f} median: what Dask costs over a plain pool"
     )
     print(
         f"1 worker / here:           {cost:.3f} best, {med['1 worker'] / med['here']:.3f} "
