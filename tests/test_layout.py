@@ -62,6 +62,18 @@ def test_every_module_has_a_layer():
     assert {_top(p) for p in _modules()} <= set(RANK), "a new module needs a place in LAYERS"
 
 
+def test_every_public_module_is_an_attribute_of_the_package():
+    """``import analysis_lib`` then ``analysis_lib.<module>`` works for every public module (the
+    package imports them on first use)."""
+    import analysis_lib
+
+    public = {_top(p) for p in _modules()} - {"__init__"}
+    public = {m for m in public if not m.startswith("_")}
+    assert public <= set(analysis_lib.__all__)
+    for name in sorted(public):
+        assert getattr(analysis_lib, name).__name__ == f"analysis_lib.{name}"
+
+
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_imports_from_a_higher_layer(path):
     me = _top(path)
