@@ -755,13 +755,14 @@ def _run_on_dask(client, job: _Job, coeffs: np.ndarray, state: _Progress, progre
     groups = _guided_groups(todo, threads)
     [remote] = client.scatter([job], broadcast=True, hash=False)
     token = uuid.uuid4().hex[:12]
-    futures = {
-        client.submit(
-            _dask_chunks, remote, [coeffs[slice(*chunks[i])] for i in group],
-            key=f"landscape-{token}-{group[0]}",
-        ): group
-        for group in groups
-    }  # fmt: skip
+    submitted = client.map(  # one graph for all the tasks: less work here than a submit each
+        _dask_chunks,
+        [remote] * len(groups),
+        [[coeffs[slice(*chunks[i])] for i in group] for group in groups],
+        key=[f"landscape-{token}-{group[0]}" for group in groups],
+        pure=False,
+    )
+    futures = dict(zip(submitted, groups, strict=True))
     method = "vmap"
     bar = _tqdm(None, progress, "chunk", total=len(todo))
     try:

@@ -307,10 +307,14 @@ def _run_on_dask(todo, measures, record, client, address, workers) -> None:
             else:
                 cluster = local_cluster(min(workers or os.cpu_count() or 1, len(todo)))
                 client = own_client = Client(cluster)
-        futures = {}
-        for trial in todo:
-            fut = client.submit(_dask_trial, trial, measures, key=f"sweep-trial-{trial['key']}")
-            futures[fut.key] = (fut, trial)
+        submitted = client.map(  # one message for all the trials
+            _dask_trial,
+            todo,
+            [measures] * len(todo),
+            key=[f"sweep-trial-{trial['key']}" for trial in todo],
+            pure=False,
+        )
+        futures = {fut.key: (fut, trial) for fut, trial in zip(submitted, todo, strict=True)}
         for fut in as_completed([f for f, _ in futures.values()]):
             trial = futures[fut.key][1]
             try:
