@@ -9,7 +9,9 @@ machine. It differs from a default ``LocalCluster`` in three ways:
   client is alive in this process, so that they inherit the imported library and start in a
   fraction of a second instead of importing torch afresh; from a forkserver with torch preloaded
   when another cluster's threads are running (a fork then can copy a lock one of them holds and
-  hang the worker); spawned where CUDA is in play or off Linux.
+  hang the worker; a script then needs the usual ``if __name__ == "__main__":`` guard, as with
+  Dask's default ``spawn``); spawned where CUDA is in play (a CUDA context survives neither)
+  or off Linux.
 * **Housekeeping** (:data:`COMPUTE_CONFIG`): Dask's default cluster samples every worker's stack
   every 10 ms for its profiler, checks each event loop every 20 ms and each worker's memory every
   100 ms. An idle two-worker cluster spent 0.6 s of CPU in 2.5 s on that here (a quarter of a

@@ -760,7 +760,6 @@ def _run_on_dask(client, job: _Job, coeffs: np.ndarray, state: _Progress, progre
         [remote] * len(groups),
         [[coeffs[slice(*chunks[i])] for i in group] for group in groups],
         key=[f"landscape-{token}-{group[0]}" for group in groups],
-        pure=False,
     )
     futures = dict(zip(submitted, groups, strict=True))
     method = "vmap"

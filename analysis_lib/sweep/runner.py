@@ -312,11 +312,10 @@ def _run_on_dask(todo, measures, record, client, address, workers) -> None:
             todo,
             [measures] * len(todo),
             key=[f"sweep-trial-{trial['key']}" for trial in todo],
-            pure=False,
         )
-        futures = {fut.key: (fut, trial) for fut, trial in zip(submitted, todo, strict=True)}
-        for fut in as_completed([f for f, _ in futures.values()]):
-            trial = futures[fut.key][1]
+        trial_of = dict(zip(submitted, todo, strict=True))
+        for fut in as_completed(submitted):
+            trial = trial_of[fut]
             try:
                 row = fut.result()
             except Exception as e:  # e.g. KilledWorker: the trial kept killing its workers
