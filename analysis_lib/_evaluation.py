@@ -27,8 +27,11 @@ The other pieces:
 * :class:`ParameterSpace`: flat vectors <-> ``dict[str, Tensor]`` keyed like
   ``model.named_parameters()``; :func:`select_parameters` picks the named parameters a probe
   differentiates with respect to.
+* :class:`ModelCall`: ``model(*args)`` with its parameters and buffers replaced by given tensors
+  (``torch.func.functional_call``), safe for a module used in two places and for parameters
+  tied between layers; :func:`shares_tensors` tells whether a model has either.
 * :class:`FunctionalModel`: a model, its loss and its checked batches as a function of chosen
-  parameters (``torch.func.functional_call``), the rest of the model held fixed.
+  parameters (through :class:`ModelCall`), the rest of the model held fixed.
 * :func:`accuracy`: the default accuracy of a classifier's batch (argmax of the outputs against
   integer class targets).
 * :func:`eval_mode`: evaluate a model in eval mode (dropout off, batch norm with its running
@@ -43,6 +46,7 @@ The other pieces:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -55,12 +59,14 @@ from torch.func import functional_call
 __all__ = [
     "Batch",
     "FunctionalModel",
+    "ModelCall",
     "ParameterSpace",
     "accuracy",
     "batches",
     "eval_mode",
     "generator",
     "select_parameters",
+    "shares_tensors",
     "warn_batchnorm",
 ]
 
@@ -217,7 +223,9 @@ def select_parameters(
 ) -> list[tuple[str, Tensor]]:
     """The named parameters to differentiate with respect to: all that require grad when
     ``params`` is None, else those whose name equals one of ``params`` or lies under it as a
-    module prefix (``"0"`` selects ``"0.weight"`` and ``"0.bias"``). They must share one
+    module prefix (``"0"`` selects ``"0.weight"`` and ``"0.bias"``); a module used in two
+    places is selected by either of its names, and a parameter reached by two names (tied
+    weights) is chosen once, under its name in ``model.named_parameters()``. They must share one
     floating-point dtype and one device."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
@@ -226,11 +234,18 @@ def select_parameters(
         chosen = [(n, p) for n, p in named if p.requires_grad]
     else:
         wanted = _parameter_names(params)
+        # every path to a parameter counts (a module used twice is reached by both of its
+        # names); what is chosen is the tensor, under its name in named_parameters()
+        canonical = {id(p): n for n, p in named}
+        paths = [(a, canonical[id(p)]) for a, p in model.named_parameters(remove_duplicate=False)]
+        hits = set()
         for w in wanted:
-            if not any(n == w or n.startswith(f"{w}.") for n, _ in named):
+            found = {n for a, n in paths if a == w or a.startswith(f"{w}.")}
+            if not found:
                 known = ", ".join(n for n, _ in named)
                 raise ValueError(f"Invalid params: {w!r} matches no parameter (known: {known})")
-        chosen = [(n, p) for n, p in named if any(n == w or n.startswith(f"{w}.") for w in wanted)]
+            hits |= found
+        chosen = [(n, p) for n, p in named if n in hits]
     if not chosen:
         raise ValueError("Invalid model: it has no parameters that require grad")
     dtypes = {p.dtype for _, p in chosen}
@@ -259,20 +274,77 @@ def _parameter_names(params: Any) -> list[str]:
     return wanted
 
 
+def _slots(model: nn.Module) -> list[tuple[str, str]]:
+    """``(slot, name)`` for every distinct place that holds a parameter or a buffer, a place
+    being one attribute of one module object: ``slot`` is the first path that reaches it,
+    ``name`` the name the tensor it holds has in ``model.named_parameters()`` /
+    ``named_buffers()`` (which list a tensor once, under its first name)."""
+    canonical: dict[int, str] = {}
+    for n, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        canonical.setdefault(id(t), n)
+    seen: set[tuple[int, str]] = set()
+    slots = []
+    every = itertools.chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    )
+    for n, t in every:
+        prefix, _, attr = n.rpartition(".")
+        owner = model.get_submodule(prefix) if prefix else model
+        if (id(owner), attr) not in seen:
+            seen.add((id(owner), attr))
+            slots.append((n, canonical[id(t)]))
+    return slots
+
+
+def shares_tensors(model: nn.Module) -> bool:
+    """Whether a parameter or buffer of ``model`` is reached by more than one name: a module
+    used in two places of the module tree, or one tensor held by two modules (tied weights)."""
+    n_named = sum(1 for _ in itertools.chain(model.named_parameters(), model.named_buffers()))
+    every = itertools.chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    )
+    return sum(1 for _ in every) != n_named
+
+
+class ModelCall:
+    """``model(*args)`` with parameters and buffers replaced by given tensors, keyed by their
+    names in ``model.named_parameters()`` / ``model.named_buffers()`` (those not given keep
+    their values); differentiable and vmappable with respect to the tensors given.
+
+    ``torch.func.functional_call`` alone is not safe for every model: with a module used in two
+    places, one attribute is reached by two paths, and its swap-in / swap-back records the
+    tensor it swapped in as the "original" of the second path, then leaves it in the module
+    (a vmapped tensor that has escaped, or a plain tensor where the optimizer's
+    ``nn.Parameter`` was). Here every place (one attribute of one module object) is swapped
+    exactly once, and a tensor shared by two modules (tied weights) is put into each of them.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
+        self.model = model
+        self.slots = _slots(model)
+
+    def __call__(self, tensors: Mapping[str, Tensor], args: tuple) -> Any:
+        placed = {slot: tensors[name] for slot, name in self.slots if name in tensors}
+        return functional_call(self.model, placed, args, tie_weights=False, strict=False)
+
+
 class FunctionalModel:
     """``model`` as a function of the parameters ``named`` (from :func:`select_parameters`), the
     other parameters and the buffers held at their current values, with ``loss_fn`` and the
     checked :func:`batches` of ``data`` on the parameters' device.
 
     :meth:`outputs` is ``model(*inputs)`` at the parameter values ``p`` (a dict keyed like
-    ``space.names``), through ``torch.func.functional_call``, so it can be differentiated and
-    vmapped with respect to ``p``; the model itself is not touched.
+    ``space.names``), through :class:`ModelCall`, so it can be differentiated and vmapped with
+    respect to ``p``; the model itself is not touched (shared and tied parameters included).
     """
 
     def __init__(self, model: nn.Module, loss_fn, data, named: Sequence[tuple[str, Tensor]]):
         if not callable(loss_fn):
             raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
         self.model = model
+        self._call = ModelCall(model)
         self.loss_fn = loss_fn
         self.space = ParameterSpace(named)
         first = named[0][1]
@@ -300,7 +372,7 @@ class FunctionalModel:
     def outputs(self, p: Mapping[str, Tensor], inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
         """The model's outputs on ``inputs`` with the chosen parameters set to ``p``."""
         args = inputs if isinstance(inputs, tuple) else (inputs,)
-        return functional_call(self.model, {**self.fixed, **p}, args)
+        return self._call({**self.fixed, **p}, args)
 
 
 # -- evaluation ------------------------------------------------------------------------------------

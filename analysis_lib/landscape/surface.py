@@ -5,7 +5,8 @@ Every point ``theta + a d1 + b d2`` of a grid is a set of parameters, evaluated 
 right), in eval mode. The model itself is never modified. There are two paths:
 
 * **first layer** (``first_layer="auto"``, when the model is an ``nn.Sequential`` that starts with
-  an affine layer, ``nn.Linear`` or a convolution). That layer is linear in its parameters, so
+  an affine layer, ``nn.Linear`` or a convolution, and no module is used twice nor any weight
+  tied between modules). That layer is linear in its parameters, so
   ``f(x; W0 + a D1 + b D2) = f(x; W0) + a f(x; D1) + b f(x; D2)``, with ``W`` standing for weight
   and bias together (``x W^T + b`` is linear in the pair). The three terms are computed once per
   grid, and a chunk of points costs one small matrix product for the first layer; the layers
@@ -13,7 +14,8 @@ right), in eval mode. The model itself is never modified. There are two paths:
   NumPy's kernel, measured 7x faster than torch 2.13's there).
 * **generic** (any model). On accelerators a chunk of points is stacked and evaluated in one call
   of ``torch.func.vmap`` over ``torch.func.functional_call``; on the CPU, where batching points
-  gains nothing, one point at a time through ``functional_call``.
+  gains nothing, one point at a time through ``functional_call`` (each shared or tied tensor
+  placed wherever the model holds it: :class:`analysis_lib._evaluation.ModelCall`).
 
 A grid can be cached (``cache=True`` or a name): the result is stored in
 :func:`analysis_lib.io.data_dir` keyed by a hash of the model (architecture, parameters,
@@ -52,7 +54,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .. import _evaluation, io, progress_disabled
-from .._checks import check_int
+from .._checks import check_finite_batches, check_int
 from .._evaluation import eval_mode as _eval_mode
 from .directions import Directions, _check_direction, difference, parameters
 
@@ -187,7 +189,8 @@ def _check_data(data, device, name: str = "data") -> list[tuple[Tensor, Tensor]]
     """``data`` by the library's one rule (:func:`analysis_lib._evaluation.batches`: read once,
     checked, moved to ``device``, batches without samples dropped) as ``(inputs, targets)``
     pairs; the evaluator weighs them by their sizes itself. Here inputs and targets are one
-    tensor each (a tuple of tensors is refused, naming ``name``)."""
+    tensor each (a tuple of tensors is refused, naming ``name``), without NaN (refused naming
+    the batch and the sample: every point of a grid would be NaN)."""
     pairs = []
     for i, batch in enumerate(_evaluation.batches(data, device, name)):
         if isinstance(batch.inputs, tuple) or isinstance(batch.targets, tuple):
@@ -196,6 +199,7 @@ def _check_data(data, device, name: str = "data") -> list[tuple[Tensor, Tensor]]
                 "inputs tensor and one targets tensor per batch)"
             )
         pairs.append((batch.inputs, batch.targets))
+    check_finite_batches(pairs, name)  # a NaN sample would make every point NaN
     return pairs
 
 
@@ -286,7 +290,11 @@ class _Evaluator:
             accuracy_fn = _evaluation.accuracy if integer else None
         self.accuracy_fn = accuracy_fn
         self._buffers: dict[tuple, Tensor] = {}
-        split = _first_layer(model) if first_layer == "auto" else None
+        self._call = _evaluation.ModelCall(model)
+        # a module used twice or weights tied between modules: the generic path, which
+        # places each shared tensor wherever the model holds it
+        shared = _evaluation.shares_tensors(model)
+        split = _first_layer(model) if first_layer == "auto" and not shared else None
         self.method = "vmap" if self.device.type != "cpu" or _VMAP_ON_CPU else "per-point"
         if split is not None and self._setup_first_layer(*split):
             self.method = "first-layer"
@@ -401,7 +409,7 @@ class _Evaluator:
             params = self._point_params(c, list(self.params))
 
             def point(p, x, y):
-                out = functional_call(self.model, (p, self.buffers), (x,))
+                out = self._call({**self.buffers, **p}, (x,))
                 return self._metrics(out, y)
 
             for x, y in self.batches:
@@ -862,8 +870,9 @@ def _cached(job: _Job, grid: _Grid, settings: SurfaceSettings):
     cache = settings.cache
     name = cache if isinstance(cache, str) else f"landscape_{len(grid.shape)}d"
     config = _cache_config(job, grid, settings)
-    path = io.cache_path(name, config)
-    partial = (path.with_name(path.stem + ".partial.npz"), json.loads(io.canonical_json(config)))
+    path = io.check_entry_path(io.cache_path(name, config))
+    partial_path = io.check_entry_path(path.with_name(path.stem + ".partial.npz"), "partial file")
+    partial = (partial_path, json.loads(io.canonical_json(config)))
     if settings.refresh:  # the finished chunks of an interrupted run are not trusted either
         partial[0].unlink(missing_ok=True)
     run = {}
