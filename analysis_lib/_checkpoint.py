@@ -3,8 +3,15 @@
 * The file: :func:`save_checkpoint` writes a dict behind a header that holds the SHA-256 of its
   bytes, atomically (through :func:`analysis_lib.io.write_atomically`);
   :func:`load_checkpoint` checks the header, the checksum, the format and every part, reads it
-  with ``torch.load(weights_only=True)`` (nothing is unpickled), and raises one
-  :class:`CheckpointError` naming the file and what is wrong.
+  with ``torch.load(weights_only=True)`` (nothing is unpickled), checks the parts against each
+  other, and raises one :class:`CheckpointError` naming the file and what is wrong.
+* The parts agree: the step is a whole number >= 0; the history records are of steps 1..step,
+  in order, every step that ``record_every`` makes recorded among them, with no NaN where a
+  saved run has none (only the accuracy of a task without one, and the update norm of a stop
+  step off the record schedule); the measurements are of steps 1..step, in order; there is a
+  first loss exactly when a step was taken (equal to the loss recorded at step 1); a stopped run
+  is at its stop step; each schedule has one value per step; no optimizer step counter is
+  beyond the step. A file that fails one of these would resume inconsistently: it is refused.
 * The identity: what the task, the model, the optimizer as constructed and the run's settings
   are (:func:`run_identity`), compared entry by entry (:func:`identity_differences`), and the
   values of the run's step schedules at every step taken (:class:`Schedules`), since two
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import fields as dataclass_fields
@@ -69,7 +77,9 @@ RECORD_COLUMNS = ("step", "loss", "accuracy", "grad_norm", "update_norm", "lr")
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, truncated or corrupted (its checksum
     does not match), not a training checkpoint of this library (or of another version of it),
-    or missing parts. The message names the file and what is wrong."""
+    or missing parts, or parts that disagree with each other (a step that its history, first
+    loss, stop record, schedules or optimizer state contradict). The message names the file and
+    what is wrong."""
 
 
 # -- the file -------------------------------------------------------------------------------------
@@ -144,7 +154,151 @@ def _check_parts(ck: Any, fail: Callable[..., CheckpointError]) -> dict[str, Any
         and isinstance(stopped.get("reason"), str)
     ):
         raise fail(f"holds an unreadable stop record ({stopped!r:.60})")
+    _check_consistency(ck, fail)
     return ck
+
+
+def _whole(x: float) -> bool:
+    return math.isfinite(x) and x == int(x)
+
+
+def _check_consistency(ck: dict[str, Any], fail: Callable[..., CheckpointError]) -> None:
+    """Refuse a checkpoint whose parts disagree with each other: the step, the history
+    records, the measurements, the first loss, the stop record, the schedules' values and the
+    optimizer's step counters must describe one run stopped at one step (see the module's
+    docstring for what a run writes)."""
+    step = ck["step"]
+    if isinstance(step, bool) or step < 0:
+        raise fail(f"holds step {step!r}, expected a whole number >= 0")
+    _check_records(ck, step, fail)
+    first = ck["first_loss"]
+    if (first is None) != (step == 0):
+        raise fail(
+            f"is at step {step} but "
+            + ("has no first loss" if first is None else f"has a first loss ({first!r})")
+            + ", which only a run at step 0 "
+            + ("has" if first is not None else "lacks")
+        )
+    if first is not None and not math.isfinite(first):
+        raise fail(f"holds a non-finite first loss ({first!r})")
+    records = ck["records"]
+    if len(records) and records[0, 0].item() == 1 and records[0, 1].item() != first:
+        raise fail(
+            f"holds a first loss ({first!r}) that differs from the loss of its record of step 1 "
+            f"({records[0, 1].item()!r})"
+        )
+    _check_measurements(ck["measurements"], step, fail)
+    for name, seconds in ck["callback_seconds"].items():
+        if not (
+            isinstance(name, str)
+            and isinstance(seconds, int | float)
+            and not isinstance(seconds, bool)
+            and math.isfinite(seconds)
+            and seconds >= 0
+        ):
+            raise fail(f"holds {seconds!r:.40} seconds for callback {name!r:.40}")
+    stopped = ck.get("stopped")
+    if stopped is not None:
+        last = int(records[-1, 0].item()) if len(records) else None
+        if stopped["step"] != step or last != step:
+            raise fail(
+                f"says its run stopped at step {stopped['step']}, but it is at step {step} with "
+                f"its last record at step {last}; a stopped run is saved at its stop step"
+            )
+    for key, values in ck["schedules"].items():
+        if not isinstance(values, Tensor) or values.ndim != 1 or len(values) != step:
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise fail(
+                f"holds values of schedule {key!r} of shape {got}, expected ({step},): one per "
+                "step taken"
+            )
+    _check_optimizer_steps(ck["optimizer"], step, fail)
+
+
+def _check_records(ck: dict[str, Any], step: int, fail: Callable[..., CheckpointError]) -> None:
+    """The history: one row per recorded step, in order, within 1..step; every step that
+    ``record_every`` (from the identity, when it names one) makes recorded is there; numbers
+    that a saved run can have (no NaN but in the accuracy column and the update norm of a
+    stop step that was not on the record schedule)."""
+    records = ck["records"]
+    if not records.is_floating_point():
+        raise fail(f"holds history records of dtype {records.dtype}, expected floating point")
+    rows = records.detach().to("cpu", torch.float64).tolist()
+    steps = [r[0] for r in rows]
+    where = f"is at step {step} but holds {len(rows)} history records"
+    for i, t in enumerate(steps):
+        if not _whole(t) or not 1 <= t <= step:
+            raise fail(f"{where}, record {i} of which is of step {t!r} (expected 1..{step})")
+        if i and t <= steps[i - 1]:
+            raise fail(
+                f"{where} out of order: record {i} is of step {t:g}, after step {steps[i - 1]:g}"
+            )
+    every = ck["identity"].get("record_every") if isinstance(ck["identity"], dict) else None
+    if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+        missing = sorted(set(range(every, step + 1, every)) - {int(t) for t in steps})
+        if missing:
+            raise fail(
+                f"{where}: with record_every={every} the records of step"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing[:5]))}"
+                f"{' ...' if len(missing) > 5 else ''} are missing"
+            )
+    stopped = ck.get("stopped")
+    stop_step = stopped["step"] if stopped is not None else None
+    accuracies = {math.isnan(r[2]) for r in rows}
+    if len(accuracies) > 1:
+        raise fail("holds history records with accuracy in some rows and NaN in others")
+    for r in rows:
+        t, loss, accuracy, grad_norm, update_norm, lr = r
+        bad = None
+        if not math.isfinite(loss):
+            bad = f"loss {loss!r} (a run with a non-finite loss diverged and was not saved)"
+        elif not (math.isnan(accuracy) or 0 <= accuracy <= 1):
+            bad = f"accuracy {accuracy!r} (expected 0..1)"
+        elif math.isnan(grad_norm) or grad_norm < 0:
+            bad = f"grad_norm {grad_norm!r} (expected >= 0)"
+        elif math.isnan(update_norm) and t != stop_step:
+            bad = "update_norm NaN (only a stop step off the record schedule has none)"
+        elif not math.isnan(update_norm) and not (math.isfinite(update_norm) and update_norm >= 0):
+            bad = f"update_norm {update_norm!r} (expected a finite number >= 0)"
+        elif not (math.isfinite(lr) and lr >= 0):
+            bad = f"lr {lr!r} (expected a finite number >= 0)"
+        if bad is not None:
+            raise fail(f"holds a history record of step {t:g} with {bad}")
+
+
+def _check_measurements(measurements: list, step: int, fail: Callable[..., CheckpointError]):
+    """One dict of names -> numbers per measured step, in order, within 1..step."""
+    previous = 0
+    for i, row in enumerate(measurements):
+        if not isinstance(row, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in row.items()
+        ):
+            raise fail(f"holds measurements row {i} that is not a dict of names -> numbers")
+        t = row.get("step")
+        if t is None or not _whole(t) or not previous < t <= step:
+            raise fail(
+                f"is at step {step} but holds measurements row {i} of step {t!r} (expected "
+                f"a step in {previous + 1}..{step}, after the previous row's)"
+            )
+        previous = int(t)
+
+
+def _check_optimizer_steps(state: dict, step: int, fail: Callable[..., CheckpointError]) -> None:
+    """No parameter's step counter in the optimizer's state is beyond the checkpoint's step."""
+    entries = state.get("state")
+    if not isinstance(entries, dict):
+        return
+    for key, entry in entries.items():
+        counter = entry.get("step") if isinstance(entry, dict) else None
+        if isinstance(counter, Tensor) and counter.numel() == 1:
+            counter = counter.item()
+        if isinstance(counter, int | float) and not isinstance(counter, bool):
+            if not (math.isfinite(counter) and 0 <= counter <= step):
+                raise fail(
+                    f"is at step {step} but its optimizer's state of parameter {key} is at "
+                    f"step {counter!r}"
+                )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any]:
@@ -154,7 +308,8 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any
     Raises:
         FileNotFoundError: there is no file at ``path``.
         CheckpointError: the file is unreadable, truncated, corrupted, of another format or
-            version, or lacks a part; the message names the file and what is wrong.
+            version, lacks a part, or holds parts that disagree (a step that its history
+            contradicts, NaN records, ...); the message names the file and what is wrong.
     """
     path = Path(path)
     if not path.exists():

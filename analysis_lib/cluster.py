@@ -20,6 +20,11 @@ machine. It differs from a default ``LocalCluster`` in three ways:
 * **Quiet and free**: logs below ERROR are silenced and the scheduler's HTTP server (the
   dashboard, when bokeh is installed) takes any free port, so a second cluster never warns that
   8787 is taken.
+* **Local only**: the scheduler, the workers and their nannies listen on ``127.0.0.1``
+  (``host``), and so does the scheduler's HTTP server (``dashboard_address``: Dask's default
+  binds it to every interface, ``0.0.0.0``, whatever ``host`` says). Nothing is served to the
+  network unless the caller asks: ``local_cluster(host="0.0.0.0")`` serves the scheduler and the
+  dashboard on every interface, ``dashboard_address="0.0.0.0:8787"`` the dashboard alone.
 
 Each worker runs one task at a time on one torch thread; the tasks of this library set torch to
 one thread themselves.
@@ -83,8 +88,11 @@ def local_cluster(
     """A ``distributed.LocalCluster`` of ``workers`` worker processes (default: one per core)
     of ``threads_per_worker`` threads, set up as the module's docstring says. ``preload``: the
     modules a forkserver imports before forking (used only when workers start from one).
-    Further keywords go to ``LocalCluster`` and win over these settings. Use it as a context
-    manager, or close it; ``distributed.Client(cluster)`` connects to it."""
+    Further keywords go to ``LocalCluster`` and win over these settings: ``host`` (default
+    ``"127.0.0.1"``) is where the scheduler and workers listen, ``dashboard_address`` (default:
+    a free port on ``host``) where the dashboard does; ``interface`` or ``protocol`` replace the
+    default ``host``. Use it as a context manager, or close it; ``distributed.Client(cluster)``
+    connects to it."""
     import dask
     from distributed import LocalCluster
     from distributed.utils import get_mp_context
@@ -98,7 +106,7 @@ def local_cluster(
         "n_workers": workers,
         "threads_per_worker": threads_per_worker,
         "processes": True,
-        "dashboard_address": ":0",
+        **_listen_addresses(kwargs),
         "silence_logs": logging.ERROR,
         **kwargs,
     }
@@ -106,3 +114,27 @@ def local_cluster(
         if method == "forkserver":
             get_mp_context().set_forkserver_preload(list(preload))
         return LocalCluster(**options)
+
+
+LOCALHOST = "127.0.0.1"
+
+
+def _listen_addresses(kwargs: dict) -> dict[str, str]:
+    """``host`` and ``dashboard_address`` for ``LocalCluster``: the loopback interface, unless
+    the caller's keywords choose a host (``host``, ``ip``, ``interface`` or ``protocol``), in
+    which case the dashboard follows the caller's ``host`` (or stays on the loopback)."""
+    chosen = {k for k in ("host", "ip", "interface", "protocol") if kwargs.get(k) is not None}
+    host = kwargs.get("host") or kwargs.get("ip")
+    options = {} if chosen else {"host": LOCALHOST}
+    if isinstance(host, str) and host:
+        host = host.split("://", 1)[-1]  # "tcp://10.0.0.1" -> "10.0.0.1"
+        if host.startswith("["):  # "[::1]" or "[::1]:8786"
+            host = host[: host.find("]") + 1]
+        elif host.count(":") == 1:  # "10.0.0.1:8786"
+            host = host.split(":")[0]
+        elif ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+    else:
+        host = LOCALHOST
+    options["dashboard_address"] = f"{host}:0"
+    return options

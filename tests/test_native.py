@@ -131,7 +131,8 @@ def test_build_writes_one_complete_library(monkeypatch, tmp_path):
     lib = _native.library()
     assert lib is not None
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == [_native.library_path().name]  # no temporary file left behind
+    name = _native.library_path().name
+    assert files == [name, f"{name}.sha256"]  # its recorded hash; no temporary file left behind
     assert _native.library() is lib  # built once, then reused
 
 
