@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+PIP_ONLY = {"mnist1d"}  # not on conda-forge: installed by the environment's pip section
 
 
 def _name(requirement: str) -> str:
@@ -24,14 +25,22 @@ def _conda_packages() -> set[str]:
     return names
 
 
+def _pip_packages() -> set[str]:
+    text = (ROOT / "environment.yml").read_text()
+    return {_name(m) for m in re.findall(r"^\s{6}-\s+([A-Za-z0-9_.\-]+)", text, re.M)}
+
+
 def test_every_runtime_dependency_is_in_environment_yml():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     conda = _conda_packages()
     missing = [
-        d for d in project["dependencies"] if CONDA_NAMES.get(_name(d), _name(d)) not in conda
+        d
+        for d in project["dependencies"]
+        if CONDA_NAMES.get(_name(d), _name(d)) not in conda and _name(d) not in PIP_ONLY
     ]
     assert not missing, f"add these to environment.yml: {missing}"
     assert "python" in conda
+    assert PIP_ONLY <= _pip_packages(), "pip-only dependencies go into the pip section"
 
 
 def test_every_dev_extra_is_in_environment_yml():

@@ -1,6 +1,6 @@
 """Objectives the optimizers are run on: learning tasks (data + model factory + loss)."""
 
-from . import tasks, toy
+from . import mnist1d, tasks, toy
 from .digits import digits_tensors
 from .tasks import Task
 from .toy import TOY_PROBLEMS, ToyProblem, toy_problem, toy_problems
@@ -10,6 +10,7 @@ __all__ = [
     "Task",
     "ToyProblem",
     "digits_tensors",
+    "mnist1d",
     "tasks",
     "toy",
     "toy_problem",

@@ -10,7 +10,8 @@ A :class:`Task` is what :func:`analysis_lib.training.train` trains on and what t
     loss = task.loss_fn(model(task.x_train), task.y_train)
     batches = task.data("train", batch_size=256)  # [(inputs, targets), ...], the last one ragged
 
-The tasks here: :func:`digits` (an MLP or a small CNN), :func:`teacher_student` (synthetic
+The tasks here: :func:`digits` (an MLP or a small CNN), :func:`mnist1d` (MNIST-1D, generated
+locally, with its reference MLP or CNN: a task on which optimizers differ), :func:`teacher_student` (synthetic
 regression with a known teacher network) and :func:`cifar10` (read from the standard binary
 batches of a local copy; nothing is downloaded, nothing unpickled). Every split is drawn from a
 ``seed``, and the same seed gives the same split.
@@ -41,6 +42,7 @@ __all__ = [
     "cifar10",
     "digits",
     "mlp",
+    "mnist1d",
     "read_cifar10_bin",
     "small_cnn",
     "teacher_student",
@@ -348,6 +350,74 @@ def digits(
         ys[val],
         xs[test],
         ys[test],
+        model_factory=factory,
+        loss="cross_entropy",
+        num_classes=10,
+        label_smoothing=label_smoothing,
+        info=dict(seed=seed, model=model),
+    )
+
+
+# -- MNIST-1D -------------------------------------------------------------------------------------
+@_recorded
+def mnist1d(
+    model: str = "mlp",
+    hidden: int = 100,
+    channels: int = 25,
+    val_fraction: float = 0.15,
+    test_size: int = 1000,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Task:
+    """MNIST-1D, generated here by the ``mnist1d`` package's generator
+    (:mod:`analysis_lib.problems.mnist1d`: nothing downloaded, nothing unpickled), ten classes of
+    40-sample signals.
+
+    The published split: 4,000 training and 1,000 test examples. The validation split is carved
+    out of the 4,000 as for the digits: a ``val_fraction`` of them (600 by default) drawn by
+    ``seed``, the rest (3,400) for training. ``test_size`` > 1,000 adds ``test_size - 1000``
+    further examples from the same generator (another generator seed, the published
+    standardisation) to the 1,000 published ones, for a test set with a smaller binomial error
+    (a multiple of 10, so that the classes stay balanced in the added part).
+
+    ``model="mlp"``: the dataset's reference MLP (:class:`~analysis_lib.problems.mnist1d.ResidualMLP`,
+    ``hidden`` units, about 15k parameters); ``"cnn"``: its reference CNN
+    (:func:`~analysis_lib.problems.mnist1d.conv_net`, ``channels`` channels, about 5k).
+    """
+    from . import mnist1d as generator
+
+    seed = check_int("seed", seed, 0)
+    _check_dtype(dtype)
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
+    hidden, channels = check_int("hidden", hidden), check_int("channels", channels)
+    test_size = check_int("test_size", test_size, 1000)
+    if test_size % 10:
+        raise ValueError(f"Invalid test_size: {test_size} (expected a multiple of 10)")
+    data = generator.published()
+    train, val, _ = _split_indices(len(data["y"]), (val_fraction, 0.0), seed)
+    x_test, y_test = data["x_test"], data["y_test"]
+    if test_size > len(y_test):
+        x_more, y_more = generator.extra_examples(test_size - len(y_test))
+        x_test, y_test = np.concatenate([x_test, x_more]), np.concatenate([y_test, y_more])
+    if model == "mlp":
+        factory = lambda: generator.ResidualMLP(generator.LENGTH, hidden, 10)  # noqa: E731
+    else:
+        factory = lambda: generator.conv_net(channels, 10)  # noqa: E731
+
+    def tensors(x, y):
+        return (
+            torch.as_tensor(x, dtype=dtype, device=device),
+            torch.as_tensor(y, dtype=torch.long, device=device),
+        )
+
+    return Task(
+        f"mnist1d-{model}",
+        *tensors(data["x"][train], data["y"][train]),
+        *tensors(data["x"][val], data["y"][val]),
+        *tensors(x_test, y_test),
         model_factory=factory,
         loss="cross_entropy",
         num_classes=10,
