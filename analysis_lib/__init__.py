@@ -13,10 +13,11 @@ import random
 import numpy as np
 import torch
 
-from ._checks import check_int
+from ._checks import NonFiniteError, check_int
 
 __version__ = "0.1.0"
 __all__ = [
+    "NonFiniteError",
     "__version__",
     "cluster",
     "curvature",

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def check_int(name: str, value: Any, low: int = 1) -> int:
@@ -66,3 +67,66 @@ def check_float(
 def check_positive(name: str, value: Any) -> float:
     """``value`` as a float when it is a finite real number > 0 (see :func:`check_float`)."""
     return check_float(name, value, 0.0, low_open=True)
+
+
+# -- non-finite numbers and reduced precision ----------------------------------------------------
+class NonFiniteError(ValueError):
+    """A number a computation needs is NaN or infinite: an input sample, a parameter, the loss,
+    every perturbed loss of a measure, a matrix-vector product. The message says which and, where
+    it can be told, why.
+
+    A ``ValueError`` (not an ``ArithmeticError``): the cause is what the caller handed in (a
+    model, data or a radius that the computation cannot use), so code that catches bad input
+    with ``except ValueError`` catches it too."""
+
+
+#: The dtypes in which the probes (curvature, sharpness) compute. In bfloat16 (8 significant
+#: bits) and float16 (11) the rounding of every forward and backward pass is far larger than
+#: the differences the probes measure; such models are refused (evaluate a float32 copy).
+COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+def check_compute_dtype(name: str, dtype: torch.dtype, what: str, why: str) -> None:
+    """Refuse a dtype other than float32 / float64 for the computation ``what``, saying ``why``
+    and what to do instead: the one rule of the probes on reduced precision."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"Invalid {name}: dtype {dtype}; {what} is computed in float32 or float64 only "
+            f"({why}). Evaluate a float32 copy: "
+            "copy.deepcopy(model).float(), with floating-point inputs cast to float32"
+        )
+
+
+def check_representable(name: str, value: float, dtype: torch.dtype, note: str = "") -> float:
+    """``value`` (a number > 0) when it is a normal number of ``dtype``: neither overflowing to
+    inf nor underflowing to zero (or a subnormal) there; else a ValueError naming ``name``."""
+    info = torch.finfo(dtype)
+    if not info.tiny <= abs(value) <= info.max:
+        raise ValueError(
+            f"Invalid {name}: {value!r}{note} (not representable in the model's dtype {dtype}: "
+            f"expected a magnitude in [{info.tiny:.3g}, {info.max:.3g}])"
+        )
+    return value
+
+
+def _tensors_of(value: Any) -> tuple:
+    return value if isinstance(value, tuple | list) else (value,)
+
+
+def check_finite_batches(batches: Any, name: str = "data") -> None:
+    """Refuse ``(inputs, targets, ...)`` batches (e.g. :class:`analysis_lib._evaluation.Batch`)
+    whose floating-point tensors hold NaN, with a :class:`NonFiniteError` naming ``name``, the
+    batch, inputs or targets, and the first sample. (Infinite values are let through: a mask of
+    -inf can be a legitimate input.)"""
+    for i, batch in enumerate(batches):
+        for what, value in (("inputs", batch[0]), ("targets", batch[1])):
+            for t in _tensors_of(value):
+                if not (t.is_floating_point() or t.is_complex()):
+                    continue
+                bad = torch.isnan(t)
+                if bool(bad.any()):
+                    sample = int(bad.reshape(bad.shape[0], -1).any(dim=1).nonzero()[0, 0])
+                    raise NonFiniteError(
+                        f"Invalid {name}: the {what} of batch {i} hold NaN "
+                        f"(sample {sample} of the batch)"
+                    )

@@ -52,6 +52,7 @@ __all__ = [
     "cached",
     "callable_identity",
     "canonical_json",
+    "check_entry_path",
     "check_writable",
     "config_key",
     "data_dir",
@@ -541,6 +542,20 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     return stored, meta
 
 
+def check_entry_path(path: str | os.PathLike, what: str = "cache entry") -> Path:
+    """``path`` when a file can be written there: nothing exists at it yet, or a regular file
+    (a symbolic link to one counts). A directory, or anything else that is not a file, raises a
+    ValueError naming it, so that the work is not done only to fail at the write."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(
+            f"Invalid {what}: {path} is {kind} (the entry is written there as a file); "
+            "remove or rename it"
+        )
+    return path
+
+
 def cache_path(name: str, config: Mapping[str, Any]) -> Path:
     """Where :func:`cached` keeps the entry ``name`` for ``config``:
     ``data_dir() / f"{name}-{config_key(config)}.npz"``."""
@@ -566,10 +581,11 @@ def cached(
 
     Raises:
         ValueError: a bad ``name``, a ``config`` without a JSON form, a cache folder that
-            cannot be written to (checked before ``compute`` is called), or a result of
+            cannot be written to or an entry path that is a directory (both checked before
+            ``compute`` is called), or a result of
             ``compute`` that :func:`save_arrays` cannot store.
     """
-    path = cache_path(name, config)
+    path = check_entry_path(cache_path(name, config))
     wanted = json.loads(canonical_json(config))
     if not refresh and path.is_file():
         try:

@@ -55,7 +55,13 @@ import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from ._checks import check_int
+from ._checks import (
+    NonFiniteError,
+    check_compute_dtype,
+    check_finite_batches,
+    check_int,
+    check_representable,
+)
 from ._evaluation import FunctionalModel, eval_mode, generator, select_parameters, warn_batchnorm
 from .curvature import hessian_eigenvalues, hessian_trace
 
@@ -71,6 +77,15 @@ __all__ = [
 ]
 
 NORMS = ("l2", "linf")
+#: Why sharpness refuses bfloat16 and float16 models (the probes' one rule on reduced precision,
+#: :func:`analysis_lib._checks.check_compute_dtype`): a perturbed loss rounds to the unperturbed
+#: one. With 8 (bfloat16) or 11 (float16) significant bits, loss increases below about 1e-3 of
+#: the loss vanish: a bfloat16 MLP gave an average sharpness of 0.0 where float32 gives 1e-4,
+#: a sigma flatness 33% off, and worst-case ascent failed inside torch.
+_REDUCED_PRECISION = (
+    "in reduced precision a perturbed loss rounds to the unperturbed one: bfloat16 and float16 "
+    "keep 8 and 11 significant bits, so loss increases below about 1e-3 of the loss vanish"
+)
 #: Samples per vectorised call (perturbations x samples of data): bounds the activations held.
 _MAX_SAMPLES = 1 << 16
 
@@ -188,9 +203,14 @@ class _Objective:
     """``u -> L(theta + scale * u)`` for flat perturbations ``u`` (``scale = |theta|`` when
     adaptive, else 1), batched over perturbations with vmap, counting passes."""
 
-    def __init__(self, model, loss_fn, data, params=None) -> None:
+    def __init__(self, model, loss_fn, data, params=None, radii=None) -> None:
         named = select_parameters(model, params)
+        dtype = named[0][1].dtype
+        check_compute_dtype("model", dtype, "sharpness", _REDUCED_PRECISION)
+        for name, (value, note) in (radii or {}).items():
+            check_representable(name, value, dtype, note)
         fm = FunctionalModel(model, loss_fn, data, named)
+        check_finite_batches(fm.batches)
         self.function, self.model, self.loss_fn = fm, model, loss_fn
         self.space, self.batches, self.n_samples = fm.space, fm.batches, fm.samples
         self.dtype, self.device = fm.dtype, fm.device
@@ -241,13 +261,50 @@ class _Objective:
         return total, grads
 
     def loss(self) -> float:
-        """``L(theta)``; a ValueError when it is not finite."""
+        """``L(theta)``; a :class:`NonFiniteError` naming the cause when it is not finite."""
         value = float(self.values(torch.zeros(1, self.size, **self._like()), self.scale(False))[0])
         if not math.isfinite(value):
-            raise ValueError(
-                f"Invalid model: the loss over data at its parameters is {value} (expected finite)"
+            raise NonFiniteError(
+                f"The loss over data at the model's parameters is {value} (expected finite): "
+                f"{self.nonfinite_cause()}"
             )
         return value
+
+    def nonfinite_cause(self) -> str:
+        """Why the loss at the parameters is not finite: a parameter or a buffer holding NaN or
+        inf, an input or a target holding inf (NaN ones are refused up front), else the loss
+        function's own value."""
+        params = self.function.parameters()
+        buffers = {n for n, _ in self.model.named_buffers()}
+        for n, t in (*params.items(), *self.function.fixed.items()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                kind = "buffer" if n in buffers else "parameter"
+                return f"the model's {kind} {n!r} holds NaN or infinite values"
+        for i, b in enumerate(self.batches):
+            for what, value in (("inputs", b.inputs), ("targets", b.targets)):
+                for t in value if isinstance(value, tuple) else (value,):
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        return f"the {what} of batch {i} hold infinite values"
+        return "the parameters and the data are finite: the loss function itself returns it"
+
+    def perturbed_nonfinite(self, what: str, u: Tensor, scale: Tensor) -> NonFiniteError:
+        """The error of a measure ``what`` none of whose perturbed losses (at ``theta + scale u``
+        for the rows of ``u``) is finite, saying whether the perturbations themselves overflow
+        the model's dtype or the loss is not finite near the parameters."""
+        delta = scale * u
+        if not bool(torch.isfinite(delta).all()):
+            why = (
+                f"the perturbations themselves overflow the model's dtype {self.dtype} "
+                "(the radius is too large for it)"
+            )
+        elif not bool(torch.isfinite(self.theta + delta).all()):
+            why = f"the perturbed parameters overflow the model's dtype {self.dtype}"
+        else:
+            why = (
+                "the loss is finite at the parameters but at no perturbation of this radius "
+                "(it overflows or is NaN there): try a smaller radius"
+            )
+        return NonFiniteError(f"{what}: every perturbed loss is not finite (NaN or inf); {why}")
 
     def _like(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "device": self.device}
@@ -416,17 +473,20 @@ def worst_case_sharpness(
         step_size=(step_size, _optional(_check_positive)),
         seed=(seed, _check_seed),
     )
+    note = " (2 rho by default)" if settings["step_size"] is None else ""
     if settings["step_size"] is None:
         settings["step_size"] = 2.0 * settings["rho"]
     rho, norm, m, seed = (settings[key] for key in ("rho", "norm", "m", "seed"))
+    radii = {"rho": (rho, ""), "step_size": (settings["step_size"], note)}
     with _Guard(model):
-        obj = _Objective(model, loss_fn, data, params)
+        obj = _Objective(model, loss_fn, data, params, radii)
         groups = _split(obj, m, seed)
         loss = obj.loss()
         scale = obj.scale(settings["adaptive"])
         base = _base_losses(groups, loss, scale)
         u = _start(obj, (groups.k, settings["restarts"]), rho, norm, generator(seed))
         best, best_u = _ascend(groups, scale, u, settings)
+        _check_found(obj, groups, best, u, scale)
         value, details, delta = _best_of_runs(groups, best - base, best_u, scale)
         extra = dict(details=details, perturbation=delta[0] if m is None else delta)
         return _result("worst_case", value, None, loss, settings, obj, start, **extra)
@@ -445,6 +505,19 @@ def _split(obj: _Objective, m: int | None, seed: int) -> _Whole | _Groups:
     return _Groups(obj, m, generator(seed))
 
 
+def _check_found(obj: _Objective, groups, best: Tensor, u: Tensor, scale: Tensor) -> None:
+    """A :class:`NonFiniteError` when a group (the whole data, or a batch of m-sharpness) met
+    no finite perturbed loss in any run (its maximum would be -inf)."""
+    found = torch.isfinite(best).any(dim=1)
+    if bool(found.all()):
+        return
+    what = "worst_case_sharpness"
+    if isinstance(groups, _Groups):
+        missing = torch.nonzero(~found).flatten().tolist()
+        what += f" (m-sharpness batches {missing[:10]}{' ...' if len(missing) > 10 else ''})"
+    raise obj.perturbed_nonfinite(what, u.reshape(-1, u.shape[-1]), scale)
+
+
 def _base_losses(groups: _Whole | _Groups, loss: float, scale: Tensor) -> Tensor:
     """Each group's loss at the parameters, shape (k, 1): ``L(theta)`` for the whole data,
     each batch's own loss for m-sharpness (a ValueError when one is not finite)."""
@@ -452,8 +525,13 @@ def _base_losses(groups: _Whole | _Groups, loss: float, scale: Tensor) -> Tensor
     if isinstance(groups, _Whole):
         return torch.full((1, 1), loss, **obj._like())
     base = groups.values(torch.zeros(groups.k, 1, obj.size, **obj._like()), scale)
-    if not bool(torch.isfinite(base).all()):
-        raise ValueError("Invalid model: a batch's loss at its parameters is not finite")
+    bad = torch.nonzero(~torch.isfinite(base[:, 0])).flatten().tolist()
+    if bad:
+        raise NonFiniteError(
+            f"The loss of m-sharpness batch {bad[0]} at the model's parameters is "
+            f"{float(base[bad[0], 0])} (expected finite; the loss over all the data is {loss}): "
+            "the loss function is not finite on some of its samples"
+        )
     return base
 
 
@@ -540,10 +618,20 @@ def average_sharpness(
     )
     rho, adaptive, samples, seed = settings.values()
     with _Guard(model):
-        obj = _Objective(model, loss_fn, data, params)
+        obj = _Objective(model, loss_fn, data, params, {"rho": (rho, "")})
         loss = obj.loss()
         z = rho * obj.randn((samples, obj.size), generator(seed))
-        inc = _antithetic_increase(obj, z, obj.scale(adaptive), loss).double()
+        scale = obj.scale(adaptive)
+        inc = _antithetic_increase(obj, z, scale, loss).double()
+        finite = int(torch.isfinite(inc).sum())
+        if finite == 0:
+            raise obj.perturbed_nonfinite("average_sharpness", z, scale)
+        if finite < samples:  # a mean with NaN or inf terms is no estimate
+            raise NonFiniteError(
+                f"average_sharpness: {samples - finite} of the {samples} antithetic pairs of "
+                f"perturbed losses are not finite (NaN or inf) at rho={rho!r}: the loss is not "
+                "finite everywhere within the radius; try a smaller rho"
+            )
         stderr = float(inc.std(correction=1)) / math.sqrt(samples)
         details = dict(increases=inc.cpu().numpy())
         return _result("average", inc.mean(), stderr, loss, settings, obj, start, details=details)
@@ -577,7 +665,7 @@ def epsilon_sharpness(
     )
     epsilon, maxiter, restarts, seed = settings.values()
     with _Guard(model):
-        obj = _Objective(model, loss_fn, data, params)
+        obj = _Objective(model, loss_fn, data, params, {"epsilon": (epsilon, "")})
         loss = obj.loss()
         ones = obj.scale(False)
         bound = (epsilon * (obj.theta.abs() + 1)).double().cpu().numpy()
@@ -604,6 +692,9 @@ def epsilon_sharpness(
             )
             if math.isfinite(out.fun) and -out.fun > best:
                 best, best_y = -float(out.fun), np.clip(out.x, -bound, bound)
+        if best == -math.inf:
+            y = torch.as_tensor(bound, dtype=obj.dtype, device=obj.device)
+            raise obj.perturbed_nonfinite("epsilon_sharpness", y[None], ones)
         value = 100.0 * (best - loss) / (1.0 + loss)
         return _result(
             "epsilon",
@@ -656,7 +747,7 @@ def sigma_flatness(
     )
     threshold, adaptive, samples, sigma_init, iterations, seed = settings.values()
     with _Guard(model):
-        obj = _Objective(model, loss_fn, data, params)
+        obj = _Objective(model, loss_fn, data, params, {"sigma_init": (sigma_init, "")})
         loss = obj.loss()
         z = obj.randn((samples, obj.size), generator(seed))
         scale = obj.scale(adaptive)
@@ -668,6 +759,9 @@ def sigma_flatness(
             return math.isfinite(inc) and inc <= threshold
 
         sigma = _largest_below(below, sigma_init, iterations)
+        if not any(math.isfinite(inc) for _, inc in trace):
+            smallest = min(sig for sig, _ in trace)
+            raise obj.perturbed_nonfinite("sigma_flatness", smallest * z, scale)
         value = math.inf if sigma == 0 else 1.0 / sigma**2
         details = dict(sigma=sigma, evaluations=trace)
         return _result("sigma_flatness", value, None, loss, settings, obj, start, details=details)

@@ -15,7 +15,8 @@ tuples of tensors: the one rule of :mod:`analysis_lib._evaluation`); the loss is
 sample-weighted mean over all of them, so a ragged last batch counts right. Models must have float32 or float64
 parameters (a bfloat16 or float16 model is refused: evaluate a float32 copy). A product that is
 not finite raises :class:`NonFiniteError`, which says why (a parameter, a batch, the loss or its
-gradient).
+gradient). Lanczos, power iteration and SLQ need a symmetric operator: a :class:`DenseOperator`
+is checked exactly, any operator with ``check_symmetric=True`` (:func:`check_symmetry`).
 """
 
 from .algorithms import (
@@ -23,6 +24,7 @@ from .algorithms import (
     EigenResult,
     NonFiniteError,
     TraceResult,
+    check_symmetry,
     default_max_matvecs,
     gaussian_density,
     hutchinson,
@@ -67,6 +69,7 @@ __all__ = [
     "SharpnessCallback",
     "TraceResult",
     "adam_preconditioner",
+    "check_symmetry",
     "curvature_operator",
     "curvature_summary",
     "default_max_matvecs",

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import progress_disabled
-from .._checks import check_int, check_positive
+from .._checks import NonFiniteError, check_int, check_positive
 from .._evaluation import generator
 from .operators import LinearOperator, check_dtype
 
@@ -35,20 +35,16 @@ __all__ = [
     "EigenResult",
     "NonFiniteError",
     "TraceResult",
+    "check_symmetry",
     "hutchinson",
     "hutchpp",
     "lanczos",
     "power_iteration",
     "slq",
+    "symmetry_tolerance",
 ]
 
 WHICH = ("LA", "SA", "LM")
-
-
-class NonFiniteError(ValueError):
-    """A matrix-vector product of the operator held NaN or infinite values; the message says
-    which product and, where the operator can tell, why (a parameter, a batch, the loss or its
-    gradient not finite)."""
 
 
 def _nonfinite(op: LinearOperator, where: str) -> NonFiniteError:
@@ -150,6 +146,63 @@ def _check_operator(op) -> None:
     if not isinstance(op, LinearOperator):
         raise ValueError(f"Invalid op: {type(op).__name__} (expected a LinearOperator)")
     check_dtype("op", op.dtype)
+
+
+def symmetry_tolerance(dtype: torch.dtype) -> float:
+    """The asymmetry an operator of ``dtype`` may show and count as symmetric:
+    ``sqrt(eps)`` (1.5e-8 in float64, 3.5e-4 in float32), relative to its largest entry (exact
+    check) or to ``||u|| ||A v|| + ||v|| ||A u||`` (randomized check)."""
+    return math.sqrt(float(torch.finfo(dtype).eps))
+
+
+def check_symmetry(
+    op: LinearOperator,
+    check: bool | None = None,
+    seed: int | torch.Generator = 0,
+    what: str = "Lanczos",
+) -> None:
+    """Refuse an operator that is not symmetric, before ``what`` runs on it.
+
+    ``check=None`` (the default of the algorithms): the exact check where it costs no products
+    (:meth:`LinearOperator.asymmetry`, e.g. a :class:`DenseOperator`), nothing else.
+    ``check=True``: that, or for any other operator a randomized check with two products
+    (``u . A v`` against ``v . A u`` for Gaussian ``u``, ``v`` drawn from a copy of ``seed``, so
+    the algorithm's own draws are unchanged; counted in ``op.matvecs``). ``check=False``: none.
+    """
+    if check not in (None, True, False):
+        raise ValueError(f"Invalid check_symmetric: {check!r} (expected None, True or False)")
+    if check is False:
+        return
+    tol = symmetry_tolerance(op.dtype)
+    exact = op.asymmetry()
+    if exact is not None:
+        if exact > tol:
+            raise ValueError(
+                f"Invalid op: {op!r} is not symmetric (max |A - A^T| / max |A| = {exact:.3g} > "
+                f"{tol:.3g}, the tolerance of {op.dtype}); {what} needs a symmetric operator "
+                "(symmetrize a matrix M as (M + M.T) / 2)"
+            )
+        return
+    if check is not True:
+        return
+    if isinstance(seed, torch.Generator):
+        gen = torch.Generator()
+        gen.set_state(seed.get_state())
+    else:
+        gen = generator(seed)
+    u, v = _gaussian(op, gen), _gaussian(op, gen)
+    au, av = op.matvec(u), op.matvec(v)
+    if not bool(torch.isfinite(au).all() and torch.isfinite(av).all()):
+        raise _nonfinite(op, "a product of the symmetry check")
+    gap = abs(float(torch.dot(u, av)) - float(torch.dot(v, au)))
+    norm = torch.linalg.vector_norm
+    scale = float(norm(u) * norm(av) + norm(v) * norm(au))
+    if gap > tol * scale:
+        raise ValueError(
+            f"Invalid op: {op!r} is not symmetric (for random u, v: |u.Av - v.Au| = {gap:.3g} > "
+            f"{tol:.3g} (||u|| ||Av|| + ||v|| ||Au||) = {tol * scale:.3g}); {what} needs a "
+            "symmetric operator"
+        )
 
 
 def _rademacher(op: LinearOperator, gen: torch.Generator) -> Tensor:
@@ -301,6 +354,7 @@ def lanczos(
     v0: Tensor | None = None,
     seed: int | torch.Generator = 0,
     progress: bool | None = None,
+    check_symmetric: bool | None = None,
 ) -> EigenResult:
     """``k`` extreme eigenpairs of a symmetric operator by Lanczos with full reorthogonalisation.
 
@@ -319,6 +373,12 @@ def lanczos(
             Gaussian vector drawn from ``seed``.
         seed: an int or a ``torch.Generator`` for the start (and restarts after a breakdown).
         progress: show a progress bar (None: tqdm's default, silenced by ``TQDM_DISABLE=1``).
+        check_symmetric: the operator must be symmetric (Lanczos on a non-symmetric one
+            returns wrong values that look converged). None: checked exactly where that costs
+            no products (a :class:`DenseOperator`: ``max |M - M^T| <= sqrt(eps) max |M|``);
+            True: also a randomized check of any other operator (two products, in
+            ``op.matvecs`` but not in the result's ``matvecs``); False: not checked. See
+            :func:`check_symmetry`; a ValueError names the asymmetry found.
 
     The residuals come from the Lanczos relation, ``|beta_m s_{m,i}|``, at no extra cost; with
     full reorthogonalisation they equal the explicit ``||A v - theta v||`` to working precision
@@ -330,6 +390,7 @@ def lanczos(
     k, tol, budget = _check_lanczos(op, k, which, tol, max_matvecs)
     gen = generator(seed)
     v = _start_vector(op, v0, gen)
+    check_symmetry(op, check_symmetric, gen, "Lanczos")
     history = []
     state = ritz = None
     converged = False
@@ -427,6 +488,7 @@ def power_iteration(
     seed: int | torch.Generator = 0,
     criterion: str = "residual",
     progress: bool | None = None,
+    check_symmetric: bool | None = None,
 ) -> EigenResult:
     """The largest-magnitude eigenpair by power iteration (for comparisons with Lanczos).
 
@@ -436,6 +498,7 @@ def power_iteration(
     :func:`lanczos`); ``"relative_change"``: ``|theta - theta_prev| <= tol |theta|`` (the usual
     stopping rule of power-iteration tools, which says little about the error when the top two
     eigenvalues are close). Returns an :class:`EigenResult` with ``k = 1``.
+    ``check_symmetric``: as for :func:`lanczos`.
     """
     start = time.perf_counter()
     _check_operator(op)
@@ -447,6 +510,7 @@ def power_iteration(
     budget = check_int("max_matvecs", max_matvecs)
     gen = generator(seed)
     v = _start_vector(op, v0, gen)
+    check_symmetry(op, check_symmetric, gen, "power iteration")
     v = v / torch.linalg.vector_norm(v)
     history, previous, converged = [], None, False
     theta = residual = math.nan
@@ -583,6 +647,7 @@ def slq(
     sigma: float | None = None,
     grid: np.ndarray | int = 1000,
     progress: bool | None = None,
+    check_symmetric: bool | None = None,
 ) -> DensityResult:
     """The spectral density of ``op`` by stochastic Lanczos quadrature.
 
@@ -593,7 +658,7 @@ def slq(
     exactly for polynomials ``f`` of degree ``< 2 * lanczos_steps``. The density is the average
     over starts, smoothed by a Gaussian of standard deviation ``sigma`` (default: 1% of the
     range of the nodes), evaluated on ``grid`` (an array, or a number of points spanning the
-    nodes +- 5 sigma).
+    nodes +- 5 sigma). ``check_symmetric``: as for :func:`lanczos`.
     """
     start = time.perf_counter()
     _check_operator(op)
@@ -606,6 +671,7 @@ def slq(
     else:
         grid = _check_grid(grid)
     gen = generator(seed)
+    check_symmetry(op, check_symmetric, gen, "stochastic Lanczos quadrature")
     products_before = op.matvecs
     nodes = np.zeros((runs, steps))
     weights = np.zeros((runs, steps))

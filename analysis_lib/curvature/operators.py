@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp
 
+from .._checks import COMPUTE_DTYPES, check_compute_dtype
 from .._evaluation import (
     FunctionalModel,
     ParameterSpace,
@@ -57,23 +58,24 @@ __all__ = [
     "select_parameters",
 ]
 
-#: The dtypes curvature is computed in. In bfloat16 (8 significant bits) and float16 (11) the
-#: rounding of every forward and backward pass is far larger than the differences between
-#: eigenvalues, and Lanczos' orthogonality is lost: a bfloat16 model gave 0.35 for an eigenvalue
-#: of 0.67 with a small residual that did not bound the error. Such models are refused; evaluate
-#: a float32 copy instead.
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
+#: The dtypes curvature is computed in (the probes' one rule,
+#: :data:`analysis_lib._checks.COMPUTE_DTYPES`). In bfloat16 (8 significant bits) and float16
+#: (11) the rounding of every forward and backward pass is far larger than the differences
+#: between eigenvalues, and Lanczos' orthogonality is lost: a bfloat16 model gave 0.35 for an
+#: eigenvalue of 0.67 with a small residual that did not bound the error. Such models are
+#: refused; evaluate a float32 copy instead.
+SUPPORTED_DTYPES = COMPUTE_DTYPES
 
 
 def check_dtype(name: str, dtype: torch.dtype) -> None:
     """Refuse a dtype other than float32 / float64 with an error that says what to do."""
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(
-            f"Invalid {name}: dtype {dtype}; curvature is computed in float32 or float64 only "
-            "(in reduced precision the products are too inexact for the residuals to bound the "
-            "eigenvalue errors). Evaluate a float32 copy: "
-            "copy.deepcopy(model).float(), with floating-point inputs cast to float32"
-        )
+    check_compute_dtype(
+        name,
+        dtype,
+        "curvature",
+        "in reduced precision the products are too inexact for the residuals to bound the "
+        "eigenvalue errors",
+    )
 
 
 #: Hessian-vector-product backends: reverse-over-reverse (``torch.autograd.grad`` twice) and
@@ -132,6 +134,12 @@ class LinearOperator:
         the algorithms to explain a NaN or an infinity in a product."""
         return ""
 
+    def asymmetry(self) -> float | None:
+        """``max |A - A^T| / max |A|`` when the operator can tell it without products (an
+        explicit matrix), else None; the algorithms that need symmetry check it
+        (:func:`~analysis_lib.curvature.algorithms.check_symmetric`)."""
+        return None
+
     def __matmul__(self, v: Tensor) -> Tensor:
         if v.ndim == 2:
             return torch.stack([self.matvec(c) for c in v.T], dim=1)
@@ -148,13 +156,30 @@ class LinearOperator:
 
 
 class DenseOperator(LinearOperator):
-    """An explicit symmetric matrix as an operator."""
+    """An explicit symmetric matrix as an operator.
+
+    Its symmetry is checked exactly (:meth:`asymmetry`) by the algorithms that need it
+    (Lanczos, power iteration, SLQ), which refuse a matrix with
+    ``max |M - M^T| > sqrt(eps) max |M|`` (``eps`` of its dtype); trace estimation takes any
+    square matrix."""
 
     def __init__(self, matrix: Tensor) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"Invalid matrix: shape {tuple(matrix.shape)} (expected square)")
         super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
         self.matrix = matrix
+        self._asymmetry: float | None = None
+
+    def asymmetry(self) -> float | None:
+        """``max |M - M^T| / max |M|`` (0 for a zero matrix), computed once; None when the
+        matrix holds NaN or inf (the algorithms then name that instead)."""
+        if self._asymmetry is None:
+            m = self.matrix
+            if not bool(torch.isfinite(m).all()):
+                return None
+            scale = float(m.abs().max()) if m.numel() else 0.0
+            self._asymmetry = 0.0 if scale == 0 else float((m - m.T).abs().max()) / scale
+        return self._asymmetry
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.matrix @ v
@@ -185,6 +210,10 @@ class DiagonalScaledOperator(LinearOperator):
 
     def nonfinite_cause(self) -> str:
         return self.operator.nonfinite_cause()
+
+    def asymmetry(self) -> float | None:
+        """Symmetric exactly when the scaled operator is: that one's asymmetry."""
+        return self.operator.asymmetry()
 
 
 @contextlib.contextmanager

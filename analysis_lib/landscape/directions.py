@@ -105,8 +105,9 @@ def parameters(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> Direction:
-    """``direction`` checked against ``reference`` (same keys and shapes), moved to its dtype
-    and device."""
+    """``direction`` checked against ``reference`` (same keys and shapes, finite values: a NaN
+    or an infinity is refused naming ``name`` and the parameter), moved to its dtype and
+    device."""
     if not isinstance(direction, Mapping):
         raise ValueError(
             f"Invalid {name}: {type(direction).__name__} (expected a dict keyed "
@@ -127,7 +128,15 @@ def _check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> D
                 f"Invalid {name}[{key!r}]: shape {tuple(value.shape)} (the "
                 f"parameter has shape {tuple(ref.shape)})"
             )
-        out[key] = value.detach().to(dtype=ref.dtype, device=ref.device)
+        value = value.detach().to(dtype=ref.dtype, device=ref.device)
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = (~torch.isfinite(value)).nonzero()[0].tolist()
+            kind = "NaN" if bool(torch.isnan(value).any()) else "infinite values"
+            raise ValueError(
+                f"Invalid {name}[{key!r}]: it holds {kind} (first at index {tuple(bad)}); "
+                "every point of a grid along it would be NaN"
+            )
+        out[key] = value
     return out
 
 

@@ -283,7 +283,19 @@ class Ada2MS(AdamFamily):
 
     def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> dict:
         """alpha at each step count about to be taken in this group, {step: alpha}: a schedule
-        is called here, once per step, and its value checked before anything changes."""
+        is called here, once per step, and its value checked before anything changes. The
+        group's parameters must lie on one device (checked here too, before any state moves:
+        the mean behind s_t is reduced over the group's tensors on one device)."""
+        devices = list(dict.fromkeys(p.device for p in params))
+        if len(devices) > 1:
+            first = {
+                d: next(i for i, p in enumerate(group["params"]) if p.device == d) for d in devices
+            }
+            found = ", ".join(f"{d} (params[{i}])" for d, i in first.items())
+            raise ValueError(
+                f"Invalid params{where}: Ada2MS needs the parameters of a param group on one "
+                f"device; got {found}. Put them on one device, or in param groups of their own"
+            )
         alpha = group["alpha"]
         if not callable(alpha):  # a constant was checked with the group
             return {}

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from ._base import check_betas, check_nonnegative
 from ._torch import TorchAdamFacts, TorchSGDFacts
 from .ada2ms import Ada2MS
 from .adamnx import AdamNX
@@ -81,10 +82,51 @@ def _no_momentum(optimizer: torch.optim.Optimizer) -> bool:
     return not _has_momentum(optimizer)
 
 
-def _sgdm(params: Iterable, **hparams) -> torch.optim.SGD:
-    """torch's SGD with ``momentum=0.9`` unless given."""
-    hparams.setdefault("momentum", 0.9)
-    return torch.optim.SGD(params, **hparams)
+#: The hyperparameters of torch's optimizers held to this library's one rule (AdamNX's and
+#: Ada2MS's): a finite number >= 0 (NaN, inf, a bool, a string or a tensor refused); ``betas``
+#: two numbers in [0, 1).
+_NONNEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening")
+
+
+def _check_hparams(hparams: Mapping[str, Any], where: str) -> None:
+    for name in _NONNEGATIVE:
+        if name in hparams:
+            check_nonnegative(name, hparams[name], where)
+    if "betas" in hparams:
+        betas = hparams["betas"]
+        check_betas(tuple(betas) if isinstance(betas, list) else betas, where)
+
+
+def _torch_optimizer(cls: type[torch.optim.Optimizer], **preset: Any) -> Callable:
+    """torch's optimizer ``cls`` (with the ``preset`` defaults unless given) whose
+    hyperparameters are checked by the library's rule: the keyword arguments before it is
+    built, each param group's own values (``" in param group i"``) before it is returned."""
+
+    def build(params: Iterable, **hparams) -> torch.optim.Optimizer:
+        hparams = {**preset, **hparams}
+        _check_hparams(hparams, "")
+        optimizer = cls(params, **hparams)
+        for gi, group in enumerate(optimizer.param_groups):
+            _check_hparams(group, f" in param group {gi}")
+        return optimizer
+
+    build.__name__ = build.__qualname__ = cls.__name__
+    build.__doc__ = (
+        f"torch.optim.{cls.__name__}"
+        + (
+            f" with {', '.join(f'{k}={v!r}' for k, v in preset.items())} unless given"
+            if preset
+            else ""
+        )
+        + ", its hyperparameters checked by the library's rule."
+    )
+    return build
+
+
+_sgd = _torch_optimizer(torch.optim.SGD)
+_sgdm = _torch_optimizer(torch.optim.SGD, momentum=0.9)  # torch's SGD with momentum 0.9
+_adam = _torch_optimizer(torch.optim.Adam)
+_adamw = _torch_optimizer(torch.optim.AdamW)
 
 
 @dataclass(frozen=True)
@@ -130,13 +172,13 @@ class OptimizerSpec:
 
 
 _SPECS = (
-    OptimizerSpec("sgd", "SGD", "#0072b2", "plain", "gd", torch.optim.SGD, torch.optim.SGD,
+    OptimizerSpec("sgd", "SGD", "#0072b2", "plain", "gd", _sgd, torch.optim.SGD,
                   matches=_no_momentum, facts=TorchSGDFacts),
     OptimizerSpec("sgdm", "SGD+momentum", "#56b4e9", "momentum", "momentum", _sgdm,
                   torch.optim.SGD, matches=_has_momentum, facts=TorchSGDFacts),
-    OptimizerSpec("adam", "Adam", "#009e73", "adaptive", "adaptive", torch.optim.Adam,
+    OptimizerSpec("adam", "Adam", "#009e73", "adaptive", "adaptive", _adam,
                   torch.optim.Adam, facts=TorchAdamFacts),
-    OptimizerSpec("adamw", "AdamW", "#e69f00", "adaptive", "adaptive", torch.optim.AdamW,
+    OptimizerSpec("adamw", "AdamW", "#e69f00", "adaptive", "adaptive", _adamw,
                   torch.optim.AdamW, facts=TorchAdamFacts),
     OptimizerSpec("adamnx", "AdamNX", "#cc79a7", "adaptive", "adaptive", AdamNX, AdamNX),
     OptimizerSpec("ada2ms", "Ada2MS", "#ae1759", "adaptive", "adaptive", Ada2MS, Ada2MS),
