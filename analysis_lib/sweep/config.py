@@ -239,10 +239,26 @@ def _read(source: str | Path | dict) -> tuple[dict, str]:
     """The raw table of a config (a TOML path or a dict) and its default name."""
     if isinstance(source, str | Path):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError("config", f"no such file: {path}")
+        if not path.is_file():
+            raise ConfigError("config", f"{path} is not a file (a TOML file is expected)")
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(
+                "config", f"cannot read {path} ({type(e).__name__}: {e.strerror or e})"
+            ) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                "config",
+                f"{path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                "TOML files are UTF-8",
+            ) from None
+        try:
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("config", f"{path.name} is not valid TOML ({e})") from None
         return raw, path.stem

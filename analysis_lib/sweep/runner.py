@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from io import StringIO
@@ -20,11 +21,21 @@ from .. import __version__, progress_disabled
 from ..cluster import local_cluster
 from ..io import write_atomically
 from ..training import choose_lr
-from .config import SweepConfig, load_config
+from .config import ConfigError, SweepConfig, load_config
+from .folder import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+    SweepFolder,
+    read_trials_file,
+    trials_csv,
+)
 from .measurements import MEASUREMENTS
-from .trial import BASE_COLUMNS, FINAL_STATUSES, TAIL_COLUMNS, base_row, run_trial
+from .scheduler import DEFAULT_CONNECT_TIMEOUT, check_timeout, connect_scheduler
+from .trial import FINAL_STATUSES, base_row, run_trial
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
     "SCHEDULER_ENV_VAR",
     "SweepResult",
     "lr_sensitivity",
@@ -35,7 +46,6 @@ __all__ = [
 
 #: Environment variable naming the scheduler of an existing cluster (Dask's own name for it).
 SCHEDULER_ENV_VAR = "DASK_SCHEDULER_ADDRESS"
-CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE = "config.json", "trials.csv", "summary.csv"
 
 
 @dataclass
@@ -52,31 +62,49 @@ class SweepResult:
 # -- the tables -----------------------------------------------------------------------------------
 def read_trials(path: str | os.PathLike) -> pd.DataFrame:
     """``trials.csv`` (or a folder holding it) as a DataFrame. Floats are written with their
-    shortest round-trip repr and pandas (>= 3) parses them back exactly."""
+    shortest round-trip repr and pandas (>= 3) parses them back exactly.
+
+    Every row is checked whole before it counts (see :mod:`analysis_lib.sweep.folder`): all
+    its fields, its checksum, a key found once and, when the folder's ``config.json`` is
+    there, a key that is a trial of that configuration with that trial's configuration.
+
+    Raises:
+        ConfigError: the file (or the folder's ``config.json``) is unreadable or not what a
+            sweep writes, or a row is bad; the message names the file and line.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / TRIALS_FILE
-    df = pd.read_csv(
-        path,
-        dtype={"key": str, "message": str, "worker": str, "version": str},
-        keep_default_na=False,
-        na_values=[""],
-    )
-    df["message"] = df["message"].fillna("")
-    return df
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(str(path), f"{what}: no trials table there")
+    trials = None
+    stored = path.parent / CONFIG_FILE
+    if stored.is_file():
+        trials = {t["key"]: t for t in _stored_config(stored).trials()}
+    return read_trials_file(path, trials)[0]
 
 
-def _columns(rows: list[dict]) -> list[str]:
-    known = set(BASE_COLUMNS) | set(TAIL_COLUMNS)
-    measured = sorted({k for r in rows for k in r} - known)
-    return [*BASE_COLUMNS, *measured, *TAIL_COLUMNS]
+def _stored_config(stored: Path) -> SweepConfig:
+    """The configuration kept in a sweep folder's ``config.json`` (the normalised data a sweep
+    wrote, taken as it is: its measurements need not be registered here)."""
+    try:
+        data = json.loads(stored.read_bytes().decode("utf-8"))
+        config = SweepConfig(data)
+        config.trials()
+    except OSError as e:
+        raise ConfigError(
+            str(stored), f"cannot be read ({type(e).__name__}: {e.strerror})"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(
+            str(stored), f"is not the configuration of a sweep ({type(e).__name__}: {e})"
+        ) from None
+    return config
 
 
 def _write_table(path: Path, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=_columns(rows))
-    buf = StringIO()
-    frame.to_csv(buf, index=False)
-    write_atomically(path, buf.getvalue().encode("utf-8"))
+    write_atomically(path, trials_csv(rows))
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -166,7 +194,14 @@ def _check_out(out: Path, config: SweepConfig) -> bool:
     unchanged) is extended: returns True, and its ``config.json`` is to be replaced."""
     stored = out / CONFIG_FILE
     if stored.exists():
-        text = stored.read_text(encoding="utf-8")
+        try:
+            text = stored.read_bytes().decode("utf-8")
+        except OSError as e:
+            raise ConfigError(
+                str(stored), f"cannot be read ({type(e).__name__}: {e.strerror})"
+            ) from None
+        except UnicodeDecodeError:
+            text = None
         if text == config.canonical():
             return False
         try:
@@ -174,7 +209,7 @@ def _check_out(out: Path, config: SweepConfig) -> bool:
             diff = sorted(k for k in config.data if old.get(k) != config.data[k])
             old_keys = {t["key"] for t in load_config(old, check_task=False).trials()}
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            diff, old_keys = ["(unreadable config.json)"], None
+            diff, old_keys = [f"(unreadable {stored})"], None
         if old_keys is not None and old_keys <= {t["key"] for t in config.trials()}:
             return True
         raise ValueError(
@@ -216,6 +251,7 @@ def run_sweep(
     workers: int | None = None,
     serial: bool = False,
     progress: bool = True,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> SweepResult:
     """Run every trial of ``config`` not yet in ``out`` and write ``out/trials.csv`` (a row per
     trial, rewritten atomically as each one finishes) and ``out/summary.csv``.
@@ -224,89 +260,104 @@ def run_sweep(
     ``distributed.Client`` you manage); on the cluster whose scheduler is at ``scheduler`` or
     ``$DASK_SCHEDULER_ADDRESS``; else on a ``LocalCluster`` of ``workers`` single-threaded
     worker processes (default: one per core, at most one per trial), closed at the end. The
-    rows do not depend on which.
+    rows do not depend on which. A scheduler must accept the connection and answer Dask's
+    handshake within ``connect_timeout`` seconds (default 10), else a ``ConnectionError``
+    names the address and what answered there, before anything is written.
 
     ``out/config.json`` keeps the configuration: a second call with the same config resumes
     (trials whose status is ``ok`` or ``diverged`` are skipped; errors are retried); a config
     that extends the stored one (every stored trial among its own: more learning rates,
     optimizers or seeds) runs only its new trials and replaces ``config.json``; any other
     config is refused (ValueError) before anything runs.
+
+    One sweep per folder at a time: a sweep holds a lock on ``out`` while it runs (released by
+    the system if its process dies), and a second one is refused at once (ConfigError). Every
+    row of a resumed ``trials.csv`` is checked whole (see :mod:`analysis_lib.sweep.folder`); a
+    bad row, or a file that is not a trials table, is refused with the file and line named
+    (ConfigError) before anything runs, never counted.
     """
     if not isinstance(config, SweepConfig):
         config = load_config(config)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):  # fmt: skip
         raise ValueError(f"Invalid workers: {workers!r} (expected an integer >= 1)")
+    connect_timeout = check_timeout(connect_timeout, "connect_timeout")
     address = None if client is not None or serial else _scheduler_address(scheduler)
     if serial and (client is not None or scheduler):
         raise ValueError("Invalid serial: serial=True runs here, without a client or scheduler")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"Invalid out: {out} is not a folder")
-    extends = _check_out(out, config)
-    out.mkdir(parents=True, exist_ok=True)
-    if extends or not (out / CONFIG_FILE).exists():
-        write_atomically(out / CONFIG_FILE, config.canonical().encode("utf-8"))
+    with SweepFolder(out):
+        extends = _check_out(out, config)
+        trials = config.trials()
+        order = {t["key"]: i for i, t in enumerate(trials)}
+        by_key = {t["key"]: t for t in trials}
+        rows: dict[str, dict] = {}
+        if (out / TRIALS_FILE).exists():
+            frame, checksummed = read_trials_file(out / TRIALS_FILE, by_key)
+            if not checksummed and len(frame):
+                warnings.warn(
+                    f"{out / TRIALS_FILE} was written without row checksums (by an older "
+                    "version): its rows are checked field by field, but a number cut short "
+                    "cannot be detected in them; they get checksums when the file is next "
+                    "written",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            rows = {r["key"]: r for r in frame.to_dict("records")}
+        todo = [t for t in trials if rows.get(t["key"], {}).get("status") not in FINAL_STATUSES]
+        skipped = len(trials) - len(todo)
+        measures = {name: MEASUREMENTS[name] for name in config.measurements}
+        own_client = None
+        if todo and address is not None:  # before anything is written
+            client = own_client = connect_scheduler(address, connect_timeout)
+        try:
+            if extends or not (out / CONFIG_FILE).exists():
+                write_atomically(out / CONFIG_FILE, config.canonical().encode("utf-8"))
 
-    trials = config.trials()
-    order = {t["key"]: i for i, t in enumerate(trials)}
-    rows: dict[str, dict] = {}
-    if (out / TRIALS_FILE).exists():
-        for r in read_trials(out).to_dict("records"):
-            if r["key"] in order:
-                rows[r["key"]] = r
-    todo = [t for t in trials if rows.get(t["key"], {}).get("status") not in FINAL_STATUSES]
-    skipped = len(trials) - len(todo)
-    measures = {name: MEASUREMENTS[name] for name in config.measurements}
+            def record(row: dict) -> None:
+                rows[row["key"]] = row
+                ordered = sorted(rows.values(), key=lambda r: order[r["key"]])
+                _write_table(out / TRIALS_FILE, ordered)
+                bar.update(1)
 
-    def record(row: dict) -> None:
-        rows[row["key"]] = row
-        ordered = sorted(rows.values(), key=lambda r: order[r["key"]])
-        _write_table(out / TRIALS_FILE, ordered)
-        bar.update(1)
+            bar = tqdm(
+                total=len(trials),
+                initial=skipped,
+                desc=config.name,
+                unit="trial",
+                disable=not progress or progress_disabled(),
+            )
+            try:
+                if todo and serial:
+                    for trial in todo:
+                        record(run_trial(trial, measures))
+                elif todo:
+                    _run_on_dask(todo, measures, record, client, workers)
+            finally:
+                bar.close()
+        finally:
+            if own_client is not None:
+                own_client.close()
 
-    bar = tqdm(
-        total=len(trials),
-        initial=skipped,
-        desc=config.name,
-        unit="trial",
-        disable=not progress or progress_disabled(),
-    )
-    try:
-        if todo and serial:
-            for trial in todo:
-                record(run_trial(trial, measures))
-        elif todo:
-            _run_on_dask(todo, measures, record, client, address, workers)
-    finally:
-        bar.close()
-
-    table = read_trials(out) if (out / TRIALS_FILE).exists() else pd.DataFrame()
-    summary = summarize(table, config.selection, len(config.seeds)) if len(table) else table
-    buf = StringIO()
-    summary.to_csv(buf, index=False)
-    write_atomically(out / SUMMARY_FILE, buf.getvalue().encode("utf-8"))
+        if (out / TRIALS_FILE).exists():
+            table = read_trials_file(out / TRIALS_FILE, by_key)[0]
+        else:
+            table = pd.DataFrame()
+        summary = summarize(table, config.selection, len(config.seeds)) if len(table) else table
+        buf = StringIO()
+        summary.to_csv(buf, index=False)
+        write_atomically(out / SUMMARY_FILE, buf.getvalue().encode("utf-8"))
     return SweepResult(table, summary, ran=len(todo), skipped=skipped, out=out)
 
 
-def _run_on_dask(todo, measures, record, client, address, workers) -> None:
+def _run_on_dask(todo, measures, record, client, workers) -> None:
     from distributed import Client, as_completed
 
     cluster = own_client = None
     try:
         if client is None:
-            if address is not None:
-                try:
-                    client = own_client = Client(address)
-                except (OSError, TimeoutError) as e:
-                    raise ConnectionError(
-                        f"cannot reach the Dask scheduler at {address} ({e}); start one "
-                        "(dask scheduler) or leave --scheduler / DASK_SCHEDULER_ADDRESS unset "
-                        "for a LocalCluster"
-                    ) from e
-            else:
-                cluster = local_cluster(min(workers or os.cpu_count() or 1, len(todo)))
-                client = own_client = Client(cluster)
+            cluster = local_cluster(min(workers or os.cpu_count() or 1, len(todo)))
+            client = own_client = Client(cluster)
         submitted = client.map(  # one message for all the trials
             _dask_trial,
             todo,
