@@ -369,6 +369,22 @@ class FunctionalModel:
         live = dict(self.model.named_parameters())
         return {n: live[n].detach() for n in self.space.names}
 
+    def nonfinite_part(self) -> str | None:
+        """What holds NaN or infinite values, described: the first of the chosen parameters,
+        the other parameters and the buffers, and the batches' floating-point inputs and
+        targets; None when all of them are finite."""
+        buffers = {n for n, _ in self.model.named_buffers()}
+        for n, t in (*self.parameters().items(), *self.fixed.items()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                kind = "buffer" if n in buffers else "parameter"
+                return f"the model's {kind} {n!r} holds NaN or infinite values"
+        for i, b in enumerate(self.batches):
+            for what, value in (("inputs", b.inputs), ("targets", b.targets)):
+                for t in value if isinstance(value, tuple) else (value,):
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                        return f"the {what} of batch {i} hold NaN or infinite values"
+        return None
+
     def outputs(self, p: Mapping[str, Tensor], inputs: Tensor | tuple[Tensor, ...]) -> Tensor:
         """The model's outputs on ``inputs`` with the chosen parameters set to ``p``."""
         args = inputs if isinstance(inputs, tuple) else (inputs,)

@@ -271,21 +271,11 @@ class _Objective:
         return value
 
     def nonfinite_cause(self) -> str:
-        """Why the loss at the parameters is not finite: a parameter or a buffer holding NaN or
-        inf, an input or a target holding inf (NaN ones are refused up front), else the loss
-        function's own value."""
-        params = self.function.parameters()
-        buffers = {n for n, _ in self.model.named_buffers()}
-        for n, t in (*params.items(), *self.function.fixed.items()):
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                kind = "buffer" if n in buffers else "parameter"
-                return f"the model's {kind} {n!r} holds NaN or infinite values"
-        for i, b in enumerate(self.batches):
-            for what, value in (("inputs", b.inputs), ("targets", b.targets)):
-                for t in value if isinstance(value, tuple) else (value,):
-                    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                        return f"the {what} of batch {i} hold infinite values"
-        return "the parameters and the data are finite: the loss function itself returns it"
+        """Why the loss at the parameters is not finite: a parameter, a buffer or an input or
+        target holding NaN or inf (NaN samples are refused up front), else the loss function's
+        own value."""
+        part = self.function.nonfinite_part()
+        return part or "the parameters and the data are finite: the loss function itself returns it"
 
     def perturbed_nonfinite(self, what: str, u: Tensor, scale: Tensor) -> NonFiniteError:
         """The error of a measure ``what`` none of whose perturbed losses (at ``theta + scale u``

@@ -255,16 +255,9 @@ class _ModelOperator(LinearOperator):
     def nonfinite_cause(self) -> str:
         """The first of: a parameter, a buffer or a batch holding NaN or inf; the loss or its
         gradient not finite; else the second derivatives overflowing."""
-        names = {n for n, _ in self.model.named_parameters()}
-        for n, t in (*self.parameters().items(), *self._fixed.items()):
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                kind = "parameter" if n in names else "buffer"
-                return f"the model's {kind} {n!r} holds NaN or infinite values"
-        for i, b in enumerate(self.batches):
-            for what, t in (("inputs", b.inputs), ("targets", b.targets)):
-                for u in t if isinstance(t, tuple) else (t,):
-                    if u.is_floating_point() and not bool(torch.isfinite(u).all()):
-                        return f"the {what} of batch {i} hold NaN or infinite values"
+        part = self.function.nonfinite_part()
+        if part is not None:
+            return part
         loss = self.loss()
         if not math.isfinite(loss):
             return f"the loss over the data is {loss} at the current parameters"

@@ -55,12 +55,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import uuid
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..io import write_atomically
 
 SOURCE = Path(__file__).with_name("_square_sums.c")
 FLAGS = ("-O3", "-fPIC", "-shared", "-fopenmp")
@@ -208,23 +209,6 @@ def _verified(library: Path) -> int | None:
     return None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0o600) through a temporary file in the same folder and
-    ``os.replace``: readers see the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _build(target: Path) -> None:
     """Compile SOURCE into ``target`` (in the private cache folder), in a private temporary
     folder, then move it into place atomically with its SHA-256 sidecar: a concurrent process
@@ -240,8 +224,8 @@ def _build(target: Path) -> None:
             timeout=120,
         )
         data = built.read_bytes()
-    _write_private(target, data)
-    _write_private(_digest_path(target), hashlib.sha256(data).hexdigest().encode() + b"\n")
+    write_atomically(target, data, mode=0o600)
+    write_atomically(_digest_path(target), hashlib.sha256(data).hexdigest().encode() + b"\n", 0o600)
 
 
 def _loadable(fd: int, path: Path) -> str:
