@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from analysis_lib import landscape
-from analysis_lib.landscape import surface
+from analysis_lib.landscape import evaluator as surface  # its _VMAP_ON_CPU switch
 from analysis_lib.problems import tasks
 
 

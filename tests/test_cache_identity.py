@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis_lib import io, landscape
-from analysis_lib.landscape import surface
+from analysis_lib.landscape import evaluator
 
 
 def tiny():
@@ -145,8 +145,8 @@ def test_an_unidentifiable_loss_needs_an_explicit_key(cache_dir, monkeypatch):
             return F.cross_entropy(o, y)
 
     calls = []
-    real = surface._Evaluator.__call__
-    monkeypatch.setattr(surface._Evaluator, "__call__", lambda s, c: calls.append(1) or real(s, c))
+    real = evaluator.Evaluator.__call__
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", lambda s, c: calls.append(1) or real(s, c))
     with pytest.raises(ValueError, match=r"loss_fn.*cache_key"):
         landscape.surface_1d(model, Loss(), data, d, ALPHAS, cache=True)
     assert not calls and not list(cache_dir.glob("*.npz"))
@@ -161,7 +161,7 @@ def test_an_unidentifiable_loss_needs_an_explicit_key(cache_dir, monkeypatch):
 
 def test_refresh_discards_the_partial_grid_of_an_interrupted_run(cache_dir, monkeypatch):
     model, data, d = tiny()
-    real = surface._Evaluator.__call__
+    real = evaluator.Evaluator.__call__
     calls = []
 
     def stale(self, coeffs):  # the interrupted run computed wrong numbers, then stopped
@@ -171,11 +171,11 @@ def test_refresh_discards_the_partial_grid_of_an_interrupted_run(cache_dir, monk
         loss, acc = real(self, coeffs)
         return loss + 100.0, acc
 
-    monkeypatch.setattr(surface._Evaluator, "__call__", stale)
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", stale)
     with pytest.raises(KeyboardInterrupt):
         landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS, chunk_size=1, cache=True)
     assert len(list(cache_dir.glob("*.partial.npz"))) == 1
-    monkeypatch.setattr(surface._Evaluator, "__call__", real)
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", real)
     grid = landscape.surface_1d(
         model, F.cross_entropy, data, d, ALPHAS, chunk_size=1, cache=True, refresh=True
     )
@@ -201,8 +201,8 @@ def test_a_read_only_cache_folder_fails_before_a_one_chunk_grid_is_computed(cach
     model, data, d = tiny()
     cache_dir.mkdir(parents=True)
     calls = []
-    real = surface._Evaluator.__call__
-    monkeypatch.setattr(surface._Evaluator, "__call__", lambda s, c: calls.append(1) or real(s, c))
+    real = evaluator.Evaluator.__call__
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", lambda s, c: calls.append(1) or real(s, c))
     _refuse_writes_in(monkeypatch, cache_dir)
     with pytest.raises(ValueError, match=f"cache folder.*{cache_dir.name}"):
         landscape.surface_1d(model, F.cross_entropy, data, d, ALPHAS, chunk_size=8, cache=True)

@@ -97,9 +97,9 @@ def loop_grid(model, data, d1, d2, alphas, betas):
 def generic_vmap(request, monkeypatch):
     """The generic path as it runs on the CPU (one point at a time) and as on accelerators
     (vmap over a chunk of points), both checked here on the CPU."""
-    from analysis_lib.landscape import surface
+    from analysis_lib.landscape import evaluator
 
-    monkeypatch.setattr(surface, "_VMAP_ON_CPU", request.param)
+    monkeypatch.setattr(evaluator, "_VMAP_ON_CPU", request.param)
     return request.param
 
 
@@ -509,7 +509,7 @@ def test_plot_helpers_draw_and_reject_bad_input():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_tanh_matches_torch(dtype):
-    from analysis_lib.landscape.surface import _tanh_
+    from analysis_lib.landscape.evaluator import _tanh_
 
     x = torch.linspace(-20, 20, 100_003, dtype=dtype).reshape(-1, 1) * torch.tensor(
         [1.0, 1e-3], dtype=dtype
@@ -525,13 +525,13 @@ def test_cpu_tanh_matches_torch(dtype):
 
 
 def test_first_layer_falls_back_when_its_terms_would_not_fit(monkeypatch):
-    from analysis_lib.landscape import surface
+    from analysis_lib.landscape import evaluator
 
     model = mlp()
     data = batches()
     dirs = landscape.random_directions(model, seed=2)
     fast = landscape.surface_2d(model, F.cross_entropy, data, dirs, ALPHAS, BETAS)
-    monkeypatch.setattr(surface, "_TERMS_BUDGET", 0)
+    monkeypatch.setattr(evaluator, "_TERMS_BUDGET", 0)
     slow = landscape.surface_2d(model, F.cross_entropy, data, dirs, ALPHAS, BETAS)
     assert (fast.method, slow.method) == ("first-layer", "per-point")
     np.testing.assert_allclose(slow.loss, fast.loss, rtol=1e-12)

@@ -14,7 +14,7 @@ from torch import nn
 
 from analysis_lib import io, landscape
 from analysis_lib.cluster import local_cluster
-from analysis_lib.landscape import surface
+from analysis_lib.landscape import evaluator, execution
 
 distributed = pytest.importorskip("distributed")
 
@@ -42,7 +42,7 @@ def refuse_local_chunks(monkeypatch) -> None:
     def refuse(self, coeffs):
         raise AssertionError("a chunk was evaluated in the client process")
 
-    monkeypatch.setattr(surface._Evaluator, "__call__", refuse)
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", refuse)
 
 
 def mlp() -> nn.Sequential:
@@ -114,7 +114,7 @@ def test_chunks_go_out_in_shrinking_groups(chunks, threads):
     """Guided scheduling: consecutive groups covering every chunk once, each a 1 / (2 threads)
     share of what is left, so the workers end on single chunks and finish together."""
     todo = list(range(100, 100 + chunks))
-    groups = surface._guided_groups(todo, threads)
+    groups = execution._guided_groups(todo, threads)
     assert [i for g in groups for i in g] == todo
     sizes = [len(g) for g in groups]
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
@@ -122,11 +122,11 @@ def test_chunks_go_out_in_shrinking_groups(chunks, threads):
     for size in sizes:
         assert size == max(1, left // (2 * threads))
         left -= size
-    assert surface._guided_groups(list(range(13)), 2) == [
+    assert execution._guided_groups(list(range(13)), 2) == [
         [0, 1, 2], [3, 4], [5, 6], [7], [8], [9], [10], [11], [12]
     ]  # fmt: skip
     # the benchmark's 41 x 41 grid: 153 chunks in 18 tasks on two workers
-    sizes = [len(g) for g in surface._guided_groups(list(range(153)), 2)]
+    sizes = [len(g) for g in execution._guided_groups(list(range(153)), 2)]
     assert sizes == [38, 28, 21, 16, 12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1, 1, 1]
 
 

@@ -13,9 +13,11 @@ Quick use::
     plane = landscape.pca_directions(snaps)                     # centred PCA, + variance, path
     line = landscape.interpolate(model_a, model_b, task.loss_fn, data, np.linspace(-0.5, 1.5, 41))
 
-Directions (:mod:`.directions`) are dicts keyed like ``model.named_parameters()``; the
-evaluation (:mod:`.surface`) stacks many parameter points and runs them through
-``torch.func.vmap`` over ``torch.func.functional_call`` in memory-sized chunks.
+Directions (:mod:`.directions`) are dicts keyed like ``model.named_parameters()``. The
+surfaces (:mod:`.surface`, the public API) stand on one unit per module: the evaluator of chunks
+of parameter points (:mod:`.evaluator`), the grid and its settings (:mod:`.grid`), local and Dask
+execution with resumable partial files (:mod:`.execution`), the cache (:mod:`.cache`) and the
+interpolation between two models (:mod:`.interpolation`).
 """
 
 from .barrier import LossBarrier, loss_barrier
@@ -36,16 +38,10 @@ from .directions import (
     random_directions,
     unflatten,
 )
-from .surface import (
-    FIRST_LAYER_OPTIONS,
-    LandscapeGrid,
-    SurfaceSettings,
-    auto_chunk_size,
-    evaluate_points,
-    interpolate,
-    surface_1d,
-    surface_2d,
-)
+from .evaluator import FIRST_LAYER_OPTIONS, auto_chunk_size, evaluate_points
+from .grid import LandscapeGrid, SurfaceSettings
+from .interpolation import interpolate
+from .surface import surface_1d, surface_2d
 
 __all__ = [
     "FIRST_LAYER_OPTIONS",
