@@ -537,3 +537,84 @@ def paired_comparisons(
     table.insert(7, "p_holm", holm(table["p"]) if len(table) else [])
     table["supported"] = table["p_holm"] < alpha
     return table
+
+
+# -- Welch's unpaired comparison ------------------------------------------------------------------
+def _spread(x: np.ndarray) -> float:
+    """The sample variance, exactly 0 when every value is the same (not a rounding residue)."""
+    return 0.0 if np.ptp(x) == 0 else float(x.var(ddof=1))
+
+
+def welch(a: Any, b: Any, floor: float = 0.0) -> tuple[float, float, float]:
+    """``(p, low, high)``: Welch's two-sided p-value for ``mean(a) == mean(b)`` and the 95%
+    interval of ``mean(a) - mean(b)`` (NaN values dropped; at least two values each), each
+    sample's variance floored at ``floor`` (e.g. ``resolution**2 / 12`` for values that are
+    counts of ``1 / resolution``). With ``t = d / sqrt(va/n + vb/m)`` and the
+    Welch-Satterthwaite degrees of freedom ``(va/n + vb/m)^2 / ((va/n)^2/(n-1) + (vb/m)^2/(m-1))``.
+    Both spreads zero (no floor, each sample constant): the spread is unknown, so ``p`` and the
+    interval are NaN."""
+    floor = check_float("floor", floor, 0.0)
+    xa, xb = _values(a, "a"), _values(b, "b")
+    xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+    for name, x in (("a", xa), ("b", xb)):
+        if x.size < 2:
+            raise ValueError(f"Invalid {name}: {x.size} values (expected at least 2)")
+    diff = float(xa.mean() - xb.mean())
+    va = max(_spread(xa), floor) / len(xa)
+    vb = max(_spread(xb), floor) / len(xb)
+    se2 = va + vb
+    if se2 == 0:
+        return math.nan, math.nan, math.nan
+    df = se2**2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    t = diff / math.sqrt(se2)
+    p = float(2 * _scipy_stats.t.sf(abs(t), df))
+    half = float(_scipy_stats.t.ppf(0.975, df) * math.sqrt(se2))
+    return p, diff - half, diff + half
+
+
+# -- choosing the learning rate -------------------------------------------------------------------
+def choose_lr(
+    frame: pd.DataFrame,
+    selection: str = "val_loss",
+    *,
+    failed: str = "diverged",
+    seeds: int | None = None,
+) -> float:
+    """The learning rate chosen on the validation split from ``frame``, one row per (lr, seed)
+    with columns ``lr``, ``selection`` and the boolean ``failed`` (e.g. the frame of
+    :func:`analysis_lib.training.lr_sweep`, or a sweep's trials).
+
+    The rule (the sweep's, :func:`analysis_lib.sweep.summarize`): for each lr, the score is
+    the mean of ``selection`` over its seeds, lower is better for ``"val_loss"`` and higher
+    for ``"val_accuracy"``. An lr where any seed failed (diverged), or with fewer than
+    ``seeds`` rows, or whose mean is not finite, counts as the worst, so a rate that works
+    only for lucky seeds is never chosen. Ties go to the smaller lr. NaN when every lr failed.
+    """
+    if selection not in ("val_loss", "val_accuracy"):
+        raise ValueError(
+            f"Invalid selection: {selection!r} (expected 'val_loss' or 'val_accuracy')"
+        )
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"Invalid frame: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in ("lr", selection, failed) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Invalid frame: it lacks the column(s) {missing}")
+    if seeds is not None:
+        seeds = check_int("seeds", seeds, 1)
+    sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
+    best, best_score = math.nan, math.inf
+    for lr, at in sorted(frame.groupby("lr"), key=lambda kv: kv[0]):
+        ok = at[~at[failed].astype(bool)]
+        complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
+        score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
+        if not math.isfinite(score):
+            score = math.inf
+        if score < best_score:
+            best, best_score = float(lr), score
+    return best
+
+
+__all__ += ["choose_lr"]
+
+
+__all__ += ["welch"]

@@ -37,6 +37,9 @@ import torch
 
 from analysis_lib import training
 from analysis_lib.problems import tasks
+from analysis_lib.training.loop import (
+    _Batches,  # the loop's own batches, for a like-for-like bare loop
+)
 
 TARGET = 1.10
 
@@ -45,7 +48,7 @@ def bare_loop(task, steps: int, batch_size: int | None, seed: int = 0) -> None:
     """The loop a user would write by hand, with the same batches as train()."""
     model = task.make_model(seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
-    batches = training._Batches(task.x_train, task.y_train, batch_size, seed)
+    batches = _Batches(task.x_train, task.y_train, batch_size, seed)
     model.train()
     for step in range(1, steps + 1):
         x, y = batches(step)

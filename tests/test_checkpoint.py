@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 from analysis_lib import io, training
 from analysis_lib.optim import Ada2MS
 from analysis_lib.problems import tasks
+from analysis_lib.training.checkpoint import RECORD_COLUMNS, Schedules
 
 
 def small(**kwargs):
@@ -116,9 +118,28 @@ def test_another_lr_schedule_is_refused_naming_the_step(tmp_path):
         go(small(), steps=8, lr_schedule=lambda t: 0.5, checkpoint=path)
     # a schedule the identity cannot read is compared by its values at the steps taken
     with pytest.raises(ValueError, match=r"lr_schedule' differs at step 1 .*1\.0.*0\.5"):
-        training._Schedules(lambda t: 0.5, torch.optim.SGD([torch.zeros(1)], lr=1)).check(
+        Schedules(lambda t: 0.5, torch.optim.SGD([torch.zeros(1)], lr=1)).check(
             {"lr_schedule": torch.ones(6, dtype=torch.float64)}, 6, path
         )
+
+
+def test_a_cosine_schedule_is_identified_by_its_public_name(tmp_path):
+    """The schedule's qualified name is part of a run's identity: checkpoints written before
+    ``training`` became a package name it ``analysis_lib.training.cosine_schedule``, and resume."""
+    schedule = training.cosine_schedule(12, warmup=2)
+    assert io.describe(schedule)["dataclass"] == "analysis_lib.training.cosine_schedule"
+    path = tmp_path / "run.pt"
+    go(small(), lr_schedule=schedule, checkpoint=path)
+    ck = training.load_checkpoint(path)
+    assert ck["identity"]["lr_schedule"]["dataclass"] == "analysis_lib.training.cosine_schedule"
+
+
+def test_the_records_are_the_history_in_its_columns(tmp_path):
+    path = tmp_path / "run.pt"
+    run = go(tasks.digits(hidden=(8,)), batch_size=50, checkpoint=path)  # with accuracy
+    records = training.load_checkpoint(path)["records"].numpy()
+    assert tuple(run.history.columns) == RECORD_COLUMNS
+    np.testing.assert_array_equal(records, run.history.to_numpy(dtype=np.float64))
 
 
 def test_other_batch_size_dtype_or_task_type_is_refused(tmp_path):

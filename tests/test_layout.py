@@ -12,10 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "analysis_lib"
 
 #: Layers, bottom up: a module may import from its own layer and the ones below.
 LAYERS = [
-    {"__init__", "_checks", "_evaluation", "cluster", "io"},
+    {"__init__", "_checks", "_evaluation", "_identity", "cluster", "io", "stats"},
     {"optim", "problems"},
-    {"_checkpoint", "training", "trajectory"},
-    {"curvature", "landscape", "sharpness", "rescaling", "stats"},
+    {"training", "trajectory"},
+    {"curvature", "landscape", "sharpness", "rescaling"},
     {"sweep"},
     {"plots"},
 ]

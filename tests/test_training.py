@@ -14,6 +14,7 @@ from analysis_lib import training
 from analysis_lib.optim import Ada2MS, ExponentialAlpha, adamnx_betas, transition_measures
 from analysis_lib.problems import tasks
 from analysis_lib.problems.tasks import Task
+from analysis_lib.training.loop import _Batches
 
 CPU = "cpu"
 
@@ -74,12 +75,12 @@ def test_ada2ms_alpha_one_trains_exactly_as_adamw(digits):
 
 
 def test_minibatches_cover_each_epoch_once(digits):
-    batches = training._Batches(digits.x_train, digits.y_train, 100, seed=3)
+    batches = _Batches(digits.x_train, digits.y_train, 100, seed=3)
     seen = torch.cat([batches(t)[1] for t in range(1, batches.per_epoch + 1)])
     assert batches.per_epoch == 11 and len(seen) == 1100
     first_epoch = torch.cat([batches(t)[0] for t in range(1, 12)])
     assert len({tuple(r) for r in first_epoch.numpy().round(6)}) >= 1095  # no repeats (bar dups)
-    again = training._Batches(digits.x_train, digits.y_train, 100, seed=3)
+    again = _Batches(digits.x_train, digits.y_train, 100, seed=3)
     assert torch.equal(again(17)[0], batches(17)[0])
 
 

@@ -1,4 +1,5 @@
-"""A training run's checkpoint: its identity and its integrity.
+"""A training run's checkpoint: its identity and its integrity (the file format of
+:func:`~analysis_lib.training.train`'s ``checkpoint``).
 
 * The file: :func:`save_checkpoint` writes a dict behind a header that holds the SHA-256 of its
   bytes, atomically (through :func:`analysis_lib.io.write_atomically`);
@@ -20,7 +21,8 @@
   of another configuration, ``save`` stamps what is saved with the format, the identity, the
   schedules' values and the step.
 
-:mod:`analysis_lib.training` uses it; nothing else should need to.
+The loop (:mod:`analysis_lib.training.loop`) uses it; :mod:`analysis_lib.training` re-exports
+:func:`load_checkpoint`, :func:`save_checkpoint` and :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import io
-from .problems.tasks import Task
+from .. import io
+from ..problems.tasks import Task
+from ._record import Row
 
 __all__ = [
     "FORMAT",
@@ -70,8 +73,8 @@ _PARTS = {  # key -> (accepted types, what it is)
     "rng": (Tensor, "the random generator's state"),
     "schedules": (dict, "the schedules' values"),
 }
-#: Columns of the history records, in the order a checkpoint stores them.
-RECORD_COLUMNS = ("step", "loss", "accuracy", "grad_norm", "update_norm", "lr")
+#: Columns of the history records, in the order a checkpoint stores them (a history row's fields).
+RECORD_COLUMNS = Row._fields
 
 
 class CheckpointError(ValueError):
@@ -146,7 +149,9 @@ def _check_parts(ck: Any, fail: Callable[..., CheckpointError]) -> dict[str, Any
         raise fail("holds an unreadable identity", exc) from exc
     records = ck["records"]
     if records.ndim != 2 or records.shape[1] != len(RECORD_COLUMNS):
-        raise fail(f"holds history records of shape {tuple(records.shape)}, expected (n, 6)")
+        raise fail(
+            f"holds history records of shape {tuple(records.shape)}, expected (n, {len(RECORD_COLUMNS)})"
+        )
     stopped = ck.get("stopped")  # optional: present when a callback stopped the run
     if stopped is not None and not (
         isinstance(stopped, dict)
