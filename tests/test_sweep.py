@@ -130,7 +130,7 @@ def test_lr_grids_are_log_spaced_and_alpha_schedules_resolve():
     config = load_config(cfg)
     np.testing.assert_allclose(config.optimizers[0]["lrs"], np.geomspace(1e-3, 1e-1, 5), 1e-6)
     assert len(config.trials()) == (5 + 2) * 2
-    assert len({t["key"] for t in config.trials()}) == len(config.trials())
+    assert len({t.key for t in config.trials()}) == len(config.trials())
 
 
 def test_the_shipped_configs_are_valid():

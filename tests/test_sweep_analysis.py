@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis_lib.stats import welch
 from analysis_lib.sweep import lr_sensitivity, summarize
 from analysis_lib.sweep.analysis import (
     _holm,
-    _welch,
     chosen_lr_position,
     chosen_trials,
     lr_robustness,
@@ -68,7 +68,7 @@ def trials():
 def test_welch_matches_scipy():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0.95, 0.01, 3), rng.normal(0.93, 0.02, 4)
-    p, low, high = _welch(a, b)
+    p, low, high = welch(a, b)
     ref = stats.ttest_ind(a, b, equal_var=False)
     ci = ref.confidence_interval(0.95)
     assert p == pytest.approx(ref.pvalue, rel=1e-10)
@@ -77,9 +77,9 @@ def test_welch_matches_scipy():
 
 def test_constant_samples_are_unknown_unless_floored():
     a, b = np.array([0.9, 0.9, 0.9]), np.array([0.89, 0.89, 0.89])
-    assert all(math.isnan(v) for v in _welch(a, b))
+    assert all(math.isnan(v) for v in welch(a, b))
     # floored at the rounding variance of a step of 0.01: Welch with s^2 = 0.01^2 / 12 each
-    p, low, high = _welch(a, b, 0.01**2 / 12)
+    p, low, high = welch(a, b, 0.01**2 / 12)
     se = math.sqrt(2 * 0.01**2 / 12 / 3)
     assert p == pytest.approx(2 * stats.t.sf(0.01 / se, 4))
     assert (low, high) == pytest.approx(
@@ -87,7 +87,7 @@ def test_constant_samples_are_unknown_unless_floored():
     )
     # a floor below the sample variance changes nothing
     x, y = np.array([0.9, 0.92, 0.91]), np.array([0.88, 0.87, 0.9])
-    assert _welch(x, y, 1e-9) == _welch(x, y)
+    assert welch(x, y, 1e-9) == welch(x, y)
 
 
 def test_holm_by_hand():

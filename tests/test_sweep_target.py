@@ -57,11 +57,12 @@ def test_a_config_without_target_keeps_its_trials_and_budget():
     plain = load_config(config(), check_task=False)
     assert plain.data["budget"] == {"steps": STEPS, "batch_size": 32}
     (trial,) = plain.trials()
-    assert "target_train_loss" not in trial and "check_every" not in trial
+    assert trial.target_train_loss is None and trial.check_every is None
+    assert "target_train_loss" not in trial.spec() and "check_every" not in trial.spec()
     with_target = load_config(config(target_train_loss=0.5), check_task=False)
     assert with_target.data["budget"]["check_every"] == 10  # the default
     (t2,) = with_target.trials()
-    assert t2["target_train_loss"] == 0.5 and t2["key"] != trial["key"]
+    assert t2.target_train_loss == 0.5 and t2.key != trial.key
 
 
 def _train_losses() -> dict[int, float]:

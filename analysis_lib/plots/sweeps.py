@@ -63,7 +63,7 @@ def _check_trials(trials, columns=("label", "optimizer", "hparams", "lr", "statu
 def _band(trials: pd.DataFrame, metric: str, band: str) -> pd.DataFrame:
     """:func:`lr_sensitivity` of ``metric``, with ``low``/``high`` replaced by the min and max
     over the finished seeds when ``band="range"``."""
-    from ..sweep.runner import lr_sensitivity  # the sweep machinery loads only when drawn
+    from ..sweep.tables import lr_sensitivity  # the sweep machinery loads only when drawn
 
     sens = lr_sensitivity(trials, metric)
     if band == "range":

@@ -4,7 +4,9 @@ test accuracy the seeds support.
 
 The summary itself (chosen lr, mean and 95% t-interval over seeds) is
 :func:`analysis_lib.sweep.summarize`; the per-lr curves are
-:func:`analysis_lib.sweep.lr_sensitivity`. This module builds on their tables::
+:func:`analysis_lib.sweep.lr_sensitivity`. This module owns the readings built on their
+tables; the statistics are :mod:`analysis_lib.stats`'s (:func:`~analysis_lib.stats.welch`,
+:func:`~analysis_lib.stats.holm`, the t-interval)::
 
     from analysis_lib.sweep import analysis, read_trials, summarize
 
@@ -46,9 +48,9 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .runner import _interval
+from ..stats import holm, welch
+from .tables import mean_interval
 
 __all__ = ["chosen_lr_position", "chosen_trials", "lr_robustness", "pairwise_differences"]
 
@@ -136,40 +138,18 @@ def lr_robustness(
     return pd.DataFrame(rows)
 
 
-def _welch(a: np.ndarray, b: np.ndarray, floor: float = 0.0) -> tuple[float, float, float]:
-    """Welch's two-sided p-value and the 95% interval of mean(a) - mean(b), each sample's
-    variance floored at ``floor``. Both spreads zero (no floor, all seeds on one value): the
-    spread is unknown, so p and the interval are NaN."""
-    diff = float(a.mean() - b.mean())
-    va = max(_variance(a), floor) / len(a)
-    vb = max(_variance(b), floor) / len(b)
-    se2 = va + vb
-    if se2 == 0:
-        return math.nan, math.nan, math.nan
-    df = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    t = diff / math.sqrt(se2)
-    p = float(2 * stats.t.sf(abs(t), df))
-    half = float(stats.t.ppf(0.975, df) * math.sqrt(se2))
-    return p, diff - half, diff + half
-
-
-def _variance(x: np.ndarray) -> float:
-    """The sample variance, exactly 0 when every value is the same (not a rounding residue)."""
-    return 0.0 if np.ptp(x) == 0 else float(x.var(ddof=1))
-
-
 def _holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjustment of p-values (family-wise error), monotone and capped at 1;
-    a NaN p-value counts as 1 (its comparison supports nothing)."""
-    p = np.where(np.isnan(p), 1.0, p)
-    order = np.argsort(p, kind="stable")
-    m = len(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
+    """Holm's adjustment (:func:`analysis_lib.stats.holm`) over the whole table: a NaN p-value
+    (an unknown spread) stays in the family and counts as 1, so its comparison supports
+    nothing."""
+    return holm(np.where(np.isnan(p), 1.0, p))
+
+
+def _welch_or_nan(x: np.ndarray, y: np.ndarray, floor: float) -> tuple[float, float, float]:
+    """:func:`analysis_lib.stats.welch`; NaN when a sample holds an infinite value."""
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return math.nan, math.nan, math.nan
+    return welch(x, y, floor)
 
 
 def pairwise_differences(
@@ -206,8 +186,8 @@ def pairwise_differences(
     rows = []
     for a, b in combinations(samples, 2):
         x, y = samples[a], samples[b]
-        p, low, high = _welch(x, y, floor)
-        ia, ib = _interval(x)[1:], _interval(y)[1:]  # the summary's own 95% t-intervals
+        p, low, high = _welch_or_nan(x, y, floor)
+        ia, ib = mean_interval(x)[1:], mean_interval(y)[1:]  # the summary's own intervals
         rows.append(
             {"a": a, "b": b, "mean_a": x.mean(), "mean_b": y.mean(), "n_a": len(x), "n_b": len(y),
              "diff": x.mean() - y.mean(), "diff_low": low, "diff_high": high, "p": p,

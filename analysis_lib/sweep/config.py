@@ -1,5 +1,11 @@
 """The sweep configuration: a TOML file (read with :mod:`tomllib`), validated in full before anything
-runs, and its expansion into trials.
+runs, and its expansion into frozen :class:`~analysis_lib.sweep.trial.Trial` records.
+
+This module owns the checks: every value of a sweep (the learning rates, every hyperparameter,
+the budget, schedule, seeds, task and measurements) is checked once, here, where it enters;
+the trial records, the run and the tables take them as checked. (The optimizer's own
+constructor check runs once here too, on a throw-away parameter, so that a bad hyperparameter
+is named before any trial runs.)
 
 A configuration::
 
@@ -45,10 +51,11 @@ from typing import Any
 
 import torch
 
-from ..io import canonical_json, config_key
-from ..optim import OPTIMIZERS, ExponentialAlpha, make_optimizer
+from ..io import canonical_json
+from ..optim import OPTIMIZERS, make_optimizer
 from ..problems import tasks as _tasks
 from .measurements import MEASUREMENTS
+from .trial import Trial, make_task, resolve_hparams
 
 __all__ = ["SELECTIONS", "TASKS", "ConfigError", "SweepConfig", "load_config", "make_task"]
 
@@ -143,29 +150,6 @@ def _alpha_schedule(value: dict, key: str, steps: int) -> dict:
     return {k: _number(v, f"{key}.{k}") for k, v in value.items()}
 
 
-def resolve_hparams(hparams: dict, steps: int) -> dict:
-    """The keyword arguments for ``make_optimizer``: an ``alpha`` table becomes an
-    :class:`~analysis_lib.optim.ExponentialAlpha` (``within`` reaches ``final`` within that
-    fraction at the last step), arrays become tuples."""
-    out = {}
-    for k, v in hparams.items():
-        if k == "alpha" and isinstance(v, dict):
-            if "within" in v:
-                out[k] = ExponentialAlpha.reaching(v["final"], steps, v["within"])
-            else:
-                out[k] = ExponentialAlpha(final=v["final"], tau=v["tau"])
-        elif isinstance(v, list):
-            out[k] = tuple(v)
-        else:
-            out[k] = v
-    return out
-
-
-def make_task(spec: dict) -> _tasks.Task:
-    """The task of a trial: ``tasks.<spec["name"]>(**spec["args"])`` on the CPU."""
-    return getattr(_tasks, spec["name"])(**spec["args"])
-
-
 def _round_lr(x: float) -> float:
     return float(f"{x:.6g}")  # six significant digits: the grid reads well in tables
 
@@ -202,37 +186,32 @@ class SweepConfig:
     def canonical(self) -> str:
         return canonical_json(self.data)
 
-    def trials(self) -> list[dict]:
-        """One plain dict per trial, in the order optimizer x lr x seed; each carries its
-        ``key`` (a hash of everything that determines its result, see :func:`trial_key`)."""
+    def trials(self) -> list[Trial]:
+        """The sweep's trials, in the order optimizer x lr x seed: one frozen :class:`Trial`
+        each, built here once from the checked configuration; each has its ``key`` (a hash of
+        everything that determines its result)."""
         d = self.data
-        out = []
-        for opt in d["optimizers"]:
-            for lr in opt["lrs"]:
-                for seed in d["seeds"]:
-                    trial = {
-                        "task": d["task"],
-                        "optimizer": opt["name"],
-                        "label": opt["label"],
-                        "hparams": opt["hparams"],
-                        "lr": lr,
-                        "seed": seed,
-                        "steps": d["budget"]["steps"],
-                        "batch_size": d["budget"]["batch_size"],
-                        "schedule": d["schedule"],
-                        "measurements": d["measurements"],
-                        "divergence_factor": d["divergence_factor"],
-                    }
-                    for k in ("target_train_loss", "check_every"):
-                        if k in d["budget"]:  # only then: other configs keep their keys
-                            trial[k] = d["budget"][k]
-                    out.append({**trial, "key": trial_key(trial)})
-        return out
-
-
-def trial_key(trial: dict) -> str:
-    """The key of a trial: a hash of its configuration (the ``key`` entry itself excluded)."""
-    return config_key({k: v for k, v in trial.items() if k != "key"})
+        budget = d["budget"]
+        return [
+            Trial(
+                task=d["task"],
+                optimizer=opt["name"],
+                label=opt["label"],
+                hparams=opt["hparams"],
+                lr=lr,
+                seed=seed,
+                steps=budget["steps"],
+                batch_size=budget["batch_size"],
+                schedule=d["schedule"],
+                measurements=tuple(d["measurements"]),
+                divergence_factor=d["divergence_factor"],
+                target_train_loss=budget.get("target_train_loss"),
+                check_every=budget.get("check_every"),
+            )
+            for opt in d["optimizers"]
+            for lr in opt["lrs"]
+            for seed in d["seeds"]
+        ]
 
 
 def _read(source: str | Path | dict) -> tuple[dict, str]:

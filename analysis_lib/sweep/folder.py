@@ -1,5 +1,8 @@
 """The sweep's output folder as the one source of truth: one sweep at a time, and every row of
-``trials.csv`` checked whole before it counts.
+``trials.csv`` checked whole before it counts. This module owns the folder's files: the lock,
+writing ``trials.csv`` (:func:`write_trials`) and reading it back checked
+(:func:`read_trials`, :func:`read_trials_file`) against the configuration kept in
+``config.json`` (:func:`stored_config`).
 
 **The lock.** A sweep holds an exclusive ``fcntl.flock`` on ``OUT/.sweep.lock`` for as long as
 it runs (checking the folder, reading ``trials.csv``, running, writing the summary). A second
@@ -39,8 +42,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError
-from .trial import BASE_COLUMNS, STATUSES, TAIL_COLUMNS
+from ..io import write_atomically
+from .config import ConfigError, SweepConfig
+from .trial import (
+    BASE_COLUMNS,
+    CONFIG_COLUMNS,
+    JSON_COLUMNS,
+    METRICS,
+    STATUSES,
+    TAIL_COLUMNS,
+    Trial,
+)
 
 try:  # POSIX
     import fcntl
@@ -54,15 +66,16 @@ __all__ = [
     "SUMMARY_FILE",
     "TRIALS_FILE",
     "SweepFolder",
+    "read_trials",
     "read_trials_file",
+    "stored_config",
     "trials_csv",
+    "write_trials",
 ]
 
 CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE = "config.json", "trials.csv", "summary.csv"
 LOCK_FILE = ".sweep.lock"
 CHECKSUM_COLUMN = "checksum"
-#: The training metrics every ``ok`` row has.
-METRICS = tuple(f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "accuracy"))
 _TEXT_DTYPES = {"key": str, "message": str, "worker": str, "version": str}
 
 
@@ -248,7 +261,7 @@ def _check_fields(row: dict[str, str], measured: list[str]) -> None:
     for column in ("seed", "steps", "steps_taken"):
         check(column, _int)
     check("batch_size", lambda s: None if s == "" else _int(s))
-    for column in ("hparams", "schedule", "task"):
+    for column in JSON_COLUMNS:
         if not isinstance(check(column, json.loads), dict):
             raise ValueError(f"{column} = {row[column]!r} is not a JSON table")
     for column in (*METRICS, *measured, "seconds"):
@@ -261,25 +274,25 @@ def _check_fields(row: dict[str, str], measured: list[str]) -> None:
         raise ValueError(f"target_reached = {row['target_reached']!r} is not True or False")
 
 
-def _configuration_matches(row: dict[str, str], trial: Mapping) -> list[str]:
+def _parsed(column: str, text: str):
+    """A configuration field of a row (one that parses) as the value its trial has."""
+    if column in JSON_COLUMNS:
+        return json.loads(text)
+    if column == "lr":
+        return float(text)
+    if column in ("seed", "steps"):
+        return int(text)
+    if column == "batch_size":
+        return None if text == "" else int(text)
+    return text
+
+
+def _configuration_matches(row: dict[str, str], trial: Trial) -> list[str]:
     """The configuration columns of ``row`` that differ from ``trial``'s (``row`` parses)."""
-    batch = None if row["batch_size"] == "" else int(row["batch_size"])
-    found = {
-        "label": row["label"],
-        "optimizer": row["optimizer"],
-        "hparams": json.loads(row["hparams"]),
-        "lr": float(row["lr"]),
-        "seed": int(row["seed"]),
-        "steps": int(row["steps"]),
-        "batch_size": batch,
-        "schedule": json.loads(row["schedule"]),
-        "task": json.loads(row["task"]),
-    }
-    wrong = [k for k, v in found.items() if v != trial[k]]
-    if "target_train_loss" in trial:
-        text = row.get("target_train_loss", "")
+    wrong = [c for c in CONFIG_COLUMNS if _parsed(c, row[c]) != getattr(trial, c)]
+    if trial.target_train_loss is not None:
         try:
-            if float(text) != trial["target_train_loss"]:
+            if float(row.get("target_train_loss", "")) != trial.target_train_loss:
                 wrong.append("target_train_loss")
         except ValueError:
             wrong.append("target_train_loss")
@@ -370,7 +383,7 @@ def _check_row(name, line, fields, columns, checksummed, measured, seen, trials)
         )
 
 
-def read_trials_file(path: str | os.PathLike, trials: Mapping[str, Mapping] | None = None):
+def read_trials_file(path: str | os.PathLike, trials: Mapping[str, Trial] | None = None):
     """``trials.csv`` at ``path`` as a DataFrame, every row checked whole (see the module's
     docstring); ``trials`` (key -> trial of the sweep's configuration), when given, is what
     each row's key and configuration columns must match. Returns ``(frame, checksummed)``.
@@ -401,3 +414,56 @@ def read_trials_file(path: str | os.PathLike, trials: Mapping[str, Mapping] | No
         frame = frame.drop(columns=[CHECKSUM_COLUMN])
     frame["message"] = frame["message"].fillna("")
     return frame, checksummed
+
+
+def write_trials(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write ``trials.csv`` (:func:`trials_csv`) whole and atomically."""
+    write_atomically(Path(path), trials_csv(rows))
+
+
+def stored_config(stored: str | os.PathLike) -> SweepConfig:
+    """The configuration kept in a sweep folder's ``config.json`` (the normalised data a sweep
+    wrote, taken as it is: its measurements need not be registered here).
+
+    Raises:
+        ConfigError: the file cannot be read or does not hold a sweep's configuration.
+    """
+    stored = Path(stored)
+    try:
+        data = json.loads(stored.read_bytes().decode("utf-8"))
+        config = SweepConfig(data)
+        config.trials()
+    except OSError as e:
+        raise ConfigError(
+            str(stored), f"cannot be read ({type(e).__name__}: {e.strerror})"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(
+            str(stored), f"is not the configuration of a sweep ({type(e).__name__}: {e})"
+        ) from None
+    return config
+
+
+def read_trials(path: str | os.PathLike) -> pd.DataFrame:
+    """``trials.csv`` (or a folder holding it) as a DataFrame. Floats are written with their
+    shortest round-trip repr and pandas (>= 3) parses them back exactly.
+
+    Every row is checked whole before it counts (see this module's docstring): all its fields,
+    its checksum, a key found once and, when the folder's ``config.json`` is there, a key that
+    is a trial of that configuration with that trial's configuration.
+
+    Raises:
+        ConfigError: the file (or the folder's ``config.json``) is unreadable or not what a
+            sweep writes, or a row is bad; the message names the file and line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRIALS_FILE
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(str(path), f"{what}: no trials table there")
+    trials = None
+    stored = path.parent / CONFIG_FILE
+    if stored.is_file():
+        trials = {t.key: t for t in stored_config(stored).trials()}
+    return read_trials_file(path, trials)[0]

@@ -1,5 +1,11 @@
-"""Running a sweep: trials as Dask futures (or serially), results written as they arrive,
-resume, and the summary over seeds."""
+"""Running a sweep, the straight line from a checked configuration to its tables: its
+:class:`~analysis_lib.sweep.trial.Trial` records (:mod:`~analysis_lib.sweep.config`), those not
+yet done in the output folder (:mod:`~analysis_lib.sweep.folder`) run serially or as Dask
+futures (:mod:`~analysis_lib.sweep.scheduler`, :func:`~analysis_lib.sweep.trial.run_trial`),
+each row written as it arrives, then the summary (:mod:`~analysis_lib.sweep.tables`).
+
+This module owns where trials run, resuming and extending a folder's sweep, and
+:func:`run_sweep`'s own arguments (checked here, where they enter)."""
 
 from __future__ import annotations
 
@@ -12,15 +18,12 @@ from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 from tqdm.auto import tqdm
 
 from .. import __version__, progress_disabled
 from ..cluster import local_cluster
 from ..io import write_atomically
-from ..training import choose_lr
 from .config import ConfigError, SweepConfig, load_config
 from .folder import (
     CONFIG_FILE,
@@ -28,20 +31,18 @@ from .folder import (
     TRIALS_FILE,
     SweepFolder,
     read_trials_file,
-    trials_csv,
+    write_trials,
 )
 from .measurements import MEASUREMENTS
 from .scheduler import DEFAULT_CONNECT_TIMEOUT, check_timeout, connect_scheduler
-from .trial import FINAL_STATUSES, base_row, run_trial
+from .tables import summarize
+from .trial import FINAL_STATUSES, Trial, run_trial
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "SCHEDULER_ENV_VAR",
     "SweepResult",
-    "lr_sensitivity",
-    "read_trials",
     "run_sweep",
-    "summarize",
 ]
 
 #: Environment variable naming the scheduler of an existing cluster (Dask's own name for it).
@@ -57,134 +58,6 @@ class SweepResult:
     ran: int
     skipped: int
     out: Path
-
-
-# -- the tables -----------------------------------------------------------------------------------
-def read_trials(path: str | os.PathLike) -> pd.DataFrame:
-    """``trials.csv`` (or a folder holding it) as a DataFrame. Floats are written with their
-    shortest round-trip repr and pandas (>= 3) parses them back exactly.
-
-    Every row is checked whole before it counts (see :mod:`analysis_lib.sweep.folder`): all
-    its fields, its checksum, a key found once and, when the folder's ``config.json`` is
-    there, a key that is a trial of that configuration with that trial's configuration.
-
-    Raises:
-        ConfigError: the file (or the folder's ``config.json``) is unreadable or not what a
-            sweep writes, or a row is bad; the message names the file and line.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / TRIALS_FILE
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
-        raise ConfigError(str(path), f"{what}: no trials table there")
-    trials = None
-    stored = path.parent / CONFIG_FILE
-    if stored.is_file():
-        trials = {t["key"]: t for t in _stored_config(stored).trials()}
-    return read_trials_file(path, trials)[0]
-
-
-def _stored_config(stored: Path) -> SweepConfig:
-    """The configuration kept in a sweep folder's ``config.json`` (the normalised data a sweep
-    wrote, taken as it is: its measurements need not be registered here)."""
-    try:
-        data = json.loads(stored.read_bytes().decode("utf-8"))
-        config = SweepConfig(data)
-        config.trials()
-    except OSError as e:
-        raise ConfigError(
-            str(stored), f"cannot be read ({type(e).__name__}: {e.strerror})"
-        ) from None
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(
-            str(stored), f"is not the configuration of a sweep ({type(e).__name__}: {e})"
-        ) from None
-    return config
-
-
-def _write_table(path: Path, rows: list[dict]) -> None:
-    write_atomically(path, trials_csv(rows))
-
-
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of ``values`` (NaN bounds for fewer than 2)."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half
-
-
-def lr_sensitivity(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
-    """One row per (label, lr): mean and 95% t-interval of ``metric`` over the seeds that
-    finished (``n``), and ``failed``, the number of seeds that diverged or raised. Tidy, for a
-    plot of ``metric`` against lr with one line (and band) per optimizer."""
-    if metric not in trials.columns:
-        raise ValueError(f"Invalid metric: {metric!r} (not a column of the trials table)")
-    out = []
-    for (label, lr), group in trials.groupby(["label", "lr"], sort=False):
-        ok = group[group["status"] == "ok"]
-        mean, low, high = _interval(ok[metric].to_numpy(dtype=float))
-        out.append(
-            {
-                "label": label,
-                "optimizer": group["optimizer"].iloc[0],
-                "lr": float(lr),
-                "n": len(ok),
-                "failed": int((group["status"] != "ok").sum()),
-                "mean": mean,
-                "low": low,
-                "high": high,
-            }
-        )
-    return pd.DataFrame(out).sort_values(["label", "lr"], kind="stable", ignore_index=True)
-
-
-def summarize(
-    trials: pd.DataFrame, selection: str = "val_loss", seeds: int | None = None
-) -> pd.DataFrame:
-    """Per optimizer label: the learning rate chosen on the validation split and the test
-    numbers at it, mean and 95% Student-t interval over seeds.
-
-    The chosen lr has the lowest mean validation loss over seeds (``selection="val_loss"``) or
-    the highest mean validation accuracy (``"val_accuracy"``). An lr with any seed diverged,
-    raised or missing (fewer than ``seeds`` trials) counts as the worst, so an lr that works
-    only for lucky seeds is never chosen; ties go to the smaller lr. When every lr of an
-    optimizer failed, its lr and numbers are NaN and ``status`` says so.
-    """
-    if selection not in ("val_loss", "val_accuracy"):
-        raise ValueError(f"Invalid selection: {selection!r}")
-    rows = []
-    for label, group in trials.groupby("label", sort=False):
-        best = choose_lr(
-            group.assign(failed=group["status"] != "ok"), selection, failed="failed", seeds=seeds
-        )
-        best = None if math.isnan(best) else best
-        row = {
-            "label": label,
-            "optimizer": group["optimizer"].iloc[0],
-            "hparams": group["hparams"].iloc[0],
-            "lr": math.nan if best is None else float(best),
-            "lrs": int(group["lr"].nunique()),
-            "failed_trials": int((group["status"] != "ok").sum()),
-        }
-        chosen = (
-            group[(group["lr"] == best) & (group["status"] == "ok")]
-            if best is not None
-            else group[:0]
-        )
-        row["seeds"] = len(chosen)
-        row[f"{selection}_mean"] = float(chosen[selection].mean()) if len(chosen) else math.nan
-        for metric in ("test_loss", "test_accuracy"):
-            mean, low, high = _interval(chosen[metric].dropna().to_numpy(dtype=float))
-            row[f"{metric}_mean"], row[f"{metric}_low"], row[f"{metric}_high"] = mean, low, high
-        row["status"] = "ok" if best is not None else "every lr failed"
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -207,10 +80,10 @@ def _check_out(out: Path, config: SweepConfig) -> bool:
         try:
             old = json.loads(text)
             diff = sorted(k for k in config.data if old.get(k) != config.data[k])
-            old_keys = {t["key"] for t in load_config(old, check_task=False).trials()}
+            old_keys = {t.key for t in load_config(old, check_task=False).trials()}
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
             diff, old_keys = [f"(unreadable {stored})"], None
-        if old_keys is not None and old_keys <= {t["key"] for t in config.trials()}:
+        if old_keys is not None and old_keys <= {t.key for t in config.trials()}:
             return True
         raise ValueError(
             f"Invalid out: {out} holds a sweep of a different configuration (differs in "
@@ -226,7 +99,7 @@ def _check_out(out: Path, config: SweepConfig) -> bool:
     return False
 
 
-def _dask_trial(trial: Mapping, measures: Mapping) -> dict:
+def _dask_trial(trial: Trial, measures: Mapping) -> dict:
     from distributed import get_worker
 
     try:
@@ -289,8 +162,8 @@ def run_sweep(
     with SweepFolder(out):
         extends = _check_out(out, config)
         trials = config.trials()
-        order = {t["key"]: i for i, t in enumerate(trials)}
-        by_key = {t["key"]: t for t in trials}
+        order = {t.key: i for i, t in enumerate(trials)}
+        by_key = {t.key: t for t in trials}
         rows: dict[str, dict] = {}
         if (out / TRIALS_FILE).exists():
             frame, checksummed = read_trials_file(out / TRIALS_FILE, by_key)
@@ -304,7 +177,7 @@ def run_sweep(
                     stacklevel=2,
                 )
             rows = {r["key"]: r for r in frame.to_dict("records")}
-        todo = [t for t in trials if rows.get(t["key"], {}).get("status") not in FINAL_STATUSES]
+        todo = [t for t in trials if rows.get(t.key, {}).get("status") not in FINAL_STATUSES]
         skipped = len(trials) - len(todo)
         measures = {name: MEASUREMENTS[name] for name in config.measurements}
         own_client = None
@@ -317,7 +190,7 @@ def run_sweep(
             def record(row: dict) -> None:
                 rows[row["key"]] = row
                 ordered = sorted(rows.values(), key=lambda r: order[r["key"]])
-                _write_table(out / TRIALS_FILE, ordered)
+                write_trials(out / TRIALS_FILE, ordered)
                 bar.update(1)
 
             bar = tqdm(
@@ -362,7 +235,7 @@ def _run_on_dask(todo, measures, record, client, workers) -> None:
             _dask_trial,
             todo,
             [measures] * len(todo),
-            key=[f"sweep-trial-{trial['key']}" for trial in todo],
+            key=[f"sweep-trial-{trial.key}" for trial in todo],
         )
         trial_of = dict(zip(submitted, todo, strict=True))
         for fut in as_completed(submitted):
@@ -370,7 +243,7 @@ def _run_on_dask(todo, measures, record, client, workers) -> None:
             try:
                 row = fut.result()
             except Exception as e:  # e.g. KilledWorker: the trial kept killing its workers
-                row = base_row(trial, "error", f"{type(e).__name__}: {e}")
+                row = trial.row("error", f"{type(e).__name__}: {e}")
                 row.update(seconds=math.nan, worker="", device="", version=__version__)
             record(row)
     finally:

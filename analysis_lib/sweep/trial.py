@@ -1,4 +1,11 @@
-"""One trial: a pure function of its configuration to a row of ``trials.csv``.
+"""One trial: the typed record of its configuration (:class:`Trial`), its key, its row of
+``trials.csv``, and running it (:func:`run_trial`), a pure function of the record to the row.
+
+This module owns the trial's fields (defined once, in :class:`Trial`), the columns of
+``trials.csv`` (:data:`BASE_COLUMNS`, :data:`TAIL_COLUMNS`), the statuses, and the one place a
+row is built from a trial (:meth:`Trial.row`). It also turns a checked configuration's plain
+values into the objects a run needs (:func:`make_task`, :func:`resolve_hparams`); the values
+themselves are checked once, where they enter (:mod:`analysis_lib.sweep.config`), not here.
 
 A trial trains a fresh model (:func:`analysis_lib.training.train`, seeded by the trial's seed:
 initialisation and batch order), evaluates it on the three splits and takes the configured
@@ -9,7 +16,7 @@ cluster with the same library versions and device type. Parallelism comes from r
 side by side. Nothing a trial does raises: an exception becomes ``status="error"`` with its
 message, a divergence ``status="diverged"``.
 
-A trial whose configuration carries ``target_train_loss`` (a budget with a target, see
+A trial with a ``target_train_loss`` (a budget with a target, see
 :mod:`analysis_lib.sweep.config`) is stopped at the first check (every ``check_every`` steps)
 where the mean loss over the whole training split is at most the target
 (:class:`~analysis_lib.training.TargetLoss`): its row has ``steps_taken`` (the step at which it
@@ -24,20 +31,29 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import torch
 
 from .. import __version__
 from .. import device as default_device
+from ..io import config_key
+from ..optim import ExponentialAlpha
+from ..problems import tasks as _tasks
 from ..training import TargetLoss, cosine_schedule, train
-from .config import make_task, resolve_hparams
 
 __all__ = [
     "BASE_COLUMNS",
+    "CONFIG_COLUMNS",
     "FINAL_STATUSES",
+    "JSON_COLUMNS",
     "STATUSES",
     "TAIL_COLUMNS",
-    "base_row",
+    "Trial",
+    "make_task",
+    "resolve_hparams",
     "run_trial",
 ]
 
@@ -46,9 +62,8 @@ __all__ = [
 #: sweep skips them and reruns errors (which may have been a lost machine).
 STATUSES = ("ok", "diverged", "error")
 FINAL_STATUSES = ("ok", "diverged")
-#: Columns before the measurements, in order.
-BASE_COLUMNS = (
-    "key",
+#: The columns of a row that are the trial's configuration (the key aside), in order.
+CONFIG_COLUMNS = (
     "label",
     "optimizer",
     "hparams",
@@ -58,20 +73,108 @@ BASE_COLUMNS = (
     "batch_size",
     "schedule",
     "task",
-    "status",
-    "message",
-    "steps_taken",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
 )
+#: Configuration columns written as canonical JSON tables.
+JSON_COLUMNS = ("hparams", "schedule", "task")
+#: The training metrics of a row.
+METRICS = tuple(f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "accuracy"))
+#: Columns before the measurements, in order.
+BASE_COLUMNS = ("key", *CONFIG_COLUMNS, "status", "message", "steps_taken", *METRICS)
 #: Columns after the measurements: they describe where and how long a trial ran, and are the
 #: only ones that may differ between two runs of the same trial.
 TAIL_COLUMNS = ("seconds", "worker", "device", "version")
 
+
+# -- from checked values to the objects of a run --------------------------------------------------
+def resolve_hparams(hparams: Mapping, steps: int) -> dict:
+    """The keyword arguments for ``make_optimizer``: an ``alpha`` table becomes an
+    :class:`~analysis_lib.optim.ExponentialAlpha` (``within`` reaches ``final`` within that
+    fraction at the last step), arrays become tuples."""
+    out = {}
+    for k, v in hparams.items():
+        if k == "alpha" and isinstance(v, dict):
+            if "within" in v:
+                out[k] = ExponentialAlpha.reaching(v["final"], steps, v["within"])
+            else:
+                out[k] = ExponentialAlpha(final=v["final"], tau=v["tau"])
+        elif isinstance(v, list):
+            out[k] = tuple(v)
+        else:
+            out[k] = v
+    return out
+
+
+def make_task(spec: Mapping) -> _tasks.Task:
+    """The task of a trial: ``tasks.<spec["name"]>(**spec["args"])`` on the CPU."""
+    return getattr(_tasks, spec["name"])(**spec["args"])
+
+
+# -- the record -----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=True)
+class Trial:
+    """One trial of a sweep, built once from its checked configuration
+    (:meth:`analysis_lib.sweep.SweepConfig.trials`) and carried unchanged to the run and the
+    row. ``task``, ``hparams`` and ``schedule`` are the configuration's plain tables;
+    ``target_train_loss`` and ``check_every`` are None for a budget without a target."""
+
+    task: dict
+    optimizer: str
+    label: str
+    hparams: dict
+    lr: float
+    seed: int
+    steps: int
+    batch_size: int | None
+    schedule: dict
+    measurements: tuple[str, ...]
+    divergence_factor: float
+    target_train_loss: float | None = None
+    check_every: int | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def spec(self) -> dict[str, Any]:
+        """The trial's configuration as plain data: what its key hashes. The target entries are
+        there only for a budget with a target, so other sweeps keep their keys."""
+        spec = {
+            "task": self.task,
+            "optimizer": self.optimizer,
+            "label": self.label,
+            "hparams": self.hparams,
+            "lr": self.lr,
+            "seed": self.seed,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "schedule": self.schedule,
+            "measurements": list(self.measurements),
+            "divergence_factor": self.divergence_factor,
+        }
+        if self.target_train_loss is not None:
+            spec.update(target_train_loss=self.target_train_loss, check_every=self.check_every)
+        return spec
+
+    @cached_property
+    def key(self) -> str:
+        """A hash of everything that determines the trial's result (:meth:`spec`)."""
+        return config_key(self.spec())
+
+    def row(self, status: str = "ok", message: str = "") -> dict:
+        """The trial's row of ``trials.csv``: its configuration columns, ``status`` and
+        ``message``, and empty metrics (what a trial that never reported looks like)."""
+        nan = float("nan")
+        row: dict[str, Any] = {"key": self.key}
+        for column in CONFIG_COLUMNS:
+            value = getattr(self, column)
+            row[column] = json.dumps(value, sort_keys=True) if column in JSON_COLUMNS else value
+        row.update(status=status, message=message, steps_taken=0)
+        if self.target_train_loss is not None:
+            row.update(target_train_loss=self.target_train_loss, target_reached=False)
+        row.update({metric: nan for metric in METRICS})
+        return row
+
+
+# -- running it -----------------------------------------------------------------------------------
 _TASK_CACHE: dict[str, object] = {}  # per process: workers build each task once
 
 
@@ -90,71 +193,63 @@ def _schedule(spec: Mapping, steps: int):
     return cosine_schedule(steps, warmup=spec["warmup"], final=spec["final"])
 
 
-def _target_callbacks(trial: Mapping, task) -> list:
-    """``[TargetLoss(...)]`` for a trial with a target training loss, else ``[]``."""
-    if "target_train_loss" not in trial:
-        return []
-    return [TargetLoss(task, trial["target_train_loss"], every=trial["check_every"])]
+def _train(trial: Trial, device):
+    """The training run of ``trial`` and whether it watched a target loss."""
+    task = _task(trial.task)
+    callbacks = []
+    if trial.target_train_loss is not None:
+        callbacks = [TargetLoss(task, trial.target_train_loss, every=trial.check_every)]
+    run = train(
+        task,
+        trial.optimizer,
+        trial.steps,
+        batch_size=trial.batch_size,
+        lr=trial.lr,
+        lr_schedule=_schedule(trial.schedule, trial.steps),
+        seed=trial.seed,
+        device=device,
+        divergence_factor=trial.divergence_factor,
+        callbacks=callbacks,
+        record_every=trial.steps,  # only the last step's row: the loop runs bare
+        progress=False,
+        **resolve_hparams(trial.hparams, trial.steps),
+    )
+    return run, bool(callbacks)
 
 
-def base_row(trial: Mapping, status: str = "ok", message: str = "") -> dict:
-    """The configuration columns of a trial's row, with ``status`` and ``message`` and empty
-    metrics (what a trial that never reported looks like)."""
-    nan = float("nan")
-    return {
-        "key": trial["key"],
-        "label": trial["label"],
-        "optimizer": trial["optimizer"],
-        "hparams": json.dumps(trial["hparams"], sort_keys=True),
-        "lr": trial["lr"],
-        "seed": trial["seed"],
-        "steps": trial["steps"],
-        "batch_size": trial["batch_size"],
-        "schedule": json.dumps(trial["schedule"], sort_keys=True),
-        "task": json.dumps(trial["task"], sort_keys=True),
-        "status": status,
-        "message": message,
-        "steps_taken": 0,
-        **(
-            {"target_train_loss": trial["target_train_loss"], "target_reached": False}
-            if "target_train_loss" in trial
-            else {}
-        ),
-        **{f"{s}_{m}": nan for s in ("train", "val", "test") for m in ("loss", "accuracy")},
-    }
+def _measure(row: dict, run, names, measures: Mapping | None) -> None:
+    """The named measurements of ``run``'s model, written into ``row``."""
+    for name in names:
+        fn = (measures or {}).get(name)
+        if fn is None:
+            raise KeyError(f"measurement {name!r} was not passed to the trial")
+        try:
+            values = fn(run.model, run.task)
+        except Exception as e:
+            raise RuntimeError(f"measurement {name!r} failed: {type(e).__name__}: {e}") from e
+        if not isinstance(values, Mapping):
+            raise TypeError(f"measurement {name!r} returned {type(values).__name__}")
+        for k, v in values.items():
+            if str(k) in BASE_COLUMNS or str(k) in TAIL_COLUMNS:
+                raise ValueError(f"measurement {name!r} returned a reserved column {k!r}")
+            row[str(k)] = float(v)
 
 
-def run_trial(trial: Mapping, measures: Mapping | None = None, worker: str = "serial") -> dict:
-    """Run one trial (a dict from :meth:`SweepConfig.trials`) and return its row.
+def run_trial(trial: Trial, measures: Mapping | None = None, worker: str = "serial") -> dict:
+    """Run one trial (a :class:`Trial` from :meth:`SweepConfig.trials`) and return its row.
 
     ``measures`` maps the trial's measurement names to their callables (the runner looks them
     up in :data:`~analysis_lib.sweep.MEASUREMENTS`); ``worker`` is written to the row.
     """
     start = time.perf_counter()
     device = default_device()
-    row = base_row(trial)
+    row = trial.row()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        task = _task(trial["task"])
-        callbacks = _target_callbacks(trial, task)
-        run = train(
-            task,
-            trial["optimizer"],
-            trial["steps"],
-            batch_size=trial["batch_size"],
-            lr=trial["lr"],
-            lr_schedule=_schedule(trial["schedule"], trial["steps"]),
-            seed=trial["seed"],
-            device=device,
-            divergence_factor=trial["divergence_factor"],
-            callbacks=callbacks,
-            record_every=trial["steps"],  # only the last step's row: the loop runs bare
-            progress=False,
-            **resolve_hparams(trial["hparams"], trial["steps"]),
-        )
+        run, targeted = _train(trial, device)
         row["steps_taken"] = run.steps
-        if callbacks:
+        if targeted:
             row["target_reached"] = run.stopped_at is not None
         if run.diverged:
             row["status"], row["message"] = "diverged", f"at step {run.diverged_at}: {run.reason}"
@@ -162,22 +257,7 @@ def run_trial(trial: Mapping, measures: Mapping | None = None, worker: str = "se
             for split in ("train", "val", "test"):
                 for metric, value in run.evaluate(split).items():
                     row[f"{split}_{metric}"] = float(value)
-            for name in trial["measurements"]:
-                fn = (measures or {}).get(name)
-                if fn is None:
-                    raise KeyError(f"measurement {name!r} was not passed to the trial")
-                try:
-                    values = fn(run.model, run.task)
-                except Exception as e:
-                    raise RuntimeError(
-                        f"measurement {name!r} failed: {type(e).__name__}: {e}"
-                    ) from e
-                if not isinstance(values, Mapping):
-                    raise TypeError(f"measurement {name!r} returned {type(values).__name__}")
-                for k, v in values.items():
-                    if str(k) in BASE_COLUMNS or str(k) in TAIL_COLUMNS:
-                        raise ValueError(f"measurement {name!r} returned a reserved column {k!r}")
-                    row[str(k)] = float(v)
+            _measure(row, run, trial.measurements, measures)
             if not all(math.isfinite(row[f"{s}_loss"]) for s in ("train", "val", "test")):
                 row["status"], row["message"] = "diverged", "non-finite loss at evaluation"
     except Exception as e:
