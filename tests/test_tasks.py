@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_lib.problems import tasks
+from analysis_lib.problems import cifar10_bin, tasks
 from analysis_lib.problems.tasks import Task, read_cifar10_bin
 
 
@@ -124,7 +124,7 @@ def _write_cifar(folder, counts=(3, 3, 3, 3, 3), n_test=3, seed=0):
 
 @pytest.fixture
 def _small_cifar(monkeypatch):
-    monkeypatch.setattr(tasks, "_CIFAR_RECORDS_PER_FILE", 3)
+    monkeypatch.setattr(cifar10_bin, "RECORDS_PER_FILE", 3)
 
 
 def test_cifar10_reader_parses_the_standard_binary_layout(tmp_path, _small_cifar):

@@ -245,7 +245,7 @@ def test_tuning_cache_hits_return_identical_arrays(data, monkeypatch):
     def no_compute(*args, **kwargs):
         raise AssertionError("recomputed on a cache hit")
 
-    monkeypatch.setattr(tr, "_simulate", no_compute)
+    monkeypatch.setattr(tr.tuning, "simulate", no_compute)
     second = tr.tune_lr(p, "adamnx", 80, grid)
     for name in ("lrs", "final_distance", "mean_loss", "diverged", "final_points"):
         np.testing.assert_array_equal(getattr(second, name), getattr(first, name))

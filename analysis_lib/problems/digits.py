@@ -1,8 +1,36 @@
-"""scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn: nothing is downloaded)."""
+"""scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn: nothing is downloaded): the
+data of the digits task (:func:`digits_arrays`, split and standardised for an MLP or a CNN) and
+its train / test tensors without a validation split (:func:`digits_tensors`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ._construction import split_indices
+
+__all__ = ["digits_arrays", "digits_tensors"]
+
+
+def digits_arrays(
+    model: str, fractions: tuple[float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(inputs, labels, (train, val, test) indices) of the digits, split by ``seed`` with the
+    validation and test ``fractions`` (:func:`~._construction.split_indices`), standardised with
+    the training split's statistics: for ``model="mlp"`` per pixel, the pixels constant over
+    the training split dropped, as (n, pixels); for ``"cnn"`` with the pixel mean and standard
+    deviation, as (n, 1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    train, val, test = split_indices(len(y), fractions, seed)
+    if model == "mlp":
+        mean, std = x[train].mean(0), x[train].std(0)
+        keep = std > 0
+        x = (x[:, keep] - mean[keep]) / std[keep]
+    else:
+        x = ((x - x[train].mean()) / x[train].std()).reshape(-1, 1, 8, 8)
+    return x, y, (train, val, test)
 
 
 def digits_tensors(

@@ -44,6 +44,7 @@ __all__ = [
     "conv_net",
     "extra_examples",
     "published",
+    "test_examples",
 ]
 
 #: The length of every example.
@@ -131,6 +132,17 @@ def extra_examples(count: int, seed: int = PUBLISHED_SEED + 1) -> tuple[np.ndarr
     mean, std, _, _ = _statistics()
     x, y = _raw(count, seed)
     return (x - mean) / std, y.copy()
+
+
+def test_examples(size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """A test set of ``size`` examples (a multiple of 10, at least 1000): the 1000 published ones,
+    then ``size - 1000`` from :func:`extra_examples`."""
+    data = published()
+    x_test, y_test = data["x_test"], data["y_test"]
+    if size > len(y_test):
+        x_more, y_more = extra_examples(size - len(y_test))
+        x_test, y_test = np.concatenate([x_test, x_more]), np.concatenate([y_test, y_more])
+    return x_test, y_test
 
 
 class ResidualMLP(nn.Module):

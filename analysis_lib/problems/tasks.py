@@ -11,21 +11,25 @@ A :class:`Task` is what :func:`analysis_lib.training.train` trains on and what t
     batches = task.data("train", batch_size=256)  # [(inputs, targets), ...], the last one ragged
 
 The tasks here: :func:`digits` (an MLP or a small CNN), :func:`mnist1d` (MNIST-1D, generated
-locally, with its reference MLP or CNN: a task on which optimizers differ), :func:`teacher_student` (synthetic
-regression with a known teacher network) and :func:`cifar10` (read from the standard binary
-batches of a local copy; nothing is downloaded, nothing unpickled). Every split is drawn from a
-``seed``, and the same seed gives the same split.
+locally, with its reference MLP or CNN: a task on which optimizers differ),
+:func:`teacher_student` (synthetic regression with a known teacher network) and :func:`cifar10`
+(read from the standard binary batches of a local copy; nothing is downloaded, nothing
+unpickled). Every split is drawn from a ``seed``, and the same seed gives the same split.
+
+This module owns the :class:`Task` record, the model builders and the four constructors: what a
+checkpoint's identity (``tasks.digits.<locals>.<lambda>``, ``tasks.mlp``, ...) and a task
+method's callable identity (``tasks.Task.loss_fn``) name by qualified name, kept here so that
+those stay the same. The data are their families' (:mod:`.digits`, :mod:`.mnist1d`,
+:mod:`.cifar10_bin`, whose ``CIFAR10_CLASSES``, ``CIFAR10_ENV_VAR`` and ``read_cifar10_bin`` are
+re-exported here); the shared argument checks and split are :mod:`._construction`'s.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +38,17 @@ from torch import Tensor, nn
 
 from .._checks import check_float, check_int
 from .._evaluation import accuracy, batches, eval_mode
+from . import cifar10_bin
+from ._construction import (
+    ACTIVATIONS,
+    check_activation,
+    check_dtype,
+    check_hidden,
+    recorded,
+    split_indices,
+)
+from .cifar10_bin import CIFAR10_CLASSES, CIFAR10_ENV_VAR, read_cifar10_bin
+from .digits import digits_arrays
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -50,12 +65,6 @@ __all__ = [
 
 _SPLITS = ("train", "val", "test")
 _LOSSES = ("cross_entropy", "mse")
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -64,17 +73,17 @@ def mlp(
 ) -> nn.Sequential:
     """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
     the affine layers (none after the last)."""
-    _check_activation(activation)
+    check_activation(activation)
     widths = [
         check_int("in_features", in_features),
-        *_check_hidden("hidden", hidden),
+        *check_hidden("hidden", hidden),
         check_int("out_features", out_features),
     ]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
@@ -83,11 +92,11 @@ def small_cnn(
 ) -> nn.Sequential:
     """Two 3x3 convolutions (``width/2`` and ``width`` channels), a 2x2 max-pool and a linear
     classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images."""
-    _check_activation(activation)
+    check_activation(activation)
     in_channels = check_int("in_channels", in_channels)
     num_classes = check_int("num_classes", num_classes)
     width, image_size = check_int("width", width, 2), check_int("image_size", image_size, 2)
-    act = _ACTIVATIONS[activation]
+    act = ACTIVATIONS[activation]
     half = max(width // 2, 1)
     return nn.Sequential(
         nn.Conv2d(in_channels, half, 3, padding=1),
@@ -246,58 +255,8 @@ class Task:
         )
 
 
-def _split_indices(n: int, fractions: tuple[float, float], seed: int):
-    """Seeded (train, val, test) index arrays with val/test the given fractions of n."""
-    val_fraction = check_float("val_fraction", fractions[0], 0.0, 1.0, high_open=True)
-    test_fraction = check_float("test_fraction", fractions[1], 0.0, 1.0, high_open=True)
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves "
-            "no training data (expected < 1)"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
-    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
-
-
-def _check_hidden(name: str, hidden) -> tuple[int, ...]:
-    """Hidden-layer widths: a sequence (possibly empty) of integers >= 1."""
-    if isinstance(hidden, str) or not isinstance(hidden, Sequence | np.ndarray):
-        raise ValueError(f"Invalid {name}: {hidden!r} (expected a sequence of integers >= 1)")
-    return tuple(check_int(f"{name}[{i}]", h) for i, h in enumerate(hidden))
-
-
-def _check_dtype(dtype) -> None:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype.is_complex:
-        raise ValueError(f"Invalid dtype: {dtype!r} (expected a real floating-point torch.dtype)")
-
-
-def _check_activation(activation) -> None:
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"Invalid activation: {activation!r} (expected one of {sorted(_ACTIVATIONS)})"
-        )
-
-
-def _recorded(constructor):
-    """Record in ``task.arguments`` the arguments (defaults included, ``device`` left out) that
-    the task constructor was called with."""
-    signature = inspect.signature(constructor)
-
-    @functools.wraps(constructor)
-    def construct(*args, **kwargs):
-        task = constructor(*args, **kwargs)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = {k: v for k, v in bound.arguments.items() if k != "device"}
-        task.arguments = {"constructor": constructor.__name__, **arguments}
-        return task
-
-    return construct
-
-
 # -- digits ---------------------------------------------------------------------------------------
-@_recorded
+@recorded
 def digits(
     model: str = "mlp",
     hidden: Sequence[int] = (64, 64),
@@ -321,24 +280,17 @@ def digits(
     ``label_smoothing`` > 0 keeps every sample's gradient from vanishing once the training set
     is fitted, so long runs stay in a regime of gradient noise instead of memorisation.
     """
-    from sklearn.datasets import load_digits
-
     seed = check_int("seed", seed, 0)
-    _check_dtype(dtype)
-    _check_activation(activation)
+    check_dtype(dtype)
+    check_activation(activation)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
-    hidden, width = _check_hidden("hidden", hidden), check_int("width", width, 2)
-    x, y = load_digits(return_X_y=True)
-    train, val, test = _split_indices(len(y), (val_fraction, test_fraction), seed)
+    hidden, width = check_hidden("hidden", hidden), check_int("width", width, 2)
+    x, y, (train, val, test) = digits_arrays(model, (val_fraction, test_fraction), seed)
     if model == "mlp":
-        mean, std = x[train].mean(0), x[train].std(0)
-        keep = std > 0
-        x = (x[:, keep] - mean[keep]) / std[keep]
-        n_in = int(keep.sum())
+        n_in = x.shape[1]
         factory = lambda: mlp(n_in, hidden, 10, activation)  # noqa: E731
     else:
-        x = ((x - x[train].mean()) / x[train].std()).reshape(-1, 1, 8, 8)
         factory = lambda: small_cnn(1, 8, 10, width, "relu")  # noqa: E731
     xs = torch.as_tensor(x, dtype=dtype, device=device)
     ys = torch.as_tensor(y, dtype=torch.long, device=device)
@@ -359,7 +311,7 @@ def digits(
 
 
 # -- MNIST-1D -------------------------------------------------------------------------------------
-@_recorded
+@recorded
 def mnist1d(
     model: str = "mlp",
     hidden: int = 100,
@@ -389,7 +341,7 @@ def mnist1d(
     from . import mnist1d as generator
 
     seed = check_int("seed", seed, 0)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
     hidden, channels = check_int("hidden", hidden), check_int("channels", channels)
@@ -397,11 +349,8 @@ def mnist1d(
     if test_size % 10:
         raise ValueError(f"Invalid test_size: {test_size} (expected a multiple of 10)")
     data = generator.published()
-    train, val, _ = _split_indices(len(data["y"]), (val_fraction, 0.0), seed)
-    x_test, y_test = data["x_test"], data["y_test"]
-    if test_size > len(y_test):
-        x_more, y_more = generator.extra_examples(test_size - len(y_test))
-        x_test, y_test = np.concatenate([x_test, x_more]), np.concatenate([y_test, y_more])
+    train, val, _ = split_indices(len(data["y"]), (val_fraction, 0.0), seed)
+    x_test, y_test = generator.test_examples(test_size)
     if model == "mlp":
         factory = lambda: generator.ResidualMLP(generator.LENGTH, hidden, 10)  # noqa: E731
     else:
@@ -440,7 +389,7 @@ class _ScaledTeacher(nn.Module):
         return (self.net(x.to(self.mean.dtype)) - self.mean) / self.std
 
 
-@_recorded
+@recorded
 def teacher_student(
     input_dim: int = 20,
     teacher_hidden: Sequence[int] = (32,),
@@ -460,10 +409,10 @@ def teacher_student(
     on the test split is ``noise**2`` (``info["bayes_mse"]``), and ``task.teacher`` is the
     noiseless target function (float64)."""
     seed = check_int("seed", seed, 0)
-    _check_dtype(dtype)
-    _check_activation(activation)
-    teacher_hidden = _check_hidden("teacher_hidden", teacher_hidden)
-    student_hidden = _check_hidden("student_hidden", student_hidden)
+    check_dtype(dtype)
+    check_activation(activation)
+    teacher_hidden = check_hidden("teacher_hidden", teacher_hidden)
+    student_hidden = check_hidden("student_hidden", student_hidden)
     input_dim, n_train = check_int("input_dim", input_dim), check_int("n_train", n_train)
     n_val, n_test = check_int("n_val", n_val, 0), check_int("n_test", n_test, 0)
     noise = check_float("noise", noise, 0.0)
@@ -497,88 +446,7 @@ def teacher_student(
 
 
 # -- CIFAR-10 from the binary batches ------------------------------------------------------------
-#: Environment variable naming the folder that holds ``cifar-10-batches-bin``.
-CIFAR10_ENV_VAR = "ANALYSIS_LIB_CIFAR10"
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-_CIFAR_RECORD = 1 + 3 * 32 * 32
-#: Records in each of the six binary batch files (five training batches and the test batch).
-_CIFAR_RECORDS_PER_FILE = 10_000
-_CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
-_CIFAR_TEST_FILE = "test_batch.bin"
-# per-channel mean and standard deviation of the CIFAR-10 training images (in [0, 1])
-_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-_CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
-def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read one file of CIFAR-10's binary version: records of one label byte (0-9) followed by
-    3072 pixel bytes (1024 red, 1024 green, 1024 blue, rows of 32). Returns images of shape
-    (n, 3, 32, 32) as uint8 and labels as int64. A file whose size is not a whole number of
-    records, or that holds a label outside 0-9, is rejected with a ValueError."""
-    path = Path(path)
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise ValueError(
-            f"{path.name}: {raw.size} bytes is not a whole number of CIFAR-10 "
-            f"records of {_CIFAR_RECORD} bytes; the file is truncated or not in "
-            "the binary layout"
-        )
-    records = raw.reshape(-1, _CIFAR_RECORD)
-    labels = records[:, 0].astype(np.int64)
-    if labels.max() > 9:
-        bad = int(np.argmax(labels > 9))
-        raise ValueError(
-            f"{path.name}: record {bad} has label {labels[bad]} (expected 0-9); "
-            "the file is not in CIFAR-10's binary layout"
-        )
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
-
-
-def _check_cifar_sizes(folder: Path) -> None:
-    """Refuse a batch file that does not hold its :data:`_CIFAR_RECORDS_PER_FILE` records,
-    from its size, before reading anything."""
-    want = _CIFAR_RECORDS_PER_FILE * _CIFAR_RECORD
-    for name in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE):
-        size = (folder / name).stat().st_size
-        if size != want:
-            raise ValueError(
-                f"{folder / name}: {size} bytes, {size / _CIFAR_RECORD:g} records (expected "
-                f"{_CIFAR_RECORDS_PER_FILE} records of {_CIFAR_RECORD} bytes, {want} bytes); "
-                "the file is truncated, padded or not a CIFAR-10 binary batch"
-            )
-
-
-def _cifar_folder(root) -> Path:
-    if root is None:
-        root = os.environ.get(CIFAR10_ENV_VAR)
-        if root is None:
-            raise FileNotFoundError(
-                "CIFAR-10 is not downloaded by this library: pass root=<folder> holding "
-                f"'cifar-10-batches-bin' (the binary version) or set ${CIFAR10_ENV_VAR}"
-            )
-    root = Path(root)
-    folder = root if root.name == "cifar-10-batches-bin" else root / "cifar-10-batches-bin"
-    missing = [f for f in (*_CIFAR_TRAIN_FILES, _CIFAR_TEST_FILE) if not (folder / f).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"CIFAR-10 binary batches not found: expected {folder}/"
-            f"{{{', '.join(missing)}}} (the 'CIFAR-10 binary version')"
-        )
-    return folder
-
-
-@_recorded
+@recorded
 def cifar10(
     root: str | os.PathLike | None = None,
     model: str = "cnn",
@@ -599,30 +467,21 @@ def cifar10(
     3072-512-10 ReLU MLP on the flattened image.
     """
     seed = check_int("seed", seed, 0)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if model not in ("mlp", "cnn"):
         raise ValueError(f"Invalid model: {model!r} (expected 'mlp' or 'cnn')")
     if subset is not None:
         subset = check_int("subset", subset, 1)
     width = check_int("width", width, 2)
-    folder = _cifar_folder(root)
-    _check_cifar_sizes(folder)
-    parts = [read_cifar10_bin(folder / f) for f in _CIFAR_TRAIN_FILES]
-    x_all = np.concatenate([p[0] for p in parts])
-    y_all = np.concatenate([p[1] for p in parts])
-    x_test, y_test = read_cifar10_bin(folder / _CIFAR_TEST_FILE)
-    train, val, _ = _split_indices(len(y_all), (val_fraction, 0.0), seed)
+    x_all, y_all, x_test, y_test = cifar10_bin.read_batches(root)
+    train, val, _ = split_indices(len(y_all), (val_fraction, 0.0), seed)
     if subset is not None:
         train = train[:subset]
-    mean = torch.tensor(_CIFAR_MEAN, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(_CIFAR_STD, dtype=dtype).view(1, 3, 1, 1)
 
-    def images(a: np.ndarray) -> Tensor:
-        x = (torch.as_tensor(a, dtype=dtype) / 255.0 - mean) / std
-        return (x.flatten(1) if model == "mlp" else x).to(device)
-
-    def labels(a: np.ndarray) -> Tensor:
-        return torch.as_tensor(a, dtype=torch.long, device=device)
+    def tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+        x = cifar10_bin.standardised(x, dtype)
+        x = x.flatten(1) if model == "mlp" else x
+        return x.to(device), torch.as_tensor(y, dtype=torch.long, device=device)
 
     if model == "mlp":
         factory = lambda: mlp(3 * 32 * 32, (512,), 10, "relu")  # noqa: E731
@@ -630,12 +489,9 @@ def cifar10(
         factory = lambda: small_cnn(3, 32, 10, width, "relu")  # noqa: E731
     return Task(
         f"cifar10-{model}",
-        images(x_all[train]),
-        labels(y_all[train]),
-        images(x_all[val]),
-        labels(y_all[val]),
-        images(x_test),
-        labels(y_test),
+        *tensors(x_all[train], y_all[train]),
+        *tensors(x_all[val], y_all[val]),
+        *tensors(x_test, y_test),
         model_factory=factory,
         loss="cross_entropy",
         num_classes=10,

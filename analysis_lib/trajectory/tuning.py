@@ -1,0 +1,292 @@
+"""Fair learning-rate tuning on the toy problems, and comparisons of methods at their own best
+learning rates.
+
+:func:`tune_lr` evaluates a log-spaced grid of learning rates (:func:`lr_grid`) and picks the
+best by a stated criterion: **the distance of the final point to the nearest known minimum;
+distances within ``tolerance`` of the best count as a tie, broken by the lower mean loss over
+the run** (the faster of the runs that got there). Its scores are cached in
+:func:`analysis_lib.io.data_dir`. :func:`compare` then shows each method at its own best learning
+rate, which is the fair comparison (:class:`Comparison`). Gradient clipping is off unless asked
+for (``clip``): clipping silently turns gradient descent into normalised gradient descent. The
+runs themselves are :mod:`.engine`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import io, progress_disabled
+from .._checks import check_int
+from ..problems.toy import ToyProblem
+from .engine import (
+    Settings,
+    Simulation,
+    check_grid,
+    check_positive,
+    check_problem,
+    run,
+    settings,
+    simulate,
+)
+from .records import DEFAULT_METHODS, Method, Trajectory, TuneResult
+
+__all__ = ["Comparison", "compare", "lr_grid", "tune_lr"]
+
+_CACHE_VERSION = 1
+
+
+def lr_grid(low: float = 1e-5, high: float = 10.0, per_decade: int = 4) -> np.ndarray:
+    """A log-spaced learning-rate grid from ``low`` to ``high`` with ``per_decade`` points per
+    factor of ten (both ends included)."""
+    low = check_positive("low", low)
+    high = check_positive("high", high)
+    per_decade = check_int("per_decade", per_decade, 1)
+    if not high > low:
+        raise ValueError(f"Invalid high: {high!r} (expected a number > low = {low!r})")
+    n = round(per_decade * math.log10(high / low)) + 1
+    return np.geomspace(low, high, max(n, 2))
+
+
+# -- tuning -----------------------------------------------------------------------------------
+def _scores(problem: ToyProblem, sim: Simulation) -> dict[str, np.ndarray]:
+    rows = np.arange(sim.last.shape[0])
+    final = sim.points[sim.last, rows]
+    diverged = sim.reason != 0
+    distance = np.where(diverged, np.inf, problem.distance_to_minimum(final))
+    steps = np.arange(sim.losses.shape[0])[:, None]
+    kept = steps <= sim.last[None, :]
+    mean_loss = np.where(kept, sim.losses, 0.0).sum(0) / kept.sum(0)
+    mean_loss = np.where(diverged, np.inf, mean_loss)
+    return {
+        "final_distance": distance,
+        "mean_loss": mean_loss,
+        "diverged": diverged,
+        "final_points": final,
+    }
+
+
+def _choose(distance: np.ndarray, mean_loss: np.ndarray, tolerance: float) -> int | None:
+    if not np.isfinite(distance).any():
+        return None
+    ties = np.flatnonzero(distance <= np.nanmin(distance) + tolerance)
+    return int(ties[np.argmin(mean_loss[ties])])
+
+
+def _check_tolerance(tolerance: Any) -> float:
+    value = float(tolerance) if isinstance(tolerance, int | float) else math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Invalid tolerance: {tolerance!r} (expected a finite number >= 0)")
+    return value
+
+
+def _tune_arrays(
+    s: Settings, lrs: np.ndarray, tolerance: float, keep_best: bool
+) -> dict[str, np.ndarray]:
+    """The grid's scores (:func:`_scores`) and, with ``keep_best``, the chosen run's arrays
+    (prefixed ``best_``): what :func:`tune_lr` caches."""
+    sim = simulate(s, lrs, batched=True, record_step_sizes=keep_best and s.adaptive)
+    scores = _scores(s.problem, sim)
+    out = {"lrs": lrs, **scores}
+    best = _choose(scores["final_distance"], scores["mean_loss"], tolerance)
+    if keep_best and best is not None:
+        out.update(sim.row(best).arrays("best_"))
+    return out
+
+
+def _tune_config(s: Settings, lrs: np.ndarray, tolerance: float, keep_best: bool) -> dict:
+    """The cache key of :func:`tune_lr`'s arrays."""
+    config = {
+        "version": _CACHE_VERSION,
+        "problem": s.problem.config(),
+        "optimizer": s.optimizer,
+        "hparams": s.hparams,
+        "steps": s.steps,
+        "grid": lrs.tolist(),
+        "start": s.start,
+        "seed": s.seed,
+        "clip": s.clip,
+        "bounds_factor": s.bounds_factor,
+    }
+    if keep_best:  # the kept run depends on the tie tolerance
+        config.update(keep_best=True, tolerance=tolerance)
+    return config
+
+
+def tune_lr(
+    problem: ToyProblem,
+    optimizer: str,
+    steps: int,
+    grid: Sequence[float] | None = None,
+    *,
+    start=None,
+    seed: int = 0,
+    clip: float | None = None,
+    tolerance: float = 1e-6,
+    bounds_factor: float = 10.0,
+    keep_best: bool = False,
+    cache: bool = True,
+    **hparams,
+) -> TuneResult:
+    """Grid-search the learning rate of ``optimizer`` on ``problem``.
+
+    Criterion: the distance of each run's final point to the nearest known minimum, smallest
+    first; distances within ``tolerance`` of the best are ties, broken by the lower mean loss
+    over the run. A diverged run scores inf. The whole grid is evaluated as one batched run
+    (:func:`run_batch`), and the scores are cached in :func:`analysis_lib.io.data_dir`, keyed by
+    the problem, the optimizer and its hyperparameters, the steps, the grid, the start and the
+    seed (``cache=False`` skips the cache).
+
+    Args:
+        grid: the learning rates (default :func:`lr_grid`: 1e-5 to 10, four per decade).
+        tolerance: distances within this of the best count as equal.
+        keep_best: also keep the chosen run's whole :class:`Trajectory` (with effective step
+            sizes for adaptive methods) as ``best``, taken from the batched run, which equals
+            :func:`run` at that learning rate to rounding.
+        Other arguments as for :func:`run`.
+
+    Raises:
+        ValueError: a bad argument, or a problem without known minima (nothing to tune
+            against).
+    """
+    if "lr" in hparams:
+        raise ValueError("Invalid hparams: 'lr' (it is what tune_lr searches; give grid)")
+    s = settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
+    if not problem.minima:
+        raise ValueError(f"Invalid problem: {problem.name!r} has no minima to tune against")
+    lrs = check_grid(lr_grid() if grid is None else grid)
+    tolerance = _check_tolerance(tolerance)
+    keep_best = bool(keep_best)
+
+    def compute() -> dict[str, np.ndarray]:
+        return _tune_arrays(s, lrs, tolerance, keep_best)
+
+    if cache:
+        arrays = io.cached("tune_lr", _tune_config(s, lrs, tolerance, keep_best), compute)
+    else:
+        arrays = compute()
+    best_index = _choose(arrays["final_distance"], arrays["mean_loss"], tolerance)
+    best = None
+    if keep_best and best_index is not None:
+        best = s.trajectory(Simulation.from_arrays(arrays, "best_"), 0, float(lrs[best_index]))
+    return TuneResult(
+        optimizer=s.optimizer,
+        hparams=s.hparams,
+        lrs=arrays["lrs"],
+        final_distance=arrays["final_distance"],
+        mean_loss=arrays["mean_loss"],
+        diverged=arrays["diverged"].astype(bool),
+        final_points=arrays["final_points"],
+        best_index=best_index,
+        tolerance=tolerance,
+        best=best,
+    )
+
+
+# -- comparisons ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """Several methods on one problem, each at its own (tuned or given) learning rate."""
+
+    problem: ToyProblem
+    trajectories: dict[str, Trajectory]
+    tuning: dict[str, TuneResult]
+
+    def table(self) -> pd.DataFrame:
+        """One row per method: lr, tuned (bool), steps run, final loss, final distance to the
+        nearest minimum, diverged."""
+        rows = []
+        for label, t in self.trajectories.items():
+            rows.append(
+                {
+                    "method": label,
+                    "lr": t.lr,
+                    "tuned": label in self.tuning,
+                    "steps": t.steps,
+                    "final_loss": float(t.losses[-1]),
+                    "final_distance": t.final_distance,
+                    "diverged": t.diverged,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def _as_method(m: Any) -> Method:
+    if isinstance(m, Method):
+        return m
+    if isinstance(m, str):
+        return Method(m)
+    raise ValueError(f"Invalid methods entry: {m!r} (expected a Method or an optimizer name)")
+
+
+def compare(
+    problem: ToyProblem,
+    methods: Iterable[Method | str] = DEFAULT_METHODS,
+    steps: int = 500,
+    *,
+    grid: Sequence[float] | None = None,
+    lr: float | None = None,
+    start=None,
+    seed: int = 0,
+    cache: bool = True,
+    progress: bool = True,
+) -> Comparison:
+    """Run each method on ``problem`` at its own best learning rate (:func:`tune_lr` on
+    ``grid``; the trajectory is the chosen row of the batched tuning run, which equals
+    :func:`run` at that learning rate to rounding), or at the common learning rate ``lr`` when
+    it is given (e.g. for a problem without minima). A method whose every grid point diverged
+    runs at the smallest learning rate of the grid, with a warning. ``progress`` shows a
+    progress bar over the methods (``tqdm.auto``), silenced by ``TQDM_DISABLE=1``."""
+    check_problem(problem)
+    methods = [_as_method(m) for m in methods]
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Invalid methods: duplicate labels in {labels}")
+    if lr is not None:
+        lr = check_positive("lr", lr)
+    grid = check_grid(lr_grid() if grid is None else grid)
+    trajectories, tuning = {}, {}
+    bar = tqdm(
+        methods,
+        desc=problem.title,
+        unit="method",
+        leave=False,
+        disable=not progress or progress_disabled(),
+    )
+    for m in bar:
+        bar.set_postfix_str(m.label)
+        rate = lr
+        if rate is None:
+            result = tune_lr(
+                problem,
+                m.optimizer,
+                steps,
+                grid,
+                start=start,
+                seed=seed,
+                keep_best=True,
+                cache=cache,
+                **m.hparams,
+            )
+            tuning[m.label] = result
+            if result.best is not None:
+                trajectories[m.label] = result.best
+                continue
+            rate = float(grid.min())
+            warnings.warn(
+                f"{m.label} diverged at every learning rate of the grid on "
+                f"{problem.title}; shown at lr = {rate:g}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        trajectories[m.label] = run(
+            problem, m.optimizer, steps, start=start, seed=seed, lr=rate, **m.hparams
+        )
+    return Comparison(problem, trajectories, tuning)
