@@ -580,7 +580,7 @@ def test_dense_hessian_helper_matches_the_reference(problem):
 
 
 def test_progress_bar_follows_tqdm_disable(monkeypatch):
-    from analysis_lib.curvature.algorithms import _bar
+    from analysis_lib.curvature._common import progress_bar as _bar
 
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert _bar(10, "x", None).disable and not _bar(10, "x", True).disable
@@ -782,3 +782,35 @@ def test_numpy_integers_and_floats_are_accepted_everywhere(problem):
 
     plane = eigenvector_directions(model, F.cross_entropy, d, k=np.int64(2))
     np.testing.assert_allclose(plane.eigenvalues, a.values, rtol=1e-6)
+
+
+def test_the_algorithms_are_units_without_private_imports():
+    """Each module of ``analysis_lib.curvature`` says what it owns, stays short and imports no
+    private name of another module; the package exports the algorithms' public names."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import analysis_lib.curvature as curvature
+
+    folder = Path(curvature.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        assert ast.get_docstring(tree), f"{path.name} has no docstring"
+        assert len(text.splitlines()) <= 500, path.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+    for unit in ("krylov", "power", "trace", "density"):
+        module = importlib.import_module(f"analysis_lib.curvature.{unit}")
+        for name in module.__all__:
+            assert getattr(module, name).__module__ == module.__name__, name
+    algorithms = {
+        "DensityResult", "EigenResult", "NonFiniteError", "TraceResult", "check_symmetry",
+        "default_max_matvecs", "gaussian_density", "hutchinson", "hutchpp", "lanczos",
+        "power_iteration", "slq",
+    }  # fmt: skip
+    assert algorithms <= set(curvature.__all__)
+    assert curvature.lanczos.__module__ == "analysis_lib.curvature.krylov"  # the function

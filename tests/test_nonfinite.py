@@ -64,7 +64,7 @@ def assert_unchanged(model, snap):
 # -- sharpness: radii that overflow, losses that are not finite ---------------------------------
 def test_non_finite_error_is_one_value_error_exported_by_the_package():
     from analysis_lib import _checks
-    from analysis_lib.curvature import algorithms
+    from analysis_lib.curvature import _common as algorithms
 
     assert analysis_lib.NonFiniteError is NonFiniteError is _checks.NonFiniteError
     assert algorithms.NonFiniteError is NonFiniteError

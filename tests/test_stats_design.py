@@ -156,6 +156,19 @@ def test_detectable_difference_has_its_power_in_simulation():
     assert stats.detectable_difference(3, 0.0) == 0.0
 
 
+@pytest.mark.parametrize(("n", "alpha", "power"), [(2, 0.05, 0.8), (5, 0.01, 0.95)])
+def test_detectable_difference_where_scipys_noncentral_t_gives_nan(n, alpha, power):
+    # two seeds (one degree of freedom) or strict settings: nct's tails come out NaN there
+    delta = stats.detectable_difference(n, 1.0, alpha=alpha, power=power)
+    rng = np.random.default_rng(8)
+    d = delta + rng.normal(size=(40000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    rejected = np.mean(np.abs(t) > sps.t.ppf(1 - alpha / 2, n - 1))
+    assert rejected == pytest.approx(power, abs=0.01)
+    r = stats.paired_difference([0.9, 0.8], [0.7, 0.75])  # two seeds: a result, not a crash
+    assert r.n == 2 and r.detectable > abs(r.mean)
+
+
 def test_binomial_detectable_difference_closed_form():
     value = stats.binomial_detectable_difference(0.9, 1000)
     expected = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * math.sqrt(2 * 0.9 * 0.1 / 1000)
@@ -207,3 +220,35 @@ def test_generalization_gaps_side_by_side():
     assert "error_gap" not in frame  # the input is not modified
     with pytest.raises(ValueError, match="columns"):
         stats.generalization_gaps(frame.drop(columns="test_loss"))
+
+
+# -- the package's shape ---------------------------------------------------------------------------
+def test_stats_is_a_package_of_units_at_the_bottom_layer():
+    """Every unit of ``analysis_lib.stats`` is short, says what it owns, imports only NumPy,
+    pandas, SciPy, :mod:`analysis_lib._checks` and its sibling units (no private name of
+    another module), and the package re-exports every public name of its units."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    folder = Path(stats.__file__).parent
+    allowed = {"__future__", "collections", "dataclasses", "itertools", "math", "typing"}
+    allowed |= {"numpy", "pandas", "scipy"}
+    exported = set()
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 500, path.name
+        assert ast.get_docstring(tree), f"{path.name} has no docstring"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert {a.name.split(".")[0] for a in node.names} <= allowed, path.name
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module.split(".")[0] in allowed, (path.name, node.module)
+            elif isinstance(node, ast.ImportFrom):  # a sibling unit, or analysis_lib._checks
+                target = "." * node.level + (node.module or "")
+                assert node.level == 1 or target == ".._checks", (path.name, target)
+                assert not any(a.name.startswith("_") for a in node.names), (path.name, target)
+        if not path.stem.startswith("_"):
+            exported |= set(importlib.import_module(f"analysis_lib.stats.{path.stem}").__all__)
+    assert exported == set(stats.__all__)
+    assert all(getattr(stats, name) is not None for name in stats.__all__)

@@ -12,28 +12,26 @@ Quick use::
 
 ``data`` is an iterable of ``(inputs, targets)`` batches (a list or a DataLoader; tensors or
 tuples of tensors: the one rule of :mod:`analysis_lib._evaluation`); the loss is the
-sample-weighted mean over all of them, so a ragged last batch counts right. Models must have float32 or float64
-parameters (a bfloat16 or float16 model is refused: evaluate a float32 copy). A product that is
-not finite raises :class:`NonFiniteError`, which says why (a parameter, a batch, the loss or its
-gradient). Lanczos, power iteration and SLQ need a symmetric operator: a :class:`DenseOperator`
-is checked exactly, any operator with ``check_symmetric=True`` (:func:`check_symmetry`).
+sample-weighted mean over all of them, so a ragged last batch counts right. Models must have
+float32 or float64 parameters (a bfloat16 or float16 model is refused: evaluate a float32 copy).
+A product that is not finite raises :class:`NonFiniteError`, which says why (a parameter, a
+batch, the loss or its gradient). Lanczos, power iteration and SLQ need a symmetric operator: a
+:class:`DenseOperator` is checked exactly, any operator with ``check_symmetric=True``
+(:func:`check_symmetry`).
+
+Modules: ``operators`` (the linear operators); the algorithms on any operator, ``krylov``
+(the Lanczos process, :func:`lanczos`, :class:`EigenResult`, the symmetry check), ``power``
+(:func:`power_iteration`), ``trace`` (:func:`hutchinson`, :func:`hutchpp`) and ``density``
+(:func:`slq`), with what they share in ``_common``; ``probes`` (the one-call entry points),
+``summary``, ``tracking`` (sharpness during training) and ``edge`` (the edge of stability).
+Every random draw comes from a ``torch.Generator`` on the CPU, in float64, then cast to the
+operator's dtype and device: the same seed gives the same vectors on every device.
 """
 
-from .algorithms import (
-    DensityResult,
-    EigenResult,
-    NonFiniteError,
-    TraceResult,
-    check_symmetry,
-    default_max_matvecs,
-    gaussian_density,
-    hutchinson,
-    hutchpp,
-    lanczos,
-    power_iteration,
-    slq,
-)
+from .._checks import NonFiniteError
+from .density import DensityResult, gaussian_density, slq
 from .edge import one_hot_mse, sharpness_run
+from .krylov import EigenResult, check_symmetry, default_max_matvecs, lanczos
 from .operators import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -49,8 +47,10 @@ from .operators import (
     preconditioned_hessian,
     select_parameters,
 )
+from .power import power_iteration
 from .probes import curvature_operator, hessian_eigenvalues, hessian_trace, spectral_density
 from .summary import CurvatureSummary, curvature_summary
+from .trace import TraceResult, hutchinson, hutchpp
 from .tracking import SharpnessCallback, stability_thresholds
 
 __all__ = [

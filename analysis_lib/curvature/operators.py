@@ -2,8 +2,8 @@
 
 Every operator here is symmetric, has a ``size`` ``n`` (the number of parameters it acts on), a
 ``dtype`` and a ``device``, and maps a flat vector ``v`` of shape ``(n,)`` to ``A v`` with
-:meth:`LinearOperator.matvec` (also ``A @ v``). The algorithms in
-:mod:`analysis_lib.curvature.algorithms` only use that, so they work on any of them:
+:meth:`LinearOperator.matvec` (also ``A @ v``). The algorithms (:mod:`analysis_lib.curvature.krylov`,
+``power``, ``trace``, ``density``) only use that, so they work on any of them:
 
 * :class:`HessianOperator`: the Hessian of the sample-weighted mean loss over ``data``,
   ``H = sum_b (n_b / N) d^2 L_b / d theta^2``, with two Hessian-vector-product backends.
@@ -137,7 +137,7 @@ class LinearOperator:
     def asymmetry(self) -> float | None:
         """``max |A - A^T| / max |A|`` when the operator can tell it without products (an
         explicit matrix), else None; the algorithms that need symmetry check it
-        (:func:`~analysis_lib.curvature.algorithms.check_symmetric`)."""
+        (:func:`~analysis_lib.curvature.krylov.check_symmetry`)."""
         return None
 
     def __matmul__(self, v: Tensor) -> Tensor:

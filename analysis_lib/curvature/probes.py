@@ -8,16 +8,8 @@ import time
 import torch
 
 from .._checks import check_int
-from .algorithms import (
-    DensityResult,
-    EigenResult,
-    TraceResult,
-    hutchinson,
-    hutchpp,
-    lanczos,
-    power_iteration,
-    slq,
-)
+from .density import DensityResult, slq
+from .krylov import EigenResult, lanczos
 from .operators import (
     DiagonalScaledOperator,
     GGNOperator,
@@ -25,6 +17,8 @@ from .operators import (
     LinearOperator,
     adam_preconditioner,
 )
+from .power import power_iteration
+from .trace import TraceResult, hutchinson, hutchpp
 
 __all__ = ["curvature_operator", "hessian_eigenvalues", "hessian_trace", "spectral_density"]
 

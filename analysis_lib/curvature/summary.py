@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 
 from .._checks import check_int
-from .algorithms import EigenResult, TraceResult
+from .krylov import EigenResult
 from .probes import hessian_eigenvalues, hessian_trace
+from .trace import TraceResult
 from .tracking import stability_thresholds
 
 __all__ = ["CurvatureSummary", "curvature_summary"]

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import NonFiniteError, check_int, check_positive
 from .._evaluation import batches, generator
 from ..optim import is_adaptive
-from .algorithms import NonFiniteError, lanczos
+from .krylov import lanczos
 from .operators import BACKENDS, DiagonalScaledOperator, HessianOperator, adam_preconditioner
 
 __all__ = ["SharpnessCallback", "stability_thresholds"]

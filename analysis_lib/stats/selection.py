@@ -1,0 +1,54 @@
+"""The choice of the learning rate from a sweep's validation results: :func:`choose_lr`, the
+rule shared by :func:`analysis_lib.training.lr_sweep` and :mod:`analysis_lib.sweep`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .._checks import check_int
+
+__all__ = ["choose_lr"]
+
+
+def choose_lr(
+    frame: pd.DataFrame,
+    selection: str = "val_loss",
+    *,
+    failed: str = "diverged",
+    seeds: int | None = None,
+) -> float:
+    """The learning rate chosen on the validation split from ``frame``, one row per (lr, seed)
+    with columns ``lr``, ``selection`` and the boolean ``failed`` (e.g. the frame of
+    :func:`analysis_lib.training.lr_sweep`, or a sweep's trials).
+
+    The rule (the sweep's, :func:`analysis_lib.sweep.summarize`): for each lr, the score is
+    the mean of ``selection`` over its seeds, lower is better for ``"val_loss"`` and higher
+    for ``"val_accuracy"``. An lr where any seed failed (diverged), or with fewer than
+    ``seeds`` rows, or whose mean is not finite, counts as the worst, so a rate that works
+    only for lucky seeds is never chosen. Ties go to the smaller lr. NaN when every lr failed.
+    """
+    if selection not in ("val_loss", "val_accuracy"):
+        raise ValueError(
+            f"Invalid selection: {selection!r} (expected 'val_loss' or 'val_accuracy')"
+        )
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"Invalid frame: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in ("lr", selection, failed) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Invalid frame: it lacks the column(s) {missing}")
+    if seeds is not None:
+        seeds = check_int("seeds", seeds, 1)
+    sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
+    best, best_score = math.nan, math.inf
+    for lr, at in sorted(frame.groupby("lr"), key=lambda kv: kv[0]):
+        ok = at[~at[failed].astype(bool)]
+        complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
+        score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
+        if not math.isfinite(score):
+            score = math.inf
+        if score < best_score:
+            best, best_score = float(lr), score
+    return best
