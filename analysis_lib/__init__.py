@@ -27,6 +27,7 @@ __all__ = [
     "optim",
     "plots",
     "problems",
+    "progress_bar",
     "progress_disabled",
     "quick_mode",
     "rescaling",
@@ -79,6 +80,17 @@ def progress_disabled() -> bool:
     """True when ``TQDM_DISABLE`` asks for no progress bars. (tqdm's own reading of the variable
     does not reach its notebook widgets, so the library's bars pass it on explicitly.)"""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def progress_bar(iterable=None, *, progress: bool | None = True, **kwargs):
+    """The library's progress bar: ``tqdm.auto.tqdm(iterable, **kwargs)``, not left on screen
+    when done (``leave=False`` unless given), silenced by ``progress=False`` and by
+    ``TQDM_DISABLE`` (see :func:`progress_disabled`); ``progress=None`` or ``True`` shows it
+    otherwise."""
+    from tqdm.auto import tqdm
+
+    disable = progress_disabled() or (progress is not None and not progress)
+    return tqdm(iterable, **{"leave": False, **kwargs}, disable=disable)
 
 
 def __getattr__(name: str):

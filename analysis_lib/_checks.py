@@ -69,6 +69,46 @@ def check_positive(name: str, value: Any) -> float:
     return check_float(name, value, 0.0, low_open=True)
 
 
+def check_betas(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as a pair of floats when it is a tuple or list of two real numbers, each
+    finite, >= 0 and < 1 (the decays of an Adam-family optimizer; see :func:`check_float`)."""
+    if isinstance(value, tuple | list) and len(value) == 2:
+        try:
+            return tuple(check_float(name, b, 0.0, 1.0, high_open=True) for b in value)
+        except ValueError:
+            pass
+    raise ValueError(f"Invalid {name}: {value!r} (expected two finite numbers >= 0 and < 1)")
+
+
+def check_grid(
+    name: str, values: Any, low: float | None = None, *, low_open: bool = False
+) -> np.ndarray:
+    """``values`` as a float64 array when they are a non-empty 1-D sequence (or array, CPU
+    tensor) of real numbers, finite and >= ``low`` (> ``low`` when ``low_open``): the one check
+    of a grid of points (loss surfaces, spectral densities, learning rates). Booleans, strings
+    and complex numbers are refused."""
+    arr = None
+    if not isinstance(values, str | bytes):
+        try:
+            arr = np.asarray(values)
+        except (TypeError, ValueError, RuntimeError):
+            arr = None
+    ok = arr is not None and arr.dtype.kind in "iuf" and arr.ndim == 1 and arr.size > 0
+    if ok:
+        arr = arr.astype(np.float64)
+        ok = bool(np.isfinite(arr).all())
+        if ok and low is not None:
+            ok = bool((arr > low).all() if low_open else (arr >= low).all())
+    if not ok:
+        shown = f"an array of shape {arr.shape}" if isinstance(values, np.ndarray) else repr(values)
+        bounds = _bounds_text(low, None, low_open, False)
+        raise ValueError(
+            f"Invalid {name}: {shown} (expected a non-empty 1-D array of finite numbers"
+            f"{' ' + bounds if bounds else ''})"
+        )
+    return arr
+
+
 # -- non-finite numbers and reduced precision ----------------------------------------------------
 class NonFiniteError(ValueError):
     """A number a computation needs is NaN or infinite: an input sample, a parameter, the loss,

@@ -32,14 +32,23 @@ one thread themselves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from ._checks import check_int
 
-__all__ = ["COMPUTE_CONFIG", "PRELOAD", "local_cluster", "start_method"]
+__all__ = [
+    "COMPUTE_CONFIG",
+    "PRELOAD",
+    "local_cluster",
+    "map_as_completed",
+    "one_torch_thread",
+    "start_method",
+]
 
 #: Dask settings in force while :func:`local_cluster` starts its scheduler and workers (the
 #: workers keep them, restarted ones too).
@@ -138,3 +147,45 @@ def _listen_addresses(kwargs: dict) -> dict[str, str]:
         host = LOCALHOST
     options["dashboard_address"] = f"{host}:0"
     return options
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch (intra-op) thread, restoring the thread count afterwards, as
+    the library's Dask tasks (sweep trials, chunks of a loss surface) do: their numbers then do
+    not depend on the worker's core count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def map_as_completed(
+    client: Any,
+    fn: Callable,
+    *iterables: Sequence,
+    key: Sequence[str],
+    tags: Sequence,
+    on_done: Callable[[Any, Any], None],
+) -> None:
+    """``fn`` over ``iterables`` on ``client`` as one ``client.map`` (one message for all the
+    tasks, named by ``key``), calling ``on_done(tag, future)`` as each task finishes (``tags``,
+    one a task, tell them apart; ``future.result()`` gives its value or raises its error). When
+    ``on_done`` raises or the wait is interrupted, the tasks still outstanding are cancelled."""
+    from distributed import as_completed
+
+    submitted = client.map(fn, *iterables, key=list(key))
+    tag_of = dict(zip(submitted, tags, strict=True))
+    done = set()
+    try:
+        for fut in as_completed(submitted):
+            done.add(fut)
+            on_done(tag_of[fut], fut)
+    finally:
+        outstanding = [f for f in submitted if f not in done]
+        if outstanding:
+            client.cancel(outstanding)

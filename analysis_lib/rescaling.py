@@ -17,10 +17,11 @@ scale with ``|theta|`` (adaptive sharpness) do not move.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
+
+from ._checks import check_positive
 
 __all__ = ["rescale_layers", "weighted_layers"]
 
@@ -52,9 +53,7 @@ def rescale_layers(
         ValueError: ``a`` not a finite number > 0; unknown layer names; ``second``'s input
             width (``weight.shape[1]``) not ``first``'s output width (``weight.shape[0]``).
     """
-    ok = isinstance(a, int | float) and not isinstance(a, bool)
-    if not ok or not math.isfinite(a) or a <= 0:
-        raise ValueError(f"Invalid a: {a!r} (expected a finite number > 0)")
+    a = check_positive("a", a)
     layers = weighted_layers(model)
     if first is None and second is None:
         if len(layers) < 2:

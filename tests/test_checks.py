@@ -68,3 +68,36 @@ def test_toy_plot_helpers_refuse_bad_numbers():
     with pytest.raises(ValueError, match="Invalid factor: nan"):
         problem.inside(np.zeros((1, 2)), factor=float("nan"))
     assert problem.levels(np.int64(3)).shape == (3,)
+
+
+def test_optimizers_take_numpy_numbers_and_refuse_the_rest():
+    import torch
+
+    from analysis_lib.optim import Ada2MS, AdamNX
+
+    p = [torch.nn.Parameter(torch.ones(2))]
+    for cls in (AdamNX, Ada2MS):
+        opt = cls(p, lr=np.float32(1e-3), betas=(np.float64(0.9), 0.99), eps=np.float64(1e-8))
+        group = opt.param_groups[0]
+        assert type(group["lr"]) is float and group["lr"] == float(np.float32(1e-3))
+        assert group["betas"] == (0.9, 0.99) and type(group["betas"][0]) is float
+        for bad in (True, float("nan"), float("inf"), "1e-3", torch.tensor(1e-3)):
+            with pytest.raises(ValueError, match=r"Invalid lr: .* \(expected a finite number"):
+                cls(p, lr=bad)
+    assert Ada2MS(p, alpha=np.float32(0.5)).param_groups[0]["alpha"] == 0.5
+
+
+def test_check_betas_and_check_grid():
+    from analysis_lib._checks import check_betas, check_grid
+
+    assert check_betas("betas", [np.float32(0.5), 0]) == (0.5, 0.0)
+    for bad in ((0.9,), (0.9, 1.0), (True, 0.9), "ab", None):
+        with pytest.raises(ValueError, match=r"Invalid betas: .* \(expected two finite"):
+            check_betas("betas", bad)
+    grid = check_grid("alphas", [0, np.float32(0.5), 1])
+    assert grid.dtype == np.float64 and grid.tolist() == [0.0, 0.5, 1.0]
+    for bad in ([], [[1.0]], [1.0, np.nan], [True, False], "1", None, [1.0, float("inf")]):
+        with pytest.raises(ValueError, match=r"Invalid alphas: .* \(expected a non-empty 1-D"):
+            check_grid("alphas", bad)
+    with pytest.raises(ValueError, match=r"finite numbers > 0\)"):
+        check_grid("lrs", [0.1, 0.0], 0.0, low_open=True)

@@ -97,3 +97,64 @@ def test_no_function_is_longer_than_the_limit():
                 if (n := _code_lines(node)) > MAX_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({n})")
     assert not long, f"functions over {MAX_LINES} lines of code: {long}"
+
+
+#: Private modules another module may import (and import names from): the private core at the
+#: bottom layer, and a package's own private modules (``_common``, ``_objective``, ...) from
+#: inside that package.
+PRIVATE_CORE = {"_checks", "_evaluation", "_identity"}
+
+#: ``(importing module, imported private name)`` pairs let through, each with its reason.
+PRIVATE_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}
+
+
+def _private_imports(path: Path) -> list[str]:
+    """The private names (``_x``, not dunders) that ``path`` imports from another module of the
+    package, where neither the name nor its module is one of the allowed private modules."""
+    here = path.relative_to(PACKAGE).parent.parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 0:
+            parts = (node.module or "").split(".")
+            if parts[0] != "analysis_lib":
+                continue
+            parts = parts[1:]
+        else:
+            parts = [*here[: len(here) - node.level + 1], *(node.module or "").split(".")]
+            parts = [p for p in parts if p]
+        for alias in node.names:
+            name = alias.name
+            if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+                continue
+            target = [*parts, name]
+            is_module = (PACKAGE.joinpath(*target).with_suffix(".py")).exists() or (
+                PACKAGE.joinpath(*target) / "__init__.py"
+            ).exists()
+            own_package = is_module and tuple(parts) == here and len(here) > 0
+            if is_module and (name in PRIVATE_CORE or own_package):
+                continue
+            found.append(f"{'.'.join(parts) or '__init__'}.{name}")
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_private_name_of_another(path):
+    """A private name another module needs is a missing public helper: ``from .x import _y``
+    is refused (private modules of the core and of one's own package are allowed)."""
+    me = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    found = [n for n in _private_imports(path) if (me, n) not in PRIVATE_IMPORTS_ALLOWED]
+    assert not found, f"{me} imports the private names {found}"
+
+
+MAX_MODULE_LINES = 550  # a module over ~500 lines is usually two units
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"

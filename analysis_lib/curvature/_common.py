@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from .. import progress_disabled
 from .._checks import NonFiniteError
 from .operators import LinearOperator, check_dtype
 
@@ -20,7 +18,6 @@ __all__ = [
     "check_operator",
     "gaussian",
     "nonfinite_error",
-    "progress_bar",
     "rademacher",
     "start_vector",
 ]
@@ -51,13 +48,6 @@ def rademacher(op: LinearOperator, gen: torch.Generator) -> Tensor:
 def gaussian(op: LinearOperator, gen: torch.Generator) -> Tensor:
     """A standard Gaussian vector for ``op``, drawn from ``gen``."""
     return torch.randn(op.size, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
-
-
-def progress_bar(total: int, desc: str, progress: bool | None):
-    """A progress bar that appears after half a second. ``progress=None`` shows it unless
-    ``TQDM_DISABLE`` is set (read here: tqdm's notebook bar ignores the variable)."""
-    disable = progress_disabled() if progress is None else not progress
-    return tqdm(total=total, desc=desc, leave=False, delay=0.5, disable=disable)
 
 
 def start_vector(op: LinearOperator, v0: Tensor | None, gen: torch.Generator) -> Tensor:

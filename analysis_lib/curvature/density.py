@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._checks import check_int, check_positive
+from .. import progress_bar
+from .._checks import check_grid, check_int, check_positive
 from .._evaluation import generator
-from ._common import check_operator, progress_bar, rademacher
+from ._common import check_operator, rademacher
 from .krylov import check_symmetry, lanczos_process, tridiagonal_eigh
 from .operators import LinearOperator
 
@@ -57,21 +58,6 @@ class DensityResult:
         return float(self.run_means.mean())
 
 
-def _check_grid(grid) -> np.ndarray:
-    try:
-        arr = np.asarray(grid, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Invalid grid: {grid!r} (expected a number of points >= 2 or a 1-D array of numbers)"
-        ) from None
-    if arr.ndim != 1 or arr.size == 0 or not np.isfinite(arr).all():
-        raise ValueError(
-            f"Invalid grid: an array of shape {arr.shape} (expected a non-empty 1-D array of "
-            "finite numbers, or a number of points >= 2)"
-        )
-    return arr
-
-
 def gaussian_density(
     nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float
 ) -> np.ndarray:
@@ -111,13 +97,13 @@ def slq(
     if isinstance(grid, int | np.integer):
         grid = check_int("grid", grid, 2)
     else:
-        grid = _check_grid(grid)
+        grid = check_grid("grid", grid)
     gen = generator(seed)
     check_symmetry(op, check_symmetric, gen, "stochastic Lanczos quadrature")
     products_before = op.matvecs
     nodes = np.zeros((runs, steps))
     weights = np.zeros((runs, steps))
-    with progress_bar(runs * steps, "SLQ", progress) as bar:
+    with progress_bar(total=runs * steps, desc="SLQ", delay=0.5, progress=progress) as bar:
         for r in range(runs):
             state = None
             for state in lanczos_process(op, rademacher(op, gen), steps, gen, bar):

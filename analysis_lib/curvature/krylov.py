@@ -24,13 +24,13 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from .. import progress_bar
 from .._checks import check_int, check_positive
 from .._evaluation import generator
 from ._common import (
     check_operator,
     gaussian,
     nonfinite_error,
-    progress_bar,
     start_vector,
 )
 from .operators import LinearOperator
@@ -257,7 +257,7 @@ def lanczos(
         v0: the starting vector (e.g. the eigenvector of a previous call: a warm start), else a
             Gaussian vector drawn from ``seed``.
         seed: an int or a ``torch.Generator`` for the start (and restarts after a breakdown).
-        progress: show a progress bar (None: tqdm's default, silenced by ``TQDM_DISABLE=1``).
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
         check_symmetric: the operator must be symmetric (Lanczos on a non-symmetric one
             returns wrong values that look converged). None: checked exactly where that costs
             no products (a :class:`DenseOperator`: ``max |M - M^T| <= sqrt(eps) max |M|``);
@@ -279,7 +279,9 @@ def lanczos(
     history = []
     state = ritz = None
     converged = False
-    with progress_bar(budget, f"Lanczos ({which}, k={k})", progress) as bar:
+    with progress_bar(
+        total=budget, desc=f"Lanczos ({which}, k={k})", delay=0.5, progress=progress
+    ) as bar:
         for state in lanczos_process(op, v, budget, gen, bar):
             ritz = _ritz_pairs(state, k, which, op.dtype)
             history.append(ritz.row)

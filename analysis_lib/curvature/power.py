@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import progress_bar
 from .._checks import check_int, check_positive
 from .._evaluation import generator
-from ._common import check_operator, nonfinite_error, progress_bar, start_vector
+from ._common import check_operator, nonfinite_error, start_vector
 from .krylov import EigenResult, check_symmetry
 from .operators import LinearOperator
 
@@ -56,7 +57,7 @@ def power_iteration(
     v = v / torch.linalg.vector_norm(v)
     history, previous, converged = [], None, False
     theta = residual = math.nan
-    with progress_bar(budget, "power iteration", progress) as bar:
+    with progress_bar(total=budget, desc="power iteration", delay=0.5, progress=progress) as bar:
         for _ in range(budget):
             w = op.matvec(v)
             bar.update(1)

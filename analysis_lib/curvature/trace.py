@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import progress_bar
 from .._checks import check_int
 from .._evaluation import generator
-from ._common import check_operator, nonfinite_error, progress_bar, rademacher
+from ._common import check_operator, nonfinite_error, rademacher
 from .operators import LinearOperator
 
 __all__ = ["TraceResult", "hutchinson", "hutchpp"]
@@ -58,7 +59,7 @@ def hutchinson(
     m = check_int("matvecs", matvecs, 2)
     gen = generator(seed)
     samples = np.empty(m)
-    with progress_bar(m, "Hutchinson", progress) as bar:
+    with progress_bar(total=m, desc="Hutchinson", delay=0.5, progress=progress) as bar:
         for i in range(m):
             z = rademacher(op, gen)
             samples[i] = float(torch.dot(z, op.matvec(z)))
@@ -95,7 +96,7 @@ def hutchpp(
     m = check_int("matvecs", matvecs, 4)
     gen = generator(seed)
     s = m // 3
-    with progress_bar(m, "Hutch++", progress) as bar:
+    with progress_bar(total=m, desc="Hutch++", delay=0.5, progress=progress) as bar:
         sketch = torch.stack([rademacher(op, gen) for _ in range(s)], dim=1)
         ys = []
         for col in sketch.T:

@@ -104,7 +104,7 @@ def parameters(model: nn.Module) -> dict[str, Tensor]:
     return params
 
 
-def _check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> Direction:
+def check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> Direction:
     """``direction`` checked against ``reference`` (same keys and shapes, finite values: a NaN
     or an infinity is refused naming ``name`` and the parameter), moved to its dtype and
     device."""
@@ -188,7 +188,7 @@ def normalize(
     """
     _check_choice("norm", norm, NORMALIZATIONS)
     _check_choice("one_d", one_d, ONE_D_OPTIONS)
-    direction = _check_direction("direction", direction, params)
+    direction = check_direction("direction", direction, params)
     out = {}
     for key, d in direction.items():
         theta = params[key]
@@ -389,10 +389,10 @@ def pca_directions(
         final = like
     elif isinstance(final, nn.Module):
         final = parameters(final)
-    final = _check_direction("final", final, like)
+    final = check_direction("final", final, like)
     rows = torch.stack(
         [
-            flatten(_check_direction(f"snapshots[{i}]", s, like)) - flatten(final)
+            flatten(check_direction(f"snapshots[{i}]", s, like)) - flatten(final)
             for i, s in enumerate(snapshots)
         ]
     )
@@ -431,8 +431,7 @@ def eigenvector_directions(
     ``seed`` and ``kwargs``); unit norm, in the model's dtype and device. ``eigenvalues`` holds
     their eigenvalues."""
 
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"Invalid k: {k!r} (expected an integer >= 2: a plane needs two)")
+    k = check_int("k", k, 2)  # a plane needs two
     params = parameters(model)
     res = hessian_eigenvalues(model, loss_fn, data, k=k, which=which, seed=seed, **kwargs)
     vectors = res.vectors
@@ -452,5 +451,5 @@ def difference(
     (alpha = 1)."""
     a = parameters(model_a) if isinstance(model_a, nn.Module) else dict(model_a)
     b = parameters(model_b) if isinstance(model_b, nn.Module) else dict(model_b)
-    b = _check_direction("model_b", b, a)
+    b = check_direction("model_b", b, a)
     return {k: b[k] - a[k] for k in a}

@@ -30,12 +30,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
-from .. import _evaluation, progress_disabled
+from .. import _evaluation, progress_bar
 from .._checks import check_finite_batches, check_int
 from .._evaluation import eval_mode as _eval_mode
-from .directions import _check_direction, parameters
+from .directions import check_direction, parameters
 
 __all__ = ["FIRST_LAYER_OPTIONS", "auto_chunk_size", "evaluate_points"]
 
@@ -107,7 +106,7 @@ def check_inputs(
     parameters' dtype and device), the data (:func:`check_data`, on the parameters' device) and
     the loss (a callable). Returns ``(batches, directions)``, what :class:`Evaluator` takes."""
     params = parameters(model)
-    dirs = [_check_direction(f"d{i + 1}", d, params) for i, d in enumerate(directions)]
+    dirs = [check_direction(f"d{i + 1}", d, params) for i, d in enumerate(directions)]
     batches = check_data(data, next(iter(params.values())).device)  # read once, checked first
     if not callable(loss_fn):
         raise ValueError(f"Invalid loss_fn: {loss_fn!r} (expected a callable)")
@@ -380,7 +379,12 @@ def evaluate_points(
             chunk_size = chunk_size_for(model, batches, len(coeffs), memory)
         chunk_size = check_int("chunk_size", chunk_size, 1)
         losses, accs = [], []
-        for lo, hi in progress_bar(chunk_bounds(len(coeffs), chunk_size), progress, "points"):
+        for lo, hi in progress_bar(
+            chunk_bounds(len(coeffs), chunk_size),
+            desc="landscape",
+            unit="points",
+            progress=progress,
+        ):
             a, b = ev(coeffs[lo:hi])
             losses.append(a)
             accs.append(b)
@@ -389,14 +393,3 @@ def evaluate_points(
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
-
-
-def progress_bar(items, progress: bool, unit: str, total: int | None = None):
-    return tqdm(
-        items,
-        desc="landscape",
-        unit=unit,
-        total=total,
-        leave=False,
-        disable=not progress or progress_disabled(),
-    )

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from .. import io
+from .. import io, progress_bar
 from .._evaluation import eval_mode as _eval_mode
-from .evaluator import Evaluator, check_inputs, chunk_bounds, chunk_size_for, progress_bar
+from ..cluster import map_as_completed, one_torch_thread
+from .evaluator import Evaluator, check_inputs, chunk_bounds, chunk_size_for
 from .grid import Grid, SurfaceSettings
 
 
@@ -95,13 +95,9 @@ def _dask_chunks(job: Job, chunks: list[np.ndarray]) -> tuple[list, str]:
     """Chunks of points (their coefficient rows) on a Dask worker, one after the other, on one
     torch thread (restored afterwards), as a sweep trial runs: the numbers do not depend on the
     worker's core count. Returns ``[(loss, accuracy), ...]`` and the evaluator's method."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         ev = job.worker_evaluator()
         return [ev(coeffs) for coeffs in chunks], ev.method
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -181,7 +177,7 @@ def run_here(job: Job, coeffs: np.ndarray, state: Progress, progress: bool) -> s
     with _eval_mode(job.model):
         ev = job.evaluator()
         chunks = state.chunks()
-        for i in progress_bar(state.todo(), progress, "chunk"):
+        for i in progress_bar(state.todo(), desc="landscape", unit="chunk", progress=progress):
             lo, hi = chunks[i]
             state.record({i: ev(coeffs[lo:hi])})
     return ev.method
@@ -208,8 +204,6 @@ def _run_on_dask(client, job: Job, coeffs: np.ndarray, state: Progress, progress
     loaded machine; equal groups left one worker waiting for the other's last group, about a
     tenth of the wall time of a 41 x 41 grid on two workers). On an error or an interruption
     the outstanding tasks are cancelled (the chunks finished so far are kept in the partial file)."""
-    from distributed import as_completed
-
     todo = state.todo()
     if not todo:
         return run_here(job, coeffs, state, progress)
@@ -218,24 +212,29 @@ def _run_on_dask(client, job: Job, coeffs: np.ndarray, state: Progress, progress
     groups = _guided_groups(todo, threads)
     [remote] = client.scatter([job], broadcast=True, hash=False)
     token = uuid.uuid4().hex[:12]
-    submitted = client.map(  # one graph for all the tasks: less work here than a submit each
-        _dask_chunks,
-        [remote] * len(groups),
-        [[coeffs[slice(*chunks[i])] for i in group] for group in groups],
-        key=[f"landscape-{token}-{group[0]}" for group in groups],
-    )
-    futures = dict(zip(submitted, groups, strict=True))
-    method = "vmap"
-    bar = progress_bar(None, progress, "chunk", total=len(todo))
+    methods = ["vmap"]
+
+    def on_done(group: list[int], fut) -> None:
+        results, method = fut.result()
+        state.record(dict(zip(group, results, strict=True)))
+        methods.append(method)
+        bar.update(len(results))
+
+    bar = progress_bar(desc="landscape", unit="chunk", total=len(todo), progress=progress)
     try:
-        for fut in as_completed(futures):
-            results, method = fut.result()
-            state.record(dict(zip(futures[fut], results, strict=True)))
-            bar.update(len(results))
+        map_as_completed(  # one graph for all the tasks: less work here than a submit each
+            client,
+            _dask_chunks,
+            [remote] * len(groups),
+            [[coeffs[slice(*chunks[i])] for i in group] for group in groups],
+            key=[f"landscape-{token}-{group[0]}" for group in groups],
+            tags=groups,
+            on_done=on_done,
+        )
     finally:
         bar.close()
-        client.cancel([*futures, remote])
-    return method
+        client.cancel([remote])
+    return methods[-1]
 
 
 def compute(job: Job, grid: Grid, settings: SurfaceSettings, partial=None):

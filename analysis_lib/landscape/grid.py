@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import check_grid, check_int
 from .evaluator import check_first_layer
 
 __all__ = ["LandscapeGrid", "SurfaceSettings"]
@@ -80,18 +80,6 @@ class LandscapeGrid:
 
 
 # -- checks --------------------------------------------------------------------------------------
-def check_grid(name: str, values) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"Invalid {name}: {values!r} (expected a 1-D array of numbers)") from exc
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"Invalid {name}: shape {arr.shape} (expected a non-empty 1-D array)")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"Invalid {name}: it holds NaN or infinite values")
-    return arr
-
-
 @dataclass(frozen=True)
 class SurfaceSettings:
     """How a grid is evaluated and kept: the keyword arguments of :func:`surface_1d` and

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import progress_bar
+from .._checks import check_grid
 from .directions import difference, parameters
-from .evaluator import check_data, evaluate_points, progress_bar
-from .grid import LandscapeGrid, check_grid
+from .evaluator import check_data, evaluate_points
+from .grid import LandscapeGrid
 from .surface import surface_1d
 
 __all__ = ["interpolate"]
@@ -143,7 +145,9 @@ def interpolate(
     buffers_b = dict(model_b.named_buffers())
     origin = [{k: torch.zeros_like(p) for k, p in params.items()}]  # the point model itself
     loss, acc = np.empty(len(alphas)), np.empty(len(alphas))
-    for i, alpha in enumerate(progress_bar(alphas, progress, "point")):
+    for i, alpha in enumerate(
+        progress_bar(alphas, desc="landscape", unit="point", progress=progress)
+    ):
         point = _model_at(model_a, params, direction, float(alpha), buffers_b, bn_batches)
         lo, ac = evaluate_points(
             point,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .._checks import check_betas, check_float
 from ._backends import CompiledRunner, ForeachRunner, LoopRunner
 
 LOOP = LoopRunner()
@@ -25,13 +25,17 @@ FOREACH = ForeachRunner()
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
-def _is_real_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+def check_nonnegative(name: str, value: Any, where: str = "") -> float:
+    """``value`` as a float when it is a finite real number >= 0 (the library's one rule:
+    :func:`analysis_lib._checks.check_float`); the error names ``name`` and ``where``."""
+    return check_float(f"{name}{where}", value, 0.0)
 
 
-def check_nonnegative(name: str, value: Any, where: str = "") -> None:
-    if not _is_real_number(value) or not value >= 0 or math.isinf(value):
-        raise ValueError(f"Invalid {name}{where}: {value!r} (expected a finite number >= 0)")
+def as_plain(given: Any, checked: Any) -> Any:
+    """``given`` when it is a Python number (or a tuple or list of them), else ``checked``, its value
+    as Python floats: a hyperparameter given as a NumPy number is kept as a Python float."""
+    items = given if isinstance(given, tuple | list) else (given,)
+    return given if all(type(x) in (int, float) for x in items) else checked
 
 
 def check_param_dtype(owner: str, p: Tensor, where: str = "") -> None:
@@ -46,17 +50,6 @@ def check_param_dtype(owner: str, p: Tensor, where: str = "") -> None:
             f"{owner} supports parameters of dtype float32, float64 and bfloat16; got a "
             f"parameter of dtype {p.dtype}{where}{why}"
         )
-
-
-def check_betas(betas: Any, where: str = "") -> None:
-    ok = isinstance(betas, tuple | list) and len(betas) == 2
-    if not ok or not all(_is_real_number(b) and 0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"Invalid betas{where}: {betas!r} (expected two numbers in [0, 1))")
-
-
-def check_unit_interval(name: str, value: Any, where: str = "") -> None:
-    if not _is_real_number(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"Invalid {name}{where}: {value!r} (expected a number in [0, 1])")
 
 
 @dataclass
@@ -98,10 +91,11 @@ class AdamFamily(Optimizer):
 
     # -- validation -------------------------------------------------------------------------
     def _check_group(self, group: dict[str, Any], where: str) -> None:
-        check_nonnegative("lr", group["lr"], where)
-        check_nonnegative("eps", group["eps"], where)
-        check_nonnegative("weight_decay", group["weight_decay"], where)
-        check_betas(group["betas"], where)
+        """Check ``group``'s hyperparameters; a NumPy number among them is replaced (in
+        ``group``) by the Python float it equals, as torch.optim's own groups hold."""
+        for name in ("lr", "eps", "weight_decay"):
+            group[name] = as_plain(group[name], check_nonnegative(name, group[name], where))
+        group["betas"] = as_plain(group["betas"], check_betas(f"betas{where}", group["betas"]))
 
     def _check_step(self, group: dict[str, Any], params: list[Tensor], where: str) -> Any:
         """Checks that depend on the step about to be taken (e.g. a scheduled hyperparameter).
@@ -120,6 +114,7 @@ class AdamFamily(Optimizer):
                 check_param_dtype(type(self).__name__, p, where)
         merged = {**self.defaults, **param_group}
         self._check_group(merged, where)
+        param_group = {k: merged[k] if k in self.defaults else v for k, v in param_group.items()}
         if merged.get("foreach") and merged.get("fused"):
             raise ValueError(f"foreach and fused cannot both be True{where}")
         super().add_param_group({**param_group, "params": params})
@@ -200,9 +195,12 @@ class AdamFamily(Optimizer):
                     raise ValueError(f"{where}: {key} has dtype {value.dtype}")
             step = entry["step"]
             ok = isinstance(step, Tensor) and step.numel() == 1 and step.is_floating_point()
-            value = float(step) if ok else step
-            if not (ok or _is_real_number(step)) or not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{where}: step is {step!r} (expected a finite number >= 0)")
+            try:
+                check_float("step", float(step) if ok else step, 0.0)
+            except ValueError:
+                raise ValueError(
+                    f"{where}: step is {step!r} (expected a finite number >= 0)"
+                ) from None
         return groups
 
     def _adapt_groups(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,9 +13,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .._checks import check_float, check_int, check_positive
 from . import _native
 from ._backends import accumulation_dtype
-from ._base import LOOP, AdamFamily, Bucket, check_unit_interval
+from ._base import LOOP, AdamFamily, Bucket, as_plain
+from ._scalars import all_positive, eps_term, rounded, scalar_arg, times
 
 SCOPES = ("global", "group", "tensor")
 _OPAQUE_SCHEDULE = "callable"  # how a user's own alpha callable appears in a state_dict
@@ -36,9 +38,10 @@ class ExponentialAlpha:
     tau: float = 1000.0
 
     def __post_init__(self) -> None:
-        check_unit_interval("final", self.final)
-        if not isinstance(self.tau, int | float) or not self.tau > 0 or math.isinf(self.tau):
-            raise ValueError(f"Invalid tau: {self.tau!r} (expected a finite number > 0)")
+        final = check_float("final", self.final, 0.0, 1.0)
+        tau = check_positive("tau", self.tau)
+        object.__setattr__(self, "final", as_plain(self.final, final))
+        object.__setattr__(self, "tau", as_plain(self.tau, tau))
 
     def __call__(self, step: int) -> float:
         return self.final + (1.0 - self.final) * math.exp(-(step - 1) / self.tau)
@@ -46,10 +49,8 @@ class ExponentialAlpha:
     @classmethod
     def reaching(cls, final: float, steps: int, within: float = 0.01) -> ExponentialAlpha:
         """The schedule that has travelled all but ``within`` of the way at step ``steps``."""
-        if not 0 < within < 1:
-            raise ValueError(f"Invalid within: {within!r} (expected a number in (0, 1))")
-        if not steps > 1:
-            raise ValueError(f"Invalid steps: {steps!r} (expected an integer > 1)")
+        within = check_float("within", within, 0.0, 1.0, low_open=True, high_open=True)
+        steps = check_int("steps", steps, 2)
         return cls(final=final, tau=(steps - 1) / math.log(1 / within))
 
 
@@ -119,7 +120,7 @@ def ada2ms_apply_(
     adaptive step is zero, and only the weight decay moves it. With eps = 0 an element with
     v = 0 (and so m = 0) inside a scope of positive mean also makes a zero step, not 0 / 0."""
     ops.mul_(params, 1 - lr * weight_decay)
-    if isinstance(alpha, float) and alpha == 1.0 and _all_positive(divisor) and eps > 0:
+    if isinstance(alpha, float) and alpha == 1.0 and all_positive(divisor) and eps > 0:
         # AdamW's own floating-point operations: sqrt(v) / sqrt(bias_correction2) + eps
         denom = ada2ms_denominator(ops, exp_avg_sqs, divisor=divisor, alpha=alpha, eps=eps)
         ops.addcdiv_(params, exp_avgs, denom, -lr / bias_correction1)
@@ -128,54 +129,12 @@ def ada2ms_apply_(
         # m / (v^(alpha/2) / c + eps) = c m / (v^(alpha/2) + eps c); c = 0 (d = 0): the
         # multiplier is 0 and the added term 1, so 0 * m / (v^(alpha/2) + 1) = 0, for every eps
         denom = ops.pow(exp_avg_sqs, alpha / 2)
-        ops.add_(denom, _eps_term(eps, divisor))
+        ops.add_(denom, eps_term(eps, divisor))
         if not (isinstance(eps, float) and eps > 0):
             # eps = 0 (on the compiled path, always: fused, it costs nothing): an element whose
             # v is 0 has m = 0 too, and 0 / tiny = 0 where 0 / 0 would be NaN
             ops.clamp_min_(denom, torch.finfo(denom[0].dtype).tiny)
-        ops.addcdiv_(params, exp_avgs, denom, _times(-lr / bias_correction1, divisor))
-
-
-def _all_positive(c) -> bool:
-    """Whether a host-side divisor (a float, or a list of floats) is > 0 everywhere; False for
-    tensors (the compiled path), which then take the general branch."""
-    if isinstance(c, float):
-        return c > 0
-    return isinstance(c, list) and all(isinstance(x, float) and x > 0 for x in c)
-
-
-def _eps_one(eps, c):
-    if isinstance(c, Tensor):
-        return torch.where(c == 0, torch.ones_like(c), eps * c)
-    return 1.0 if c == 0 else eps * c
-
-
-def _eps_term(eps, c):
-    """eps * c, with 1 where c = 0 (see ada2ms_apply_): one value, or a list of per-tensor ones."""
-    return [_eps_one(eps, ci) for ci in c] if isinstance(c, list) else _eps_one(eps, c)
-
-
-def _scalar_arg(divisor: Tensor | float, runner):
-    """A divisor as the runner takes scalars: Python numbers for the eager kernels (a 0-dim
-    tensor becomes a float, a 1-D one a list), 0-dim tensors or floats (which it makes tensors)
-    for the compiled path."""
-    if isinstance(divisor, float):
-        return divisor
-    if runner.name == "fused":
-        return list(divisor.unbind()) if divisor.dim() else divisor
-    return divisor.tolist()
-
-
-def _rounded(x: Tensor | float, dtype: torch.dtype) -> Tensor | float:
-    """``x`` rounded to ``dtype`` (float32 or float64), kept a tensor or a float."""
-    if isinstance(x, Tensor):
-        return x.to(dtype)
-    return float(np.float32(x)) if dtype == torch.float32 else x
-
-
-def _times(k, c):
-    """k * c for a scalar argument c: one value, or a list of per-tensor values."""
-    return [k * ci for ci in c] if isinstance(c, list) else k * c
+        ops.addcdiv_(params, exp_avgs, denom, times(-lr / bias_correction1, divisor))
 
 
 def ada2ms_denominator(ops, exp_avg_sqs, *, divisor, alpha, eps) -> list[Tensor]:
@@ -277,7 +236,8 @@ class Ada2MS(AdamFamily):
     def _check_group(self, group: dict[str, Any], where: str) -> None:
         super()._check_group(group, where)
         if not callable(group["alpha"]):
-            check_unit_interval("alpha", group["alpha"], where)
+            alpha = check_float(f"alpha{where}", group["alpha"], 0.0, 1.0)
+            group["alpha"] = as_plain(group["alpha"], alpha)
         if not isinstance(group["scope"], str) or group["scope"] not in SCOPES:
             raise ValueError(f"Invalid scope{where}: {group['scope']!r} (expected one of {SCOPES})")
 
@@ -372,7 +332,7 @@ class Ada2MS(AdamFamily):
                 dict(
                     beta1=beta1,
                     beta2=beta2,
-                    divisor=_scalar_arg(divisor, runner),
+                    divisor=scalar_arg(divisor, runner),
                     lr=group["lr"],
                     alpha=self._alpha(group, b.step, plan),
                     eps=group["eps"],
@@ -423,7 +383,7 @@ class Ada2MS(AdamFamily):
                 out[k] = []
             for (k, b, _), d in zip(flat, divisors, strict=True):
                 # computed in float64; used in the parameters' arithmetic precision and device
-                d = _rounded(d, accumulation_dtype(b.params[0].dtype))
+                d = rounded(d, accumulation_dtype(b.params[0].dtype))
                 if isinstance(d, Tensor) and d.device != b.params[0].device:
                     d = d.to(b.params[0].device)
                 out[k].append(d)
@@ -445,7 +405,7 @@ class Ada2MS(AdamFamily):
                     ada2ms_denominator,
                     (b.exp_avg_sqs,),
                     dict(
-                        divisor=_scalar_arg(div, LOOP),
+                        divisor=scalar_arg(div, LOOP),
                         alpha=self.alpha_at(b.step, group),
                         eps=group["eps"],
                     ),
@@ -554,11 +514,6 @@ def _schedule_value(alpha: Callable[[int], Any], step: int, where: str) -> float
     value = alpha(step)
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"Invalid alpha (schedule value at step {step}){where}: {value!r} "
-            "(expected a number in [0, 1])"
-        )
-    value = float(value)
-    check_unit_interval(f"alpha (schedule value at step {step})", value, where)
-    return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        value = float(value)  # e.g. a Fraction; the rule refuses a bool, NaN and inf
+    return check_float(f"alpha (schedule value at step {step}){where}", value, 0.0, 1.0)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .._checks import check_float
 from ._base import LOOP, AdamFamily, Bucket
 
 
@@ -47,8 +48,7 @@ def adamnx_horizon(beta2: float) -> float:
     Raises:
         ValueError: ``beta2`` is not a number in [0, 1).
     """
-    if isinstance(beta2, bool) or not isinstance(beta2, int | float) or not 0.0 <= beta2 < 1.0:
-        raise ValueError(f"Invalid beta2: {beta2!r} (expected a number in [0, 1))")
+    beta2 = check_float("beta2", beta2, 0.0, 1.0, high_open=True)
     if beta2 == 0.0:
         return 1.0
     return -1.0 / math.expm1((1.0 - beta2) * math.log(beta2))

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ._base import check_betas, check_nonnegative
+from .._checks import check_betas
+from ._base import as_plain, check_nonnegative
 from ._torch import TorchAdamFacts, TorchSGDFacts
 from .ada2ms import Ada2MS
 from .adamnx import AdamNX
@@ -88,13 +89,16 @@ def _no_momentum(optimizer: torch.optim.Optimizer) -> bool:
 _NONNEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening")
 
 
-def _check_hparams(hparams: Mapping[str, Any], where: str) -> None:
+def _check_hparams(hparams: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``hparams`` checked, with a NumPy number among them as the Python float it equals."""
+    checked = dict(hparams)
     for name in _NONNEGATIVE:
         if name in hparams:
-            check_nonnegative(name, hparams[name], where)
+            checked[name] = as_plain(hparams[name], check_nonnegative(name, hparams[name], where))
     if "betas" in hparams:
         betas = hparams["betas"]
-        check_betas(tuple(betas) if isinstance(betas, list) else betas, where)
+        checked["betas"] = as_plain(betas, check_betas(f"betas{where}", betas))
+    return checked
 
 
 def _torch_optimizer(cls: type[torch.optim.Optimizer], **preset: Any) -> Callable:
@@ -103,8 +107,7 @@ def _torch_optimizer(cls: type[torch.optim.Optimizer], **preset: Any) -> Callabl
     built, each param group's own values (``" in param group i"``) before it is returned."""
 
     def build(params: Iterable, **hparams) -> torch.optim.Optimizer:
-        hparams = {**preset, **hparams}
-        _check_hparams(hparams, "")
+        hparams = _check_hparams({**preset, **hparams}, "")
         optimizer = cls(params, **hparams)
         for gi, group in enumerate(optimizer.param_groups):
             _check_hparams(group, f" in param group {gi}")

@@ -156,14 +156,15 @@ def trajectory_style(trajectory) -> dict:
     return {**optimizer_style(name, alpha), "label": trajectory.label}
 
 
-def _as_list(trajectories) -> list:
+def trajectory_list(trajectories) -> list:
+    """The trajectories of a list or of a dict's values (label -> trajectory), as a list."""
     return list(trajectories.values()) if isinstance(trajectories, dict) else list(trajectories)
 
 
-def _styles(trajectories, colors=None) -> list[dict]:
+def trajectory_styles(trajectories, colors=None) -> list[dict]:
     """:func:`trajectory_style` of each trajectory; a dict's keys become the labels and
     ``colors`` (one per trajectory) replace the optimizer colours."""
-    items = _as_list(trajectories)
+    items = trajectory_list(trajectories)
     styles = [trajectory_style(t) for t in items]
     if isinstance(trajectories, dict):
         for style, label in zip(styles, trajectories, strict=True):

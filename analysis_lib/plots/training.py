@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._checks import check_int
-from .palette import _as_list, _styles
+from .palette import trajectory_list, trajectory_styles
 
 __all__ = [
     "draw_losses",
@@ -43,8 +43,8 @@ def draw_losses(
     axis ends where the last run still visible on it ends. ``smooth`` (a window of steps) draws
     each loss as its centred rolling mean with a band from the rolling 10% to 90% quantile,
     for noisy runs. Returns the axes."""
-    styles = _styles(trajectories, colors)
-    trajectories = _as_list(trajectories)
+    styles = trajectory_styles(trajectories, colors)
+    trajectories = trajectory_list(trajectories)
     if smooth is not None:
         smooth = check_int("smooth", smooth, 1)
     if ax is None:

@@ -17,7 +17,13 @@ import matplotlib.ticker as mticker
 import numpy as np
 from matplotlib.figure import Figure
 
-from .palette import _as_list, _styles, alpha_colormap, alpha_colors, trajectory_style
+from .palette import (
+    alpha_colormap,
+    alpha_colors,
+    trajectory_list,
+    trajectory_style,
+    trajectory_styles,
+)
 from .training import draw_losses
 
 __all__ = [
@@ -110,8 +116,8 @@ def draw_trajectories(
     are the labels; ``colors`` replace the optimizer colours; ``linewidth`` and ``opacity``
     (thin, translucent paths let a noisy path that fills the plane show what lies beneath).
     Returns the axes; ``legend=True`` puts a legend outside the axes, on the right."""
-    styles = _styles(trajectories, colors)
-    trajectories = _as_list(trajectories)
+    styles = trajectory_styles(trajectories, colors)
+    trajectories = trajectory_list(trajectories)
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4.5))
     if background:
@@ -186,7 +192,7 @@ def plot_small_multiples(
 ) -> Figure:
     """One panel per trajectory on ``problem``'s contours (shared colour bar), titled with the
     method and its learning rate."""
-    trajectories = _as_list(trajectories)
+    trajectories = trajectory_list(trajectories)
     nrows = -(-len(trajectories) // ncols)
     fig, axes = plt.subplots(
         nrows,
@@ -217,7 +223,7 @@ def plot_lr_tuning(results, *, ax=None, title: str | None = None) -> Figure:
     """The tuning curves: the distance of the final point to the nearest minimum against the
     learning rate, one line per method (:class:`~analysis_lib.trajectory.TuneResult`), the
     chosen learning rate as a large dot and diverged runs as crosses along the top."""
-    results = _as_list(results)
+    results = trajectory_list(results)
     if ax is None:
         fig, ax = plt.subplots(figsize=(9, 4.8))
     fig = ax.figure
@@ -274,7 +280,7 @@ def plot_step_sizes(
     """The per-coordinate effective step size η/(√d + ε) of adaptive trajectories against the
     step (log axes), one panel per coordinate; ``marks`` (label -> step) draws labelled
     vertical lines."""
-    trajectories = [t for t in _as_list(trajectories) if t.step_sizes is not None]
+    trajectories = [t for t in trajectory_list(trajectories) if t.step_sizes is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for i, (ax, axis) in enumerate(zip(axes, "xy", strict=True)):
         for t in trajectories:
@@ -337,7 +343,7 @@ def animate_trajectories(
     is closed, so it is not also drawn as a still."""
     from matplotlib.animation import FuncAnimation
 
-    trajectories = _as_list(trajectories)
+    trajectories = trajectory_list(trajectories)
     fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
     draw_problem(problem, ax, n=120, colorbar=False)
     longest = max(len(t.points) for t in trajectories)

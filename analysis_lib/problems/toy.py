@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_float, check_int, check_positive
 
 __all__ = [
     "TOY_PROBLEMS",
@@ -44,17 +44,6 @@ __all__ = [
 
 Point = tuple[float, float]
 Bounds = tuple[tuple[float, float], tuple[float, float]]
-
-
-def _finite_number(name: str, value: Any, *, positive: bool = False) -> float:
-    ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > 0 if positive else True)
-    if not ok:
-        kind = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"Invalid {name}: {value!r} (expected {kind})")
-    return value
 
 
 @dataclass(frozen=True)
@@ -127,15 +116,13 @@ class ToyProblem:
     # -- variants -------------------------------------------------------------------------------
     def scaled(self, factor: float) -> ToyProblem:
         """The same problem with the loss (and its gradient noise) multiplied by ``factor`` > 0."""
-        factor = _finite_number("factor", factor, positive=True)
+        factor = check_positive("factor", factor)
         return replace(self, scale=self.scale * factor)
 
     def with_noise(self, std: float) -> ToyProblem:
         """The same problem made stochastic: each gradient gets Gaussian noise of standard
         deviation ``std`` per coordinate (``std = 0`` makes it deterministic again)."""
-        std = _finite_number("std", std)
-        if std < 0:
-            raise ValueError(f"Invalid std: {std!r} (expected a finite number >= 0)")
+        std = check_float("std", std, 0.0)
         return replace(self, noise=std)
 
     def config(self) -> dict[str, Any]:
@@ -177,7 +164,7 @@ class ToyProblem:
     def inside(self, points, factor: float = 1.0) -> np.ndarray:
         """Whether each of ``points`` lies in the plot bounds enlarged ``factor`` times about
         their centre (False for non-finite points)."""
-        factor = _finite_number("factor", factor, positive=True)
+        factor = check_positive("factor", factor)
         p = np.asarray(points, dtype=np.float64)
         (x0, x1), (y0, y1) = self.bounds
         centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
@@ -213,8 +200,8 @@ class ToyProblem:
 def rosenbrock(a: float = 1.0, b: float = 100.0) -> ToyProblem:
     """Rosenbrock's banana valley (a - x)² + b (y - x²)²; minimum (a, a²). The valley is easy to
     find and slow to follow: the curvature across it is ~10³ times that along it."""
-    a = _finite_number("a", a)
-    b = _finite_number("b", b, positive=True)
+    a = check_float("a", a)
+    b = check_positive("b", b)
     return ToyProblem(
         name="rosenbrock",
         title="Rosenbrock",
@@ -278,7 +265,7 @@ def rastrigin(amplitude: float = 10.0) -> ToyProblem:
     """Rastrigin's egg box 2A + Σ (xᵢ² - A cos 2πxᵢ): a bowl covered in local minima near the
     integer points; the global minimum is the origin. The suggested start lies in the basin of
     the local minimum next to it, near (1, -1)."""
-    amp = _finite_number("amplitude", amplitude, positive=True)
+    amp = check_positive("amplitude", amplitude)
     two_pi = 2 * math.pi
     return ToyProblem(
         name="rastrigin",
@@ -304,10 +291,10 @@ def rotated_quadratic(condition: float = 20.0, angle: float = 30.0) -> ToyProble
     The valley is not aligned with the coordinates, so per-coordinate scaling (Adam) cannot
     undo the ill-conditioning; compare :func:`badly_scaled`.
     """
-    kappa = _finite_number("condition", condition, positive=True)
+    kappa = check_positive("condition", condition)
     if kappa < 1:
         raise ValueError(f"Invalid condition: {condition!r} (expected a number >= 1)")
-    deg = _finite_number("angle", angle)
+    deg = check_float("angle", angle)
     t = math.radians(deg)
     c, s = math.cos(t), math.sin(t)
     lo, hi = 1.0 / kappa, 1.0
@@ -350,7 +337,7 @@ def badly_scaled(ratio: float = 100.0) -> ToyProblem:
     y-gradient at the start (1, 1). Gradient descent's step size is capped by the steep x
     direction (lr < 2/ratio) and crawls along y; per-coordinate scaling (Adam) takes equal
     steps in both coordinates."""
-    r = _finite_number("ratio", ratio, positive=True)
+    r = check_positive("ratio", ratio)
     return ToyProblem(
         name="badly_scaled",
         title="Badly scaled bowl",

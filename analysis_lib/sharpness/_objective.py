@@ -98,14 +98,6 @@ def make_result(measure, value, stderr, loss, settings, obj, start, **extra) -> 
 
 
 # -- argument checks ---------------------------------------------------------------------------
-def check_positive(name: str, value: Any) -> float:
-    """A finite number > 0, as a float."""
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"Invalid {name}: {value!r} (expected a finite number > 0)")
-    return float(value)
-
-
 def check_norm(name: str, norm: Any) -> str:
     """One of :data:`NORMS`."""
     if norm not in NORMS:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from .._checks import NonFiniteError
+from .._checks import NonFiniteError, check_positive
 from .._evaluation import generator
 from ._objective import (
     Guard,
@@ -25,7 +25,6 @@ from ._objective import (
     SharpnessResult,
     at_least,
     check_bool,
-    check_positive,
     check_seed,
     checked,
     make_result,

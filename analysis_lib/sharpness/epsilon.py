@@ -13,13 +13,13 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from .._checks import check_positive
 from .._evaluation import generator
 from ._objective import (
     Guard,
     Objective,
     SharpnessResult,
     at_least,
-    check_positive,
     check_seed,
     checked,
     make_result,

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_int, check_positive
 from ..curvature import hessian_eigenvalues, hessian_trace
-from ._objective import SharpnessResult, at_least, check_positive, check_seed, checked, optional
+from ._objective import SharpnessResult, at_least, check_seed, checked, optional
 from .average import average_sharpness, sigma_flatness
 from .epsilon import epsilon_sharpness
 from .worst_case import worst_case_sharpness

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from .._checks import NonFiniteError
+from .._checks import NonFiniteError, check_positive
 from .._evaluation import generator
 from ._objective import (
     MAX_SAMPLES,
@@ -28,7 +28,6 @@ from ._objective import (
     at_least,
     check_bool,
     check_norm,
-    check_positive,
     check_seed,
     checked,
     make_result,

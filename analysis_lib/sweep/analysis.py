@@ -49,6 +49,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from .._checks import check_float, check_positive
 from ..stats import holm, welch
 from .tables import mean_interval
 
@@ -116,8 +117,7 @@ def lr_robustness(
     ``decades`` = log10(lr_high / lr_low) (0 when only the best rate qualifies) and
     ``contiguous`` says whether no grid point between them falls short."""
     _check_frame(sensitivity, "sensitivity", ("label", "lr", "failed", metric_name))
-    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
-        raise ValueError(f"Invalid tolerance: {tolerance!r} (expected a number >= 0)")
+    check_float("tolerance", tolerance, 0.0, allow_inf=True)
     rows = []
     for label, group in sensitivity.groupby("label", sort=False):
         group = group.sort_values("lr")
@@ -172,10 +172,9 @@ def pairwise_differences(
     a spread of zero. Without it, two samples that are each constant get ``p = NaN`` and are
     not supported."""
     _check_frame(trials, "trials", (*_NEEDED_TRIALS, metric))
-    if not 0 < level < 1:
-        raise ValueError(f"Invalid level: {level!r} (expected a number in (0, 1))")
-    if resolution is not None and not (isinstance(resolution, int | float) and resolution > 0):
-        raise ValueError(f"Invalid resolution: {resolution!r} (expected a number > 0 or None)")
+    check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
+    if resolution is not None:
+        check_positive("resolution", resolution)
     floor = 0.0 if resolution is None else resolution**2 / 12
     chosen = chosen_trials(trials, summary)
     samples = {

@@ -19,10 +19,9 @@ from io import StringIO
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from .. import __version__, progress_disabled
-from ..cluster import local_cluster
+from .. import __version__, progress_bar
+from ..cluster import local_cluster, map_as_completed
 from ..io import write_atomically
 from .config import ConfigError, SweepConfig, load_config
 from .folder import (
@@ -193,12 +192,13 @@ def run_sweep(
                 write_trials(out / TRIALS_FILE, ordered)
                 bar.update(1)
 
-            bar = tqdm(
+            bar = progress_bar(
                 total=len(trials),
                 initial=skipped,
                 desc=config.name,
                 unit="trial",
-                disable=not progress or progress_disabled(),
+                leave=True,
+                progress=progress,
             )
             try:
                 if todo and serial:
@@ -223,29 +223,33 @@ def run_sweep(
     return SweepResult(table, summary, ran=len(todo), skipped=skipped, out=out)
 
 
+def _row_of(trial, fut) -> dict:
+    """The row a finished Dask task gives: its result, or an error row when it raised."""
+    try:
+        return fut.result()
+    except Exception as e:  # e.g. KilledWorker: the trial kept killing its workers
+        row = trial.row("error", f"{type(e).__name__}: {e}")
+        row.update(seconds=math.nan, worker="", device="", version=__version__)
+        return row
+
+
 def _run_on_dask(todo, measures, record, client, workers) -> None:
-    from distributed import Client, as_completed
+    from distributed import Client
 
     cluster = own_client = None
     try:
         if client is None:
             cluster = local_cluster(min(workers or os.cpu_count() or 1, len(todo)))
             client = own_client = Client(cluster)
-        submitted = client.map(  # one message for all the trials
+        map_as_completed(
+            client,
             _dask_trial,
             todo,
             [measures] * len(todo),
             key=[f"sweep-trial-{trial.key}" for trial in todo],
+            tags=todo,
+            on_done=lambda trial, fut: record(_row_of(trial, fut)),
         )
-        trial_of = dict(zip(submitted, todo, strict=True))
-        for fut in as_completed(submitted):
-            trial = trial_of[fut]
-            try:
-                row = fut.result()
-            except Exception as e:  # e.g. KilledWorker: the trial kept killing its workers
-                row = trial.row("error", f"{type(e).__name__}: {e}")
-                row.update(seconds=math.nan, worker="", device="", version=__version__)
-            record(row)
     finally:
         if own_client is not None:
             own_client.close()

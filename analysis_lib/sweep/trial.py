@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import torch
-
 from .. import __version__
 from .. import device as default_device
+from ..cluster import one_torch_thread
 from ..io import config_key
 from ..optim import ExponentialAlpha
 from ..problems import tasks as _tasks
@@ -244,27 +243,25 @@ def run_trial(trial: Trial, measures: Mapping | None = None, worker: str = "seri
     start = time.perf_counter()
     device = default_device()
     row = trial.row()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run, targeted = _train(trial, device)
-        row["steps_taken"] = run.steps
-        if targeted:
-            row["target_reached"] = run.stopped_at is not None
-        if run.diverged:
-            row["status"], row["message"] = "diverged", f"at step {run.diverged_at}: {run.reason}"
-        else:
-            for split in ("train", "val", "test"):
-                for metric, value in run.evaluate(split).items():
-                    row[f"{split}_{metric}"] = float(value)
-            _measure(row, run, trial.measurements, measures)
-            if not all(math.isfinite(row[f"{s}_loss"]) for s in ("train", "val", "test")):
-                row["status"], row["message"] = "diverged", "non-finite loss at evaluation"
-    except Exception as e:
-        row["status"] = "error"
-        row["message"] = f"{type(e).__name__}: {e}"
-    finally:
-        torch.set_num_threads(threads)
+    with one_torch_thread():
+        try:
+            run, targeted = _train(trial, device)
+            row["steps_taken"] = run.steps
+            if targeted:
+                row["target_reached"] = run.stopped_at is not None
+            if run.diverged:
+                row["status"] = "diverged"
+                row["message"] = f"at step {run.diverged_at}: {run.reason}"
+            else:
+                for split in ("train", "val", "test"):
+                    for metric, value in run.evaluate(split).items():
+                        row[f"{split}_{metric}"] = float(value)
+                _measure(row, run, trial.measurements, measures)
+                if not all(math.isfinite(row[f"{s}_loss"]) for s in ("train", "val", "test")):
+                    row["status"], row["message"] = "diverged", "non-finite loss at evaluation"
+        except Exception as e:
+            row["status"] = "error"
+            row["message"] = f"{type(e).__name__}: {e}"
     row["seconds"] = time.perf_counter() - start
     row["worker"] = worker
     row["device"] = device.type

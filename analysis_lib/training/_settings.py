@@ -6,7 +6,6 @@ package: the loop's helper.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +17,7 @@ from torch import Tensor
 
 from .. import device as default_device
 from .. import io
-from .._checks import check_int
+from .._checks import check_float, check_int
 from ..optim import optimizer_spec
 from ..problems.tasks import Task
 from .callbacks import Callback
@@ -95,16 +94,15 @@ def checked(s: Settings) -> Settings:
                 f"set ({s.task.n_train} samples)"
             )
     lr = s.lr
-    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
+    if lr is not None:
+        check_float("lr", lr, 0.0)
     if s.lr_schedule is not None and not callable(s.lr_schedule):
         raise ValueError(
             f"Invalid lr_schedule: {s.lr_schedule!r} (expected a callable step -> multiplier)"
         )
     seed = check_int("seed", s.seed, 0)
     factor = s.divergence_factor
-    if not (isinstance(factor, int | float) and factor > 1):
-        raise ValueError(f"Invalid divergence_factor: {factor!r} (expected > 1)")
+    check_float("divergence_factor", factor, 1.0, low_open=True, allow_inf=True)
     record_every = check_int("record_every", s.record_every, 1)
     path, checkpoint_every = _check_checkpoint(s.checkpoint, s.checkpoint_every)
     callbacks = _check_callbacks(s.callbacks)

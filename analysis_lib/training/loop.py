@@ -19,9 +19,8 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .. import progress_disabled
+from .. import progress_bar
 from ..optim import make_optimizer
 from ..problems.tasks import Task
 from ._record import Outcome, Recorder, Row
@@ -310,14 +309,8 @@ def _run(s: Settings) -> Run:
     rec = Recorder(s.callbacks, s.task.has_accuracy)
     ck = _checkpoint_of(s, model, opt)
     out = _resume(ck, s, model, opt, rec) if ck is not None and ck.exists() else Outcome()
-    show = s.progress and not progress_disabled()
-    bar = tqdm(
-        total=s.steps,
-        initial=out.taken,
-        desc=s.label,
-        leave=False,
-        mininterval=0.5,
-        disable=not show,
+    bar = progress_bar(
+        total=s.steps, initial=out.taken, desc=s.label, mininterval=0.5, progress=s.progress
     )
     t0 = time.perf_counter()
     with bar:

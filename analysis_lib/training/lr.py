@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._checks import check_float, check_int
+from .._checks import check_grid, check_int
 from ..problems.tasks import Task
 from ..stats import choose_lr
 from .loop import Run, train
@@ -66,15 +66,13 @@ class LrSweep:
     runs: dict[int, Run] = field(repr=False)
 
 
-def _check_grid(lrs, seeds, optimizer, train_kwargs) -> tuple[list[float], list[int]]:
+def _check_sweep(lrs, seeds, optimizer, train_kwargs) -> tuple[list[float], list[int]]:
     if not isinstance(optimizer, str):
         raise ValueError(f"Invalid optimizer: {optimizer!r} (lr_sweep needs an optimizer name)")
     taken = sorted({"lr", "seed"} & set(train_kwargs))
     if taken:
         raise ValueError(f"Invalid train_kwargs: {taken} are set by lr_sweep (use lrs, seeds)")
-    if isinstance(lrs, str | bytes) or not isinstance(lrs, Iterable):
-        raise ValueError(f"Invalid lrs: {lrs!r} (expected a sequence of learning rates)")
-    lrs = [check_float("lrs", lr, 0.0, low_open=True) for lr in lrs]
+    lrs = check_grid("lrs", lrs, 0.0, low_open=True).tolist()
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
         raise ValueError(f"Invalid seeds: {seeds!r} (expected a sequence of integers >= 0)")
     seeds = [check_int("seeds", seed, 0) for seed in seeds]
@@ -112,7 +110,7 @@ def lr_sweep(
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
-    lrs, seeds = _check_grid(lrs, seeds, optimizer, train_kwargs)
+    lrs, seeds = _check_sweep(lrs, seeds, optimizer, train_kwargs)
     rows, runs = [], {}
     for lr in lrs:
         for seed in seeds:

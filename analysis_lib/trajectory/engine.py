@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_int
+from .._checks import check_grid, check_int, check_positive
 from ..optim import OPTIMIZERS, effective_step_sizes, make_optimizer, optimizer_spec
 from ..problems.toy import ToyProblem
 from .records import ADAPTIVE, STOP_REASONS, Trajectory
@@ -39,8 +39,6 @@ from .records import ADAPTIVE, STOP_REASONS, Trajectory
 __all__ = [
     "Settings",
     "Simulation",
-    "check_grid",
-    "check_positive",
     "check_problem",
     "run",
     "run_batch",
@@ -66,17 +64,6 @@ def _check_optimizer(optimizer: Any) -> str:
     return optimizer_spec(optimizer).name
 
 
-def check_positive(name: str, value: Any, allow_none: bool = False) -> float | None:
-    """``value`` as a finite float > 0 (None passes with ``allow_none``), else a ValueError
-    naming ``name``."""
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or not float(value) > 0:
-        raise ValueError(f"Invalid {name}: {value!r} (expected a finite number > 0)")
-    return float(value)
-
-
 def _start_point(problem: ToyProblem, start: Any) -> tuple[float, float]:
     if start is None:
         return problem.start
@@ -84,19 +71,6 @@ def _start_point(problem: ToyProblem, start: Any) -> tuple[float, float]:
     if a.shape != (2,) or not np.isfinite(a).all():
         raise ValueError(f"Invalid start: {start!r} (expected two finite numbers)")
     return float(a[0]), float(a[1])
-
-
-def check_grid(grid: Any) -> np.ndarray:
-    """A grid of learning rates as a float64 array: non-empty, finite and > 0."""
-    try:
-        lrs = np.asarray(grid, dtype=np.float64)
-    except (TypeError, ValueError):
-        lrs = np.array([np.nan])
-    if lrs.ndim != 1 or lrs.size == 0 or not np.isfinite(lrs).all() or not (lrs > 0).all():
-        raise ValueError(
-            f"Invalid grid: {grid!r} (expected a non-empty sequence of finite learning rates > 0)"
-        )
-    return lrs
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -206,7 +180,7 @@ def settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparam
     key = _check_optimizer(optimizer)
     steps = check_int("steps", steps, 1)
     seed = check_int("seed", seed, 0)
-    clip = check_positive("clip", clip, allow_none=True)
+    clip = None if clip is None else check_positive("clip", clip)
     bounds_factor = check_positive("bounds_factor", bounds_factor)
     if bounds_factor < 1:
         raise ValueError(f"Invalid bounds_factor: {bounds_factor!r} (expected a number >= 1)")
@@ -367,6 +341,6 @@ def run_batch(
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (give the learning rates as lrs)")
     s = settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
-    lrs = check_grid(lrs)
+    lrs = check_grid("lrs", lrs, 0.0, low_open=True)
     sim = simulate(s, lrs, batched=True, record_step_sizes=record_step_sizes and s.adaptive)
     return [s.trajectory(sim, i, float(lr)) for i, lr in enumerate(lrs)]

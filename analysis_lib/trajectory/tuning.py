@@ -21,16 +21,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from .. import io, progress_disabled
-from .._checks import check_int
+from .. import io, progress_bar
+from .._checks import check_float, check_grid, check_int, check_positive
 from ..problems.toy import ToyProblem
 from .engine import (
     Settings,
     Simulation,
-    check_grid,
-    check_positive,
     check_problem,
     run,
     settings,
@@ -78,13 +75,6 @@ def _choose(distance: np.ndarray, mean_loss: np.ndarray, tolerance: float) -> in
         return None
     ties = np.flatnonzero(distance <= np.nanmin(distance) + tolerance)
     return int(ties[np.argmin(mean_loss[ties])])
-
-
-def _check_tolerance(tolerance: Any) -> float:
-    value = float(tolerance) if isinstance(tolerance, int | float) else math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"Invalid tolerance: {tolerance!r} (expected a finite number >= 0)")
-    return value
 
 
 def _tune_arrays(
@@ -161,8 +151,8 @@ def tune_lr(
     s = settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)
     if not problem.minima:
         raise ValueError(f"Invalid problem: {problem.name!r} has no minima to tune against")
-    lrs = check_grid(lr_grid() if grid is None else grid)
-    tolerance = _check_tolerance(tolerance)
+    lrs = check_grid("grid", lr_grid() if grid is None else grid, 0.0, low_open=True)
+    tolerance = check_float("tolerance", tolerance, 0.0)
     keep_best = bool(keep_best)
 
     def compute() -> dict[str, np.ndarray]:
@@ -251,15 +241,9 @@ def compare(
         raise ValueError(f"Invalid methods: duplicate labels in {labels}")
     if lr is not None:
         lr = check_positive("lr", lr)
-    grid = check_grid(lr_grid() if grid is None else grid)
+    grid = check_grid("grid", lr_grid() if grid is None else grid, 0.0, low_open=True)
     trajectories, tuning = {}, {}
-    bar = tqdm(
-        methods,
-        desc=problem.title,
-        unit="method",
-        leave=False,
-        disable=not progress or progress_disabled(),
-    )
+    bar = progress_bar(methods, desc=problem.title, unit="method", progress=progress)
     for m in bar:
         bar.set_postfix_str(m.label)
         rate = lr
