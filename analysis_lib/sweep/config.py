@@ -60,7 +60,7 @@ from .trial import Trial, make_task, resolve_hparams
 __all__ = ["SELECTIONS", "TASKS", "ConfigError", "SweepConfig", "load_config", "make_task"]
 
 #: Task factories a sweep may name, from :mod:`analysis_lib.problems.tasks`.
-TASKS = ("digits", "teacher_student", "cifar10")
+TASKS = ("digits", "mnist1d", "teacher_student", "cifar10")
 #: How a learning rate is chosen on the validation split.
 SELECTIONS = ("val_loss", "val_accuracy")
 _SCHEDULES = ("constant", "cosine")
