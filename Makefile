@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Notebooks run under `make test` write their (QUICK) figures here, not over the committed ones.
 TEST_FIGURES := build/test-figures
 
-.PHONY: venv test figures lint bench clean
+.PHONY: venv test test-fast figures lint bench clean
 
 venv: $(STAMP)
 
@@ -17,10 +17,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# Two pytest-xdist workers; --dist loadscope keeps each notebook's cells (and each test module)
+# in one worker, as nbval needs.
+PYTEST_WORKERS := -n 2 --dist loadscope
+
+# The whole suite: unit tests, the slow ones included, and every notebook through nbval.
 test: venv
 	$(BIN)/ruff check .
 	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
-		$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+		$(BIN)/python -m pytest $(PYTEST_WORKERS) --nbval-lax --nbval-current-env tests notebooks
+
+# The quick loop while editing: the unit tests not marked `slow`, no notebooks.
+test-fast: venv
+	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
+		$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow" tests
 
 figures: venv
 	$(BIN)/python scripts/run_notebooks.py notebooks

@@ -96,6 +96,7 @@ print(json.dumps(io.callable_identity(f)))
 """
 
 
+@pytest.mark.slow
 def test_identity_is_the_same_in_processes_with_other_hash_seeds():
     outs = []
     for seed in ("1", "2"):

@@ -8,6 +8,8 @@ import pytest
 
 from analysis_lib.cluster import COMPUTE_CONFIG, local_cluster
 
+pytestmark = pytest.mark.slow  # real Dask LocalClusters
+
 distributed = pytest.importorskip("distributed")
 
 

@@ -27,6 +27,7 @@ def _listening(process) -> list[tuple[str, int]]:
     ]
 
 
+@pytest.mark.slow
 def test_the_scheduler_dashboard_and_workers_listen_on_the_loopback_only():
     with local_cluster(1) as cluster:
         info = cluster.scheduler_info

@@ -13,11 +13,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_landscape import ALPHAS, BETAS, Residual, batches, loop_grid, mlp
-from test_optim import (
+from cases import (
+    ALPHAS,
+    BETAS,
+    Residual,
     assert_close_list,
+    batches,
     gradient_sequence,
+    loop_grid,
     make_params,
+    mlp,
     ref_ada2ms,
     ref_adamnx,
 )
@@ -106,6 +111,7 @@ def test_landscape_matches_the_loop(device, make):
     assert grid.chunk_size >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_on_the_device_matches_the_cpu(device):
     task = tasks.digits(hidden=(16,), seed=0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # each test runs the script in a subprocess
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_notebooks.py"
 
 # Writes what the kernel saw to a file in its working directory (which must be the notebook's

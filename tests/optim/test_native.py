@@ -150,7 +150,7 @@ def _assert_fused_matches_loop(
     steps: int, native: bool = True, dtype: torch.dtype = torch.float64
 ) -> None:
     """Ada2MS's fused path against its for-loop reference (float64: 1e-12; float32: 1e-6, the
-    tolerance of tests/test_optim.py's path agreement)."""
+    tolerance of tests/optim/test_optim.py's path agreement)."""
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     gen = torch.Generator().manual_seed(0)
     shapes = [(300, 200), (200,), (5 * SEG + 3,), (1,)]

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import mlp
 from torch import nn
 
 from analysis_lib import io, landscape
 from analysis_lib.cluster import local_cluster
 from analysis_lib.landscape import evaluator, execution
+
+pytestmark = pytest.mark.slow  # a Dask LocalCluster of worker processes
 
 distributed = pytest.importorskip("distributed")
 
@@ -29,12 +32,6 @@ def client():
         yield c
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(io.DATA_ENV_VAR, str(tmp_path))
-    return tmp_path
-
-
 def refuse_local_chunks(monkeypatch) -> None:
     """From now on, a chunk evaluated in this process fails the test: with a client, every chunk
     runs on a worker (forked before this patch, so they keep the real evaluator)."""
@@ -43,13 +40,6 @@ def refuse_local_chunks(monkeypatch) -> None:
         raise AssertionError("a chunk was evaluated in the client process")
 
     monkeypatch.setattr(evaluator.Evaluator, "__call__", refuse)
-
-
-def mlp() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3)
-    ).double()
 
 
 def bn_model() -> nn.Sequential:

@@ -25,7 +25,7 @@ from analysis_lib.sweep.scheduler import connect_scheduler, probe_scheduler
 
 distributed = pytest.importorskip("distributed")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {
     "name": "remote",
     "seeds": [0],
@@ -154,6 +154,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_cli_fails_fast_naming_the_address_and_what_is_there(tmp_path, case):
     serve, found = CASES[case]
@@ -179,6 +180,7 @@ def test_the_cli_fails_fast_naming_the_address_and_what_is_there(tmp_path, case)
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_wait_is_bounded_by_the_timeout(case):
     serve, found = CASES[case]
@@ -191,6 +193,7 @@ def test_the_wait_is_bounded_by_the_timeout(case):
     assert wall < 1.0 + 2.0
 
 
+@pytest.mark.slow
 def test_the_environment_variable_and_run_sweep_get_the_same_check(tmp_path, monkeypatch):
     with silent_server() as address:
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
@@ -219,6 +222,7 @@ def test_an_address_without_a_port_is_named():
         probe_scheduler("tcp://127.0.0.1", timeout=1)
 
 
+@pytest.mark.slow
 def test_a_real_scheduler_is_found_and_runs_the_sweep(tmp_path):
     with distributed.LocalCluster(
         n_workers=1,

@@ -34,7 +34,7 @@ from analysis_lib.sweep.__main__ import main as cli_main
 
 distributed = pytest.importorskip("distributed")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_COLUMNS = ["seconds", "worker"]  # the only columns that may differ between two runs
 
 
@@ -169,7 +169,33 @@ def test_a_trial_row_is_the_training_run_it_describes(tmp_path):
     assert stored == canonical_json(load_config(tiny()).data)
 
 
+@pytest.mark.slow  # builds MNIST-1D from its generator (about 3 s)
+def test_an_mnist1d_trial_is_the_training_run_it_describes(tmp_path):
+    """A config may name MNIST-1D; its row is the run of tasks.mnist1d with its arguments."""
+    import torch
+
+    config = {
+        "name": "m1d", "seeds": [0], "task": {"name": "mnist1d", "args": {"model": "cnn"}},
+        "budget": {"steps": 30, "batch_size": 100},
+        "optimizers": [{"name": "sgdm", "lrs": [0.05]}],
+    }  # fmt: skip
+    row = run_sweep(config, tmp_path / "out", serial=True, progress=False).trials.iloc[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = training.train(
+            tasks.mnist1d("cnn"), "sgdm", 30, batch_size=100, lr=0.05, seed=0, progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert row["status"] == "ok"
+    assert row["test_accuracy"] == run.evaluate("test")["accuracy"]
+    with pytest.raises(ConfigError, match=r"task\.args\.width"):
+        load_config({**config, "task": {"name": "mnist1d", "args": {"width": 3}}})
+
+
 # -- serial vs Dask -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_local_cluster_sweep_gives_the_serial_table(tmp_path):
     serial = run_sweep(tiny(), tmp_path / "serial", serial=True, progress=False)
     dask = run_sweep(tiny(), tmp_path / "dask", workers=2, progress=False)  # its own cluster
@@ -281,6 +307,7 @@ def test_a_sweep_is_extended_by_a_config_holding_all_its_trials(tmp_path):
         run_sweep(small, out, serial=True, progress=False)
 
 
+@pytest.mark.slow
 def test_workers_are_forked_only_when_no_other_dask_runs_here(tmp_path, cluster):
     """Forking while another cluster's threads run can hang a worker on a copied lock: with the
     module's cluster alive, the sweep's own LocalCluster starts its workers from a forkserver,
@@ -349,6 +376,7 @@ def test_summary_chooses_lr_on_validation_and_reports_a_t_interval_on_test():
 
 
 # -- a lost worker (last: the nanny restarts it cold) -------------------------------------------
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_trial(tmp_path, cluster):
     cfg = tiny(seeds=[0, 1, 2])
     cfg["budget"]["steps"] = 150

@@ -25,7 +25,7 @@ from analysis_lib.sweep import runner as sweep_runner
 from analysis_lib.sweep.__main__ import main as cli_main
 from analysis_lib.sweep.folder import SweepFolder, trials_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 5
 
 
@@ -126,6 +126,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_a_second_sweep_into_a_running_sweeps_folder_is_refused_and_a_killed_one_frees_it(
     tmp_path, monkeypatch
 ):

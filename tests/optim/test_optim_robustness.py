@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_optim import assert_close_list, drive, gradient_sequence, make_params, ref_ada2ms
+from cases import assert_close_list, drive, gradient_sequence, make_params, ref_ada2ms
 
 from analysis_lib.optim import Ada2MS, AdamNX, ExponentialAlpha, _native, transition_measures
 
@@ -104,6 +104,7 @@ def _fused_zero_run(scope, native, monkeypatch):
     torch.testing.assert_close(runs[1][1].detach(), theta0 * (1 - 1e-4) ** 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["tensor", "global"])
 def test_zero_second_moments_on_the_fused_path(scope, monkeypatch, native_kernel_calls):
     calls = native_kernel_calls

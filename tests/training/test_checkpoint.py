@@ -10,18 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cases import small_teacher_student as small
 
 from analysis_lib import io, training
 from analysis_lib.optim import Ada2MS
 from analysis_lib.problems import tasks
 from analysis_lib.training.checkpoint import RECORD_COLUMNS, Schedules
-
-
-def small(**kwargs):
-    args = dict(
-        input_dim=4, teacher_hidden=(6,), student_hidden=(8,), n_train=64, n_val=16, n_test=16
-    )
-    return tasks.teacher_student(**(args | kwargs))
 
 
 def go(task, optimizer="adamw", steps=6, **kwargs):

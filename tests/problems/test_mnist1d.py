@@ -18,6 +18,7 @@ def published():
     return mnist1d.published()
 
 
+@pytest.mark.slow
 def test_published_data_set_is_the_package_generators(published):
     from mnist1d.data import make_dataset
 
@@ -114,6 +115,7 @@ def test_reference_networks():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "steps", "published"),
     [("mlp", 6000, 0.68), ("cnn", 3000, 0.94)],

@@ -10,6 +10,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from cases import (
+    SHAPES,
+    assert_close_list,
+    drive,
+    gradient_sequence,
+    make_params,
+    ref_ada2ms,
+    ref_adamnx,
+)
 
 from analysis_lib.optim import (
     OPTIMIZERS,
@@ -23,95 +32,8 @@ from analysis_lib.optim import (
     make_optimizer,
 )
 
-SHAPES = [(4, 3), (3,), (2, 2, 2)]
 PATHS = [dict(foreach=False), dict(foreach=True), dict(fused=True)]
 PATH_IDS = ["loop", "foreach", "fused"]
-
-
-def gradient_sequence(steps, shapes=SHAPES, seed=0, scales=None):
-    """Fixed gradients g_t for each tensor, with a scale that varies over steps and tensors."""
-    rng = np.random.default_rng(seed)
-    if scales is None:
-        scales = np.exp(rng.uniform(-3, 3, size=(steps, len(shapes))))
-    return [
-        [scales[t, k] * rng.standard_normal(s) for k, s in enumerate(shapes)] for t in range(steps)
-    ]
-
-
-def make_params(shapes=SHAPES, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
-
-
-def drive(opt, params, grads):
-    """Step ``opt`` with the given gradients; return the parameters after every step."""
-    out = []
-    for gs in grads:
-        for p, gr in zip(params, gs, strict=True):
-            p.grad = torch.as_tensor(gr, dtype=p.dtype)
-        opt.step()
-        out.append([p.detach().clone() for p in params])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Independent float64 references, transcribed from the equations (no code shared with the library)
-def ref_adamnx(theta, grads, lr, betas, eps, weight_decay):
-    b1, b2 = betas
-    a = b2 ** (1 - b2)
-    theta = [np.array(x, dtype=np.float64) for x in theta]
-    m = [np.zeros_like(x) for x in theta]
-    v = [np.zeros_like(x) for x in theta]
-    for t, gs in enumerate(grads, start=1):
-        b1h = (b1 - b1**t) / (1 - b1**t)
-        b2h = (1 - a ** (t - 1)) / (1 - a**t)
-        for k, g in enumerate(gs):
-            theta[k] = theta[k] * (1 - lr * weight_decay)
-            m[k] = b1h * m[k] + (1 - b1h) * g
-            v[k] = b2h * v[k] + (1 - b2h) * g**2
-            theta[k] = theta[k] - lr * m[k] / (np.sqrt(v[k]) + eps)
-    return theta, m, v
-
-
-def ref_ada2ms(theta, grads, lr, betas, eps, weight_decay, alpha, scope, groups=None):
-    """``groups``: the param group of each tensor (default: one group); ``lr`` and
-    ``weight_decay`` may then be lists with one value per group."""
-    b1, b2 = betas
-    groups = [0] * len(theta) if groups is None else groups
-    lrs = [lr[g] if isinstance(lr, list) else lr for g in groups]
-    wds = [weight_decay[g] if isinstance(weight_decay, list) else weight_decay for g in groups]
-    theta = [np.array(x, dtype=np.float64) for x in theta]
-    m = [np.zeros_like(x) for x in theta]
-    v = [np.zeros_like(x) for x in theta]
-    for t, gs in enumerate(grads, start=1):
-        al = alpha(t) if callable(alpha) else alpha
-        for k, g in enumerate(gs):
-            m[k] = b1 * m[k] + (1 - b1) * g
-            v[k] = b2 * v[k] + (1 - b2) * g**2
-        mh = [x / (1 - b1**t) for x in m]
-        vh = [x / (1 - b2**t) for x in v]
-        members = {
-            "global": [list(range(len(vh)))] * len(vh),
-            "group": [
-                [j for j in range(len(vh)) if groups[j] == groups[k]] for k in range(len(vh))
-            ],
-            "tensor": [[k] for k in range(len(vh))],
-        }[scope]
-        s = [np.concatenate([vh[j].ravel() for j in js]).mean() for js in members]
-        for k in range(len(theta)):
-            # d = exp(al log vh + (1 - al) log s), written as powers so that vh = 0 and s = 0
-            # give d = 0 (0^0 = 1)
-            d = vh[k] ** al * s[k] ** (1 - al)
-            step = np.divide(mh[k], np.sqrt(d) + eps, out=np.zeros_like(d), where=mh[k] != 0)
-            theta[k] = theta[k] * (1 - lrs[k] * wds[k]) - lrs[k] * step
-    return theta, m, v
-
-
-def assert_close_list(actual, expected, rtol, atol=0.0):
-    for a, e in zip(actual, expected, strict=True):
-        np.testing.assert_allclose(
-            torch.as_tensor(a).detach().double().numpy(), e, rtol=rtol, atol=atol
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +211,7 @@ def _train(make, steps=100, dtype=torch.float32, scale=1.0):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
 def test_ada2ms_alpha_one_is_adamw(path):
     hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05)
@@ -312,6 +235,7 @@ def test_ada2ms_alpha_one_is_adamw(path):
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("foreach", [False, True])
 def test_ada2ms_alpha_one_eager_is_bitwise_adamw(foreach):
     """The eager paths perform torch's AdamW floating-point operations, so even 100 steps of

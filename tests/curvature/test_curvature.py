@@ -524,6 +524,7 @@ def test_stability_thresholds_follow_the_optimizer():
         assert stability_thresholds(opt)["threshold_adam"] == pytest.approx(3800.0)
 
 
+@pytest.mark.slow
 def test_sharpness_callback_tracks_the_top_eigenvalue_with_warm_starts():
     from analysis_lib.training import train
 

@@ -10,15 +10,9 @@ import math
 
 import pytest
 import torch
+from cases import small_teacher_student as small
 
 from analysis_lib import training
-from analysis_lib.problems import tasks
-
-
-def small():
-    return tasks.teacher_student(
-        input_dim=4, teacher_hidden=(6,), student_hidden=(8,), n_train=64, n_val=16, n_test=16
-    )
 
 
 class Measure(training.Callback):

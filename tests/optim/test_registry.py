@@ -66,6 +66,7 @@ def test_the_colours_are_the_figures_colours():
     assert {n: s.color for n, s in OPTIMIZERS.items()} == dict(plots.OPTIMIZER_COLORS)
 
 
+@pytest.mark.slow
 def test_the_registry_does_not_import_matplotlib():
     code = "import sys; import analysis_lib.optim.registry; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

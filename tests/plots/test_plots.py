@@ -100,6 +100,7 @@ def test_save_writes_valid_png_and_pdf(fig_dir, fig):
     assert matplotlib.__version__.encode() not in png
 
 
+@pytest.mark.slow
 def test_save_is_byte_identical_on_rerun(fig_dir, fig):
     # The same figure saved twice: PNG and PDF come out byte-identical (no dates, no version
     # strings, and the layout is settled before rendering). SVG is left out here: its clip-path
@@ -110,6 +111,7 @@ def test_save_is_byte_identical_on_rerun(fig_dir, fig):
     assert first == second
 
 
+@pytest.mark.slow
 def test_save_of_a_rebuilt_figure_is_byte_identical(fig_dir):
     # What re-running a notebook does: build the figure again from scratch and save it.
     formats = ("png", "pdf", "svg")
@@ -121,6 +123,7 @@ def test_save_of_a_rebuilt_figure_is_byte_identical(fig_dir):
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.slow
 def test_save_same_image_figure_twice(fig_dir):
     # With a fixed-aspect axes (imshow) under constrained layout, each layout pass can move
     # coordinates by ~1e-13. The PDF and SVG print 10 decimals, so the same figure object saved

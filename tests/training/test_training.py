@@ -29,6 +29,7 @@ def quiet_train(*args, **kwargs):
 
 
 # -- learning --------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "lr"),
     [

@@ -51,6 +51,7 @@ def reference(problem, name, lr, steps, start=None, seed=0, **hp):
 
 
 # -- batched runs equal the real optimizer, one learning rate at a time -----------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
 @pytest.mark.parametrize(
     "problem",
@@ -399,7 +400,7 @@ def test_animation_draws_every_path_up_to_its_last_point(race):
     p, runs = race
     anim = plots.animate_trajectories(p, list(runs.values()), frames=5)
     html = anim.to_jshtml()  # renders every frame, ending on the last
-    project_root = str(Path(__file__).resolve().parents[1])
+    project_root = str(Path(__file__).resolve().parents[2])
     assert html.count("data:image/png;base64") == 5 and project_root not in html
     lines = anim._fig.axes[0].get_lines()
     (adam,) = [ln for ln in lines if ln.get_label() == "Adam"]

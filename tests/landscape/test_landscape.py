@@ -8,88 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import ALPHAS, BETAS, Residual, batches, bn_model, cnn, loop_grid, loop_loss, mlp
 from torch import nn
 
 from analysis_lib import io, landscape, training
 from analysis_lib.problems import tasks
-
-ALPHAS = np.linspace(-1.0, 1.0, 5)
-BETAS = np.linspace(-0.5, 1.0, 4)  # contains 0
-
-
-# -- fixtures and references ---------------------------------------------------------------------
-def mlp(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3)
-    ).double()
-
-
-class Residual(nn.Module):
-    """Not a Sequential: the generic path only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(1)
-        self.inp = nn.Linear(5, 6)
-        self.out = nn.Linear(6, 3)
-
-    def forward(self, x):
-        h = torch.tanh(self.inp(x))
-        return self.out(h + h.pow(2))
-
-
-def cnn() -> nn.Sequential:
-    torch.manual_seed(2)
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(3, 4, 3),
-        nn.Tanh(),
-        nn.Flatten(),
-        nn.Linear(4 * 2 * 2, 3),
-    ).double()
-
-
-def bn_model(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
-    with torch.no_grad():  # running statistics far from the data's
-        model[1].running_mean.uniform_(-2, 2)
-        model[1].running_var.uniform_(0.2, 3)
-    return model.double()
-
-
-def batches(n: int = 23, size: int = 8, image: bool = False, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    shape = (n, 1, 4, 4) if image else (n, 5)
-    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    return [(x[i : i + size], y[i : i + size]) for i in range(0, n, size)]  # ragged last batch
-
-
-def loop_loss(model, loss_fn, data, point: dict):
-    """The model with ``point`` written into its parameters, in eval mode: the sample-weighted
-    mean loss and accuracy over the batches."""
-    m = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for k, p in m.named_parameters():
-            p.copy_(point[k])
-        n = sum(len(x) for x, _ in data)
-        loss = sum(float(loss_fn(m(x), y)) * len(x) for x, y in data) / n
-        acc = sum(float((m(x).argmax(-1) == y).double().sum()) for x, y in data) / n
-    return loss, acc
-
-
-def loop_grid(model, data, d1, d2, alphas, betas):
-    theta = {k: p.detach() for k, p in model.named_parameters()}
-    loss = np.empty((len(alphas), len(betas)))
-    acc = np.empty_like(loss)
-    for i, a in enumerate(alphas):
-        for j, b in enumerate(betas):
-            point = {k: theta[k] + a * d1[k] + b * d2[k] for k in theta}
-            loss[i, j], acc[i, j] = loop_loss(model, F.cross_entropy, data, point)
-    return loss, acc
 
 
 # -- surfaces against the loop -------------------------------------------------------------------
@@ -374,12 +297,6 @@ class Flaky:
         if self.fail_at is not None and self.calls == self.fail_at:
             raise KeyboardInterrupt("interrupted")
         return F.cross_entropy(outputs, targets)
-
-
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(io.DATA_ENV_VAR, str(tmp_path))
-    return tmp_path
 
 
 def test_cache_round_trip(cache_dir):
