@@ -32,6 +32,16 @@ def _top(path: Path) -> str:
     return parts[0]
 
 
+def _source(node: ast.ImportFrom, here: tuple[str, ...]) -> list[str] | None:
+    """The module path inside the package that ``from ... import`` reads from (relative to
+    the package; ``[]`` is the package itself), or None when it is not the library."""
+    if node.level == 0:
+        parts = (node.module or "").split(".")
+        return parts[1:] if parts[0] == "analysis_lib" else None
+    parts = [*here[: len(here) - node.level + 1], *(node.module or "").split(".")]
+    return [p for p in parts if p]
+
+
 def _imported(path: Path) -> set[str]:
     """The top-level library modules that ``path`` imports from."""
     here = path.relative_to(PACKAGE).parent.parts
@@ -41,14 +51,9 @@ def _imported(path: Path) -> set[str]:
             parts = [a.name.split(".") for a in node.names]
             found |= {p[1] for p in parts if p[0] == "analysis_lib" and len(p) > 1}
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                parts = (node.module or "").split(".")
-                if parts[0] != "analysis_lib":
-                    continue
-                parts = parts[1:]
-            else:
-                parts = [*here[: len(here) - node.level + 1], *(node.module or "").split(".")]
-                parts = [p for p in parts if p]
+            parts = _source(node, here)
+            if parts is None:
+                continue
             if parts:
                 found.add(parts[0])
             else:  # from .. import io, training
@@ -114,16 +119,9 @@ def _private_imports(path: Path) -> list[str]:
     here = path.relative_to(PACKAGE).parent.parts
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if not isinstance(node, ast.ImportFrom):
+        parts = _source(node, here) if isinstance(node, ast.ImportFrom) else None
+        if parts is None:
             continue
-        if node.level == 0:
-            parts = (node.module or "").split(".")
-            if parts[0] != "analysis_lib":
-                continue
-            parts = parts[1:]
-        else:
-            parts = [*here[: len(here) - node.level + 1], *(node.module or "").split(".")]
-            parts = [p for p in parts if p]
         for alias in node.names:
             name = alias.name
             if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
