@@ -65,7 +65,12 @@ PRELOAD = ("distributed", "torch", "analysis_lib.sweep.trial", "analysis_lib.lan
 
 def start_method() -> str:
     """How :func:`local_cluster` starts its worker processes: ``"fork"``, ``"forkserver"`` or
-    ``"spawn"`` (the rule is in the module's docstring)."""
+    ``"spawn"`` (the rule is in the module's docstring).
+
+    Returns:
+        ``"spawn"`` off Linux or once CUDA is available or initialised; else ``"forkserver"``
+        while a Dask client or cluster of this process is alive, ``"fork"`` otherwise.
+    """
     import torch
 
     if sys.platform != "linux" or torch.cuda.is_initialized() or torch.cuda.is_available():
@@ -101,7 +106,21 @@ def local_cluster(
     ``"127.0.0.1"``) is where the scheduler and workers listen, ``dashboard_address`` (default:
     a free port on ``host``) where the dashboard does; ``interface`` or ``protocol`` replace the
     default ``host``. Use it as a context manager, or close it; ``distributed.Client(cluster)``
-    connects to it."""
+    connects to it.
+
+    Args:
+        workers: number of worker processes, an integer >= 1; None: ``os.cpu_count()``.
+        threads_per_worker: threads in each worker, an integer >= 1 (default 1).
+        preload: module names a forkserver imports before forking (default :data:`PRELOAD`).
+        **kwargs: passed on to ``distributed.LocalCluster``, overriding the defaults.
+
+    Returns:
+        The started ``distributed.LocalCluster``.
+
+    Raises:
+        ValueError: ``workers`` or ``threads_per_worker`` not an integer >= 1, or ``preload`` not
+            a sequence of module names; the message names the argument.
+    """
     import dask
     from distributed import LocalCluster
     from distributed.utils import get_mp_context
@@ -153,7 +172,17 @@ def _listen_addresses(kwargs: dict) -> dict[str, str]:
 def one_torch_thread() -> Iterator[None]:
     """Run the block on one torch (intra-op) thread, restoring the thread count afterwards, as
     the library's Dask tasks (sweep trials, chunks of a loss surface) do: their numbers then do
-    not depend on the worker's core count."""
+    not depend on the worker's core count.
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_num_threads()
+        >>> with one_torch_thread():
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
     import torch
 
     threads = torch.get_num_threads()
@@ -175,7 +204,20 @@ def map_as_completed(
     """``fn`` over ``iterables`` on ``client`` as one ``client.map`` (one message for all the
     tasks, named by ``key``), calling ``on_done(tag, future)`` as each task finishes (``tags``,
     one a task, tell them apart; ``future.result()`` gives its value or raises its error). When
-    ``on_done`` raises or the wait is interrupted, the tasks still outstanding are cancelled."""
+    ``on_done`` raises or the wait is interrupted, the tasks still outstanding are cancelled.
+
+    Args:
+        client: a ``distributed.Client``.
+        fn: the function to map.
+        *iterables: its arguments, one sequence per positional parameter.
+        key: one unique Dask key per task.
+        tags: one value per task, passed to ``on_done``.
+        on_done: called as ``on_done(tag, future)`` for each finished task, in completion order.
+
+    Raises:
+        ValueError: ``tags`` and the tasks differ in number.
+        Exception: whatever ``on_done`` raises (after cancelling the outstanding tasks).
+    """
     from distributed import as_completed
 
     submitted = client.map(fn, *iterables, key=list(key))

@@ -120,6 +120,17 @@ def canonical_json(config: Mapping[str, Any]) -> str:
     """``config`` as canonical JSON: sorted keys, no whitespace, floats written exactly
     (shortest round-trip repr), tuples as lists.
 
+    Args:
+        config: a mapping with string keys of JSON-able values (numbers, strings, None,
+            lists/tuples, 1-d numeric arrays, paths, dataclasses, nested mappings).
+
+    Returns:
+        The JSON text.
+
+    Example:
+        >>> canonical_json({"b": (1, 2.5), "a": "x"})
+        '{"a":"x","b":[1,2.5]}'
+
     Raises:
         ValueError: ``config`` is not a dict with string keys, or holds a value without a JSON
             form (a function, an object, NaN, ...); the message names where it is.
@@ -138,7 +149,25 @@ def canonical_json(config: Mapping[str, Any]) -> str:
 def config_key(config: Mapping[str, Any], length: int = 16) -> str:
     """A short hex key for ``config``: the first ``length`` hex digits of the SHA-256 of its
     :func:`canonical_json`. Equal configurations (key order, tuples vs lists, NumPy vs Python
-    numbers aside) get equal keys."""
+    numbers aside) get equal keys.
+
+    Args:
+        config: the configuration, as for :func:`canonical_json`.
+        length: how many hex digits to keep, 8 to 64 (default 16).
+
+    Returns:
+        The lowercase hex key.
+
+    Raises:
+        ValueError: ``length`` is not an integer in [8, 64], or ``config`` has no JSON form (see
+            :func:`canonical_json`).
+
+    Example:
+        >>> config_key({"steps": 500, "problem": "rosenbrock"})
+        '9ba87a975809e956'
+        >>> config_key({"problem": "rosenbrock", "steps": 500}, length=8)
+        '9ba87a97'
+    """
     if not isinstance(length, int) or not 8 <= length <= 64:
         raise ValueError(f"Invalid length: {length!r} (expected an integer in [8, 64])")
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:length]
@@ -147,6 +176,13 @@ def config_key(config: Mapping[str, Any], length: int = 16) -> str:
 def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
     """Create ``folder`` if missing and check that a file can be created in it (by creating and
     removing one), so that a long computation does not end in a failed write.
+
+    Args:
+        folder: the folder to create and check.
+        what: what the folder is, for the error message (default ``"folder"``).
+
+    Returns:
+        ``folder`` as a ``Path``.
 
     Raises:
         ValueError: the folder cannot be created or written to; the message names it.
@@ -170,7 +206,11 @@ def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
 def project_root() -> Path | None:
     """The folder holding ``pyproject.toml`` next to the ``analysis_lib`` package, or None when
     the package is installed somewhere without one (e.g. site-packages). Relative values of
-    ``$ANALYSIS_LIB_DATA`` and ``$ANALYSIS_LIB_FIGURES`` are taken from it."""
+    ``$ANALYSIS_LIB_DATA`` and ``$ANALYSIS_LIB_FIGURES`` are taken from it.
+
+    Returns:
+        The project root, or None.
+    """
     root = Path(__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").is_file() else None
 
@@ -182,6 +222,13 @@ def data_dir() -> Path:
     the project root, or to the working directory when the package is installed elsewhere);
     otherwise ``data/cache/`` at the project root (``./data/cache`` without one). A folder that
     cannot be created (e.g. the path of a file) raises a ValueError naming it.
+
+    Returns:
+        The folder, as a ``Path``.
+
+    Raises:
+        ValueError: the folder cannot be created; the message names it (and
+            ``$ANALYSIS_LIB_DATA`` when it came from there).
     """
     root = project_root()
     base = root if root is not None else Path.cwd()
@@ -202,7 +249,16 @@ def data_dir() -> Path:
 def write_atomically(path: str | os.PathLike, data: bytes, mode: int = 0o666) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and
     ``os.replace``: readers (and an interrupted run) see the old file or the complete new one,
-    never a half-written one. ``mode``: the new file's permissions (less the umask)."""
+    never a half-written one. ``mode``: the new file's permissions (less the umask).
+
+    Args:
+        path: the file to write (replaced when it exists).
+        data: the bytes to write.
+        mode: permission bits of a new file, default ``0o666`` (less the umask).
+
+    Raises:
+        OSError: the temporary file cannot be created, written or renamed; it is removed.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -255,6 +311,14 @@ def save_arrays(
     (JSON-able data) to the ``.npz`` file ``path``, atomically, with a SHA-256 checksum over
     both. Returns the path.
 
+    Args:
+        path: the ``.npz`` file to write (replaced when it exists).
+        arrays: array names (letters, digits, ``_``; not starting with ``__``) -> array-likes.
+        meta: JSON-able metadata, default none (``{}``).
+
+    Returns:
+        ``path`` as a ``Path``.
+
     Raises:
         ValueError: a bad array name or dtype, or ``meta`` without a JSON form.
     """
@@ -273,6 +337,12 @@ def save_arrays(
 
 def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The ``(arrays, meta)`` stored by :func:`save_arrays` in ``path``; nothing is unpickled.
+
+    Args:
+        path: the ``.npz`` file written by :func:`save_arrays`.
+
+    Returns:
+        ``(arrays, meta)``: array names -> NumPy arrays, and the metadata dict.
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
@@ -304,7 +374,18 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
 def check_entry_path(path: str | os.PathLike, what: str = "cache entry") -> Path:
     """``path`` when a file can be written there: nothing exists at it yet, or a regular file
     (a symbolic link to one counts). A directory, or anything else that is not a file, raises a
-    ValueError naming it, so that the work is not done only to fail at the write."""
+    ValueError naming it, so that the work is not done only to fail at the write.
+
+    Args:
+        path: where the entry will be written.
+        what: what the entry is, for the error message (default ``"cache entry"``).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: something other than a regular file exists at ``path``.
+    """
     path = Path(path)
     if path.exists() and not path.is_file():
         kind = "a directory" if path.is_dir() else "not a regular file"
@@ -317,7 +398,19 @@ def check_entry_path(path: str | os.PathLike, what: str = "cache entry") -> Path
 
 def cache_path(name: str, config: Mapping[str, Any]) -> Path:
     """Where :func:`cached` keeps the entry ``name`` for ``config``:
-    ``data_dir() / f"{name}-{config_key(config)}.npz"``."""
+    ``data_dir() / f"{name}-{config_key(config)}.npz"``.
+
+    Args:
+        name: the entry's name: letters, digits, ``_`` and ``-``.
+        config: the configuration, as for :func:`canonical_json`.
+
+    Returns:
+        The path of the ``.npz`` file (which may not exist).
+
+    Raises:
+        ValueError: a bad ``name``, a ``config`` without a JSON form, or a data folder that
+            cannot be created (see :func:`data_dir`).
+    """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"Invalid name: {name!r} (expected letters, digits, '_' and '-')")
     return data_dir() / f"{name}-{config_key(config)}.npz"
@@ -327,6 +420,13 @@ def load_entry(name: str, config: Mapping[str, Any]) -> dict[str, np.ndarray] | 
     """The arrays stored for ``config`` under ``name``, or None when there are none to trust:
     no entry, a corrupt file or an entry for another configuration (a key collision), each of
     the last two reported with a ``RuntimeWarning``. The first half of :func:`cached`.
+
+    Args:
+        name: the entry's name: letters, digits, ``_`` and ``-``.
+        config: the configuration the entry was stored for.
+
+    Returns:
+        Array names -> NumPy arrays, or None.
 
     Raises:
         ValueError: a bad ``name``, a ``config`` without a JSON form, an entry path that is a
@@ -357,6 +457,14 @@ def store_entry(
     arrays. The second half of :func:`cached`: check the folder with :func:`check_writable`
     before computing what is stored here.
 
+    Args:
+        name: the entry's name: letters, digits, ``_`` and ``-``.
+        config: the configuration the entry is stored for.
+        arrays: array names -> array-likes of numbers, booleans or strings.
+
+    Returns:
+        Array names -> NumPy arrays (copies of what was written).
+
     Raises:
         ValueError: a bad ``name``, a ``config`` without a JSON form, or ``arrays`` that
             :func:`save_arrays` cannot store.
@@ -381,6 +489,15 @@ def cached(
     arrays), writes the result atomically and returns it (as NumPy arrays). A corrupt file is
     reported with a ``RuntimeWarning`` and recomputed; so is an entry whose stored
     configuration differs (a key collision). ``refresh=True`` always recomputes.
+
+    Args:
+        name: the entry's name: letters, digits, ``_`` and ``-``.
+        config: the configuration the result is keyed by (JSON-able, see :func:`canonical_json`).
+        compute: called with no arguments on a miss; returns array names -> array-likes.
+        refresh: recompute and overwrite even when an intact entry exists (default False).
+
+    Returns:
+        Array names -> NumPy arrays.
 
     Raises:
         ValueError: a bad ``name``, a ``config`` without a JSON form, a cache folder that

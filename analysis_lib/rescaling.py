@@ -28,7 +28,22 @@ __all__ = ["rescale_layers", "weighted_layers"]
 
 def weighted_layers(model: nn.Module) -> list[str]:
     """Names (as in ``model.named_modules()``) of the modules that own a ``weight``
-    parameter of two or more dimensions (linear and convolution layers), in order."""
+    parameter of two or more dimensions (linear and convolution layers), in order.
+
+    Args:
+        model: the network.
+
+    Returns:
+        The module names, in ``named_modules()`` order.
+
+    Raises:
+        TypeError: ``model`` is not a ``torch.nn.Module``.
+
+    Example:
+        >>> from torch import nn
+        >>> weighted_layers(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+        ['0', '2']
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Invalid model: expected a torch.nn.Module, got {type(model).__name__}")
     return [
@@ -48,6 +63,23 @@ def rescale_layers(
     homogeneous of degree 1 (ReLU, max-pooling, flattening; not tanh, batch norm or a second
     bias-free path): the caller's responsibility, checked by the tests on ReLU networks.
     ``first`` and ``second`` default to the first two :func:`weighted_layers`.
+
+    Args:
+        model: the network (not modified).
+        a: the scale factor, a finite number > 0.
+        first: name of the layer multiplied by ``a`` (see :func:`weighted_layers`).
+        second: name of the layer divided by ``a``.
+
+    Returns:
+        The rescaled deep copy of ``model``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> x = torch.randn(4, 2)
+        >>> torch.allclose(rescale_layers(net, 4.0)(x), net(x), atol=1e-6)
+        True
 
     Raises:
         ValueError: ``a`` not a finite number > 0; unknown layer names; ``second``'s input

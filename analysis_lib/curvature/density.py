@@ -61,7 +61,23 @@ class DensityResult:
 def gaussian_density(
     nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float
 ) -> np.ndarray:
-    """``mean_r sum_k w_rk N(grid; nodes_rk, sigma^2)`` for ``(runs, steps)`` nodes/weights."""
+    """``mean_r sum_k w_rk N(grid; nodes_rk, sigma^2)`` for ``(runs, steps)`` nodes/weights.
+
+    Args:
+        nodes: the quadrature nodes, shape ``(runs, steps)``.
+        weights: their weights, shape ``(runs, steps)``.
+        grid: the points to evaluate the density at, shape ``(g,)``.
+        sigma: the standard deviation of the Gaussian kernel, > 0.
+
+    Returns:
+        The density at ``grid``, shape ``(g,)``.
+
+    Example:
+        >>> import numpy as np
+        >>> nodes, weights = np.array([[-1.0, 1.0]]), np.array([[0.5, 0.5]])
+        >>> gaussian_density(nodes, weights, np.array([-1.0, 0.0, 1.0]), 0.5).round(4)
+        array([0.3991, 0.108 , 0.3991])
+    """
     z = (np.asarray(grid)[:, None] - nodes.reshape(1, -1)) / sigma
     kernel = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
     return kernel @ weights.reshape(-1) / nodes.shape[0]
@@ -87,6 +103,25 @@ def slq(
     over starts, smoothed by a Gaussian of standard deviation ``sigma`` (default: 1% of the
     range of the nodes), evaluated on ``grid`` (an array, or a number of points spanning the
     nodes +- 5 sigma). ``check_symmetric``: as for :func:`lanczos`.
+
+    Args:
+        op: a symmetric float32 or float64 operator.
+        lanczos_steps: Lanczos steps per run (default 80; capped at ``op.size``).
+        runs: the number of random starts (default 10).
+        seed: an int >= 0 or a ``torch.Generator`` for the starts.
+        sigma: the smoothing's standard deviation, > 0; None: 1% of the nodes' range.
+        grid: the evaluation points (a finite 1-d array), or how many (>= 2) to space evenly.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+        check_symmetric: None, True or False, as for :func:`lanczos`.
+
+    Returns:
+        A :class:`DensityResult`.
+
+    Raises:
+        ValueError: ``op`` not a float32/float64 :class:`LinearOperator` or not symmetric, or an
+            invalid ``lanczos_steps``, ``runs``, ``seed``, ``sigma`` or ``grid``; the message names
+            the argument.
+        NonFiniteError: a product of ``op`` is not finite.
     """
     start = time.perf_counter()
     check_operator(op)

@@ -30,7 +30,18 @@ def one_hot_mse(task: Task) -> Task:
     """``task`` with the same splits and model factory, its class labels replaced by one-hot
     float targets and its loss by the mean squared error to them,
     ``mean_{i,c} (f_c(x_i) - [y_i = c])^2``; named ``"<name>-mse"``. The targets take the dtype of
-    the inputs and live on their device."""
+    the inputs and live on their device.
+
+    Args:
+        task: a classification task with the cross-entropy loss and ``num_classes``.
+
+    Returns:
+        A new :class:`~analysis_lib.problems.tasks.Task` (``task`` is unchanged).
+
+    Raises:
+        TypeError: ``task`` is not a ``Task``.
+        ValueError: ``task`` is not a cross-entropy classification task with ``num_classes``.
+    """
     if not isinstance(task, Task):
         raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")
     if task.loss != "cross_entropy" or task.num_classes is None:
@@ -70,6 +81,23 @@ def sharpness_run(
     ``every`` steps (seeded with ``seed``, as are the model and the run): ``run.measurements``
     holds ``sharpness``, for the Adam family ``preconditioned_sharpness``, and the stability
     thresholds at ``lr``. Labelled ``"<optimizer>, lr=<lr>"``; ``hparams`` go to the optimizer.
+
+    Args:
+        task: the task to train on (see :func:`one_hot_mse` for an MSE version).
+        optimizer: the optimizer's name, as :func:`~analysis_lib.training.train` takes it.
+        lr: the learning rate.
+        steps: the number of full-batch steps.
+        every: measure every ``every`` steps, an integer >= 1 (default 10).
+        seed: seeds the model, the run and the sharpness measurements (default 0).
+        device: where to train; None: as :func:`~analysis_lib.training.train` chooses.
+        **hparams: further optimizer hyperparameters.
+
+    Returns:
+        The :class:`~analysis_lib.training.Run`.
+
+    Raises:
+        ValueError: ``every`` is not an integer >= 1, or an argument that
+            :func:`~analysis_lib.training.train` refuses.
     """
     every = check_int("every", every, 1)
     tracker = SharpnessCallback(task.loss_fn, task.data("train"), every=every, seed=seed)

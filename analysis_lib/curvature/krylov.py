@@ -79,7 +79,19 @@ class EigenResult:
 def symmetry_tolerance(dtype: torch.dtype) -> float:
     """The asymmetry an operator of ``dtype`` may show and count as symmetric:
     ``sqrt(eps)`` (1.5e-8 in float64, 3.5e-4 in float32), relative to its largest entry (exact
-    check) or to ``||u|| ||A v|| + ||v|| ||A u||`` (randomized check)."""
+    check) or to ``||u|| ||A v|| + ||v|| ||A u||`` (randomized check).
+
+    Args:
+        dtype: a floating-point torch dtype.
+
+    Returns:
+        ``sqrt(torch.finfo(dtype).eps)``.
+
+    Example:
+        >>> import torch
+        >>> symmetry_tolerance(torch.float64)
+        1.4901161193847656e-08
+    """
     return math.sqrt(float(torch.finfo(dtype).eps))
 
 
@@ -96,6 +108,17 @@ def check_symmetry(
     ``check=True``: that, or for any other operator a randomized check with two products
     (``u . A v`` against ``v . A u`` for Gaussian ``u``, ``v`` drawn from a copy of ``seed``, so
     the algorithm's own draws are unchanged; counted in ``op.matvecs``). ``check=False``: none.
+
+    Args:
+        op: the operator.
+        check: None, True or False, as above.
+        seed: an int >= 0 or a ``torch.Generator`` (copied, not advanced) for the randomized check.
+        what: the algorithm, for the error message (default ``"Lanczos"``).
+
+    Raises:
+        ValueError: ``check`` is not None, True or False, or ``op`` is not symmetric (the message
+            gives the asymmetry and the tolerance).
+        NonFiniteError: a product of the randomized check is not finite.
     """
     if check not in (None, True, False):
         raise ValueError(f"Invalid check_symmetric: {check!r} (expected None, True or False)")
@@ -145,7 +168,20 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
 def tridiagonal_eigh(alphas: list[float], betas: list[float]):
     """``(theta, s)``: the eigenvalues (ascending) and eigenvectors (columns) of the symmetric
     tridiagonal matrix with diagonal ``alphas`` and off-diagonal ``betas`` (its first
-    ``len(alphas) - 1``)."""
+    ``len(alphas) - 1``).
+
+    Args:
+        alphas: the diagonal, length ``m >= 1``.
+        betas: the off-diagonal; entries after the first ``m - 1`` are ignored.
+
+    Returns:
+        ``theta`` of shape ``(m,)`` and ``s`` of shape ``(m, m)``, float64 NumPy arrays.
+
+    Example:
+        >>> theta, s = tridiagonal_eigh([2.0, 2.0], [1.0])
+        >>> theta
+        array([1., 3.])
+    """
     a = np.asarray(alphas, dtype=np.float64)
     if len(a) == 1:
         return a.copy(), np.ones((1, 1))
@@ -172,7 +208,22 @@ def lanczos_process(
     """Run Lanczos with full reorthogonalisation from ``v0`` for up to ``max_steps`` (<= n)
     steps, yielding the decomposition after each product. After an (exact or numerical)
     breakdown it continues from a random vector orthogonal to the basis, with a zero
-    off-diagonal, so the Krylov spaces of several invariant subspaces are explored."""
+    off-diagonal, so the Krylov spaces of several invariant subspaces are explored.
+
+    Args:
+        op: a symmetric operator.
+        v0: the start vector, shape ``(op.size,)``, non-zero (normalised here).
+        max_steps: the number of steps (products), at most ``op.size``.
+        gen: the generator for the restart vectors.
+        bar: a progress bar; ``bar.update(1)`` is called after each product.
+
+    Yields:
+        A :class:`LanczosState` after each step; its ``basis`` is a view of a buffer the next
+        steps fill, and its lists grow in place.
+
+    Raises:
+        NonFiniteError: a product of ``op`` is not finite.
+    """
     n = op.size
     basis = torch.empty((max_steps, n), dtype=op.dtype, device=op.device)
     alphas: list[float] = []
@@ -225,7 +276,19 @@ def _select(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 
 def default_max_matvecs(k: int, n: int) -> int:
-    """The default product budget of :func:`lanczos`: ``min(n, max(100, 20 k))``."""
+    """The default product budget of :func:`lanczos`: ``min(n, max(100, 20 k))``.
+
+    Args:
+        k: the number of eigenpairs wanted.
+        n: the operator's dimension.
+
+    Returns:
+        The budget.
+
+    Example:
+        >>> default_max_matvecs(1, 1000), default_max_matvecs(10, 1000), default_max_matvecs(1, 50)
+        (100, 200, 50)
+    """
     return min(n, max(100, 20 * k))
 
 
@@ -270,6 +333,16 @@ def lanczos(
     (they are floored at ``eps * ||A||``, below which a product cannot resolve them).
     Lanczos finds one copy of a repeated eigenvalue per start (in exact arithmetic), like every
     single-vector Krylov method.
+
+    Returns:
+        An :class:`EigenResult`: the ``k`` values ordered as ``which`` asks (largest first for
+        ``"LA"`` and ``"LM"``, smallest first for ``"SA"``), their vectors and residuals.
+
+    Raises:
+        ValueError: ``op`` not a float32/float64 :class:`LinearOperator` or not symmetric, or an
+            invalid ``k``, ``which``, ``tol``, ``max_matvecs``, ``v0`` or ``seed``; the message
+            names the argument.
+        NonFiniteError: a product of ``op`` is not finite.
     """
     start = time.perf_counter()
     k, tol, budget = _check_lanczos(op, k, which, tol, max_matvecs)

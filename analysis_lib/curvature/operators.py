@@ -68,7 +68,15 @@ SUPPORTED_DTYPES = COMPUTE_DTYPES
 
 
 def check_dtype(name: str, dtype: torch.dtype) -> None:
-    """Refuse a dtype other than float32 / float64 with an error that says what to do."""
+    """Refuse a dtype other than float32 / float64 with an error that says what to do.
+
+    Args:
+        name: the argument checked, for the error message.
+        dtype: the dtype to check.
+
+    Raises:
+        ValueError: ``dtype`` is not float32 or float64; the message names ``name``.
+    """
     check_compute_dtype(
         name,
         dtype,
@@ -113,7 +121,22 @@ class LinearOperator:
 
     def matvec(self, v: Tensor) -> Tensor:
         """``A v`` for a flat vector ``v`` of shape ``(size,)`` (cast to the operator's dtype and
-        device)."""
+        device).
+
+        Args:
+            v: a tensor of shape ``(size,)``.
+
+        Returns:
+            ``A v``, shape ``(size,)``, in the operator's dtype and on its device.
+
+        Raises:
+            ValueError: ``v`` (or what :meth:`_matvec` returned) does not have shape ``(size,)``.
+
+        Example:
+            >>> import torch
+            >>> DenseOperator(torch.tensor([[2.0, 1.0], [1.0, 3.0]])).matvec(torch.ones(2))
+            tensor([3., 4.])
+        """
         if v.shape != (self.size,):
             raise ValueError(f"Invalid v: shape {tuple(v.shape)} (expected ({self.size},))")
         self.matvecs += 1
@@ -131,13 +154,21 @@ class LinearOperator:
 
     def nonfinite_cause(self) -> str:
         """Why the products are not finite, when the operator can tell (else ``""``): called by
-        the algorithms to explain a NaN or an infinity in a product."""
+        the algorithms to explain a NaN or an infinity in a product.
+
+        Returns:
+            A short explanation, or ``""`` when there is none.
+        """
         return ""
 
     def asymmetry(self) -> float | None:
         """``max |A - A^T| / max |A|`` when the operator can tell it without products (an
         explicit matrix), else None; the algorithms that need symmetry check it
-        (:func:`~analysis_lib.curvature.krylov.check_symmetry`)."""
+        (:func:`~analysis_lib.curvature.krylov.check_symmetry`).
+
+        Returns:
+            The relative asymmetry (0 for a symmetric matrix), or None when it is not known.
+        """
         return None
 
     def __matmul__(self, v: Tensor) -> Tensor:
@@ -147,7 +178,11 @@ class LinearOperator:
 
     def dense(self) -> Tensor:
         """The explicit ``(size, size)`` matrix, built from ``size`` products with the unit
-        vectors (small operators only)."""
+        vectors (small operators only).
+
+        Returns:
+            The matrix, shape ``(size, size)``, in the operator's dtype and on its device.
+        """
         eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
         return torch.stack([self.matvec(e) for e in eye], dim=1)
 
@@ -172,7 +207,16 @@ class DenseOperator(LinearOperator):
 
     def asymmetry(self) -> float | None:
         """``max |M - M^T| / max |M|`` (0 for a zero matrix), computed once; None when the
-        matrix holds NaN or inf (the algorithms then name that instead)."""
+        matrix holds NaN or inf (the algorithms then name that instead).
+
+        Returns:
+            The relative asymmetry, or None.
+
+        Example:
+            >>> import torch
+            >>> DenseOperator(torch.tensor([[1.0, 2.0], [0.0, 1.0]])).asymmetry()
+            1.0
+        """
         if self._asymmetry is None:
             m = self.matrix
             if not bool(torch.isfinite(m).all()):
@@ -212,7 +256,11 @@ class DiagonalScaledOperator(LinearOperator):
         return self.operator.nonfinite_cause()
 
     def asymmetry(self) -> float | None:
-        """Symmetric exactly when the scaled operator is: that one's asymmetry."""
+        """Symmetric exactly when the scaled operator is: that one's asymmetry.
+
+        Returns:
+            ``operator.asymmetry()``: a float, or None when it is not known.
+        """
         return self.operator.asymmetry()
 
 
@@ -400,7 +448,21 @@ def dense_hessian(model: torch.nn.Module, loss_fn, data, params=None) -> Tensor:
     """The explicit Hessian of the sample-weighted mean loss over ``data`` (as
     :class:`HessianOperator`, in eval mode), by ``torch.autograd.functional.hessian`` of the flat
     parameter vector (vectorised over rows): a reference for small models only, since it holds
-    ``n x n`` numbers and ``n`` copies of the activations at once."""
+    ``n x n`` numbers and ``n`` copies of the activations at once.
+
+    Args:
+        model: the network (float32 or float64 parameters).
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches.
+        params: the parameters (names or module prefixes), or None for all that require grad.
+
+    Returns:
+        The Hessian, shape ``(n, n)`` for ``n`` selected parameter entries.
+
+    Raises:
+        ValueError: a reduced-precision model, unknown ``params``, bad ``data``, or a ``loss_fn``
+            that does not return a scalar tensor.
+    """
     op = HessianOperator(model, loss_fn, data, params=params)
 
     def loss(flat):
@@ -423,6 +485,14 @@ def adam_preconditioner(
     ``v_hat^alpha * s^(1-alpha)``). It is read through
     :func:`analysis_lib.optim.effective_step_sizes` (``lr / P``), so it follows the optimizers'
     own denominator code.
+
+    Args:
+        optimizer: an Adam-family optimizer that has taken at least one step.
+        model: the network it optimizes.
+        params: the parameters (names or module prefixes), or None for all that require grad.
+
+    Returns:
+        ``P``, a flat vector over the selected parameters (in :func:`select_parameters` order).
 
     Raises:
         ValueError: a parameter has no optimizer state yet (take a step first), or its param
@@ -452,7 +522,24 @@ def preconditioned_hessian(
 ) -> DiagonalScaledOperator:
     """``P^(-1/2) H P^(-1/2)`` with ``P`` from :func:`adam_preconditioner`: its eigenvalues are
     those of ``P^(-1) H``, whose largest is the preconditioned sharpness that Adam-like methods
-    hold at ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022)."""
+    hold at ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022).
+
+    Args:
+        model: the network (float32 or float64 parameters).
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches.
+        optimizer: an Adam-family optimizer that has taken at least one step.
+        params: the parameters (names or module prefixes), or None for all that require grad.
+        backend: the Hessian-vector-product backend (see :class:`HessianOperator`).
+
+    Returns:
+        A :class:`DiagonalScaledOperator` of the :class:`HessianOperator`.
+
+    Raises:
+        ValueError: as for :class:`HessianOperator` and :func:`adam_preconditioner`, or a
+            preconditioner that is not finite and > 0.
+        TypeError: the optimizer is not of the Adam family.
+    """
     hessian = HessianOperator(model, loss_fn, data, params=params, backend=backend)
     p = adam_preconditioner(optimizer, model, params).to(hessian.dtype)
     return DiagonalScaledOperator(hessian, p.rsqrt())

@@ -42,6 +42,26 @@ def power_iteration(
     stopping rule of power-iteration tools, which says little about the error when the top two
     eigenvalues are close). Returns an :class:`EigenResult` with ``k = 1``.
     ``check_symmetric``: as for :func:`lanczos`.
+
+    Args:
+        op: a symmetric float32 or float64 operator.
+        tol: the tolerance of ``criterion``, > 0 (default 1e-6).
+        max_matvecs: the product budget, an integer >= 1 (default 1000).
+        v0: the start vector, shape ``(op.size,)``, finite and non-zero; None: a Gaussian vector
+            drawn from ``seed``.
+        seed: an int >= 0 or a ``torch.Generator`` for the start.
+        criterion: ``"residual"`` (default) or ``"relative_change"``.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+        check_symmetric: None, True or False, as for :func:`lanczos`.
+
+    Returns:
+        An :class:`EigenResult` with one value (``converged`` False when the budget ran out).
+
+    Raises:
+        ValueError: ``op`` not a float32/float64 :class:`LinearOperator` or not symmetric, or an
+            invalid ``tol``, ``max_matvecs``, ``v0``, ``seed`` or ``criterion``; the message names
+            the argument.
+        NonFiniteError: a product of ``op`` is not finite.
     """
     start = time.perf_counter()
     check_operator(op)

@@ -75,6 +75,15 @@ def curvature_operator(
             step: the operator becomes ``P^(-1/2) M P^(-1/2)`` with ``P = sqrt(d) + eps`` its
             denominator (:func:`~analysis_lib.curvature.adam_preconditioner`).
         backend: the Hessian-vector-product backend (Hessian only).
+
+    Returns:
+        The operator (a :class:`~analysis_lib.curvature.HessianOperator`, a GGN operator, or one
+        of them scaled by the preconditioner).
+
+    Raises:
+        ValueError: an unknown ``matrix`` or ``backend``, unknown ``params``, a bfloat16/float16
+            model, bad ``data``, or a ``preconditioner`` without state for every parameter.
+        TypeError: ``preconditioner`` is not an Adam-family optimizer.
     """
     choice = _OperatorChoice(matrix, params, preconditioner, backend)
     return choice.build(model, loss_fn, data)
@@ -114,6 +123,26 @@ def hessian_eigenvalues(
     The model's parameters must be float32 or float64 (a bfloat16 or float16 model is refused:
     evaluate a float32 copy). A product that is not finite raises
     :class:`~analysis_lib.curvature.NonFiniteError`, which names the cause.
+
+    Args:
+        model, loss_fn, data: see :class:`~analysis_lib.curvature.HessianOperator`.
+        k: the number of eigenvalues, ``1 <= k <= n`` (1 for ``"power"``).
+        which: ``"LA"``, ``"SA"`` or ``"LM"`` (``"LM"`` for ``"power"``).
+        tol: the relative residual tolerance, > 0 (see :func:`~analysis_lib.curvature.lanczos`).
+        max_matvecs: the product budget; None: Lanczos' default, or 1000 for power iteration.
+        seed: an int >= 0 or a ``torch.Generator`` for the start vector.
+        method: ``"lanczos"`` (default) or ``"power"``.
+        v0: a start vector of shape ``(n,)`` (a warm start), else drawn from ``seed``.
+        matrix, params, preconditioner, backend: the operator, as for :func:`curvature_operator`.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+
+    Returns:
+        An :class:`~analysis_lib.curvature.EigenResult`.
+
+    Raises:
+        ValueError: an unknown ``method``; ``k != 1`` or ``which != "LM"`` with ``"power"``; an
+            invalid solver argument or operator option (see :func:`curvature_operator`).
+        NonFiniteError: a product is not finite.
     """
     start = time.perf_counter()
     if method not in EIGEN_METHODS:
@@ -164,7 +193,25 @@ def hessian_trace(
 ) -> TraceResult:
     """The trace of the Hessian of the mean loss over ``data`` with ``matvecs`` products, by
     ``method="hutch++"`` (:func:`~analysis_lib.curvature.hutchpp`) or ``"hutchinson"``, with its
-    standard error. Operator options as :func:`curvature_operator`."""
+    standard error. Operator options as :func:`curvature_operator`.
+
+    Args:
+        model, loss_fn, data: see :class:`~analysis_lib.curvature.HessianOperator`.
+        matvecs: the product budget (default 100; at least 4 for Hutch++, 2 for Hutchinson).
+        method: ``"hutch++"`` (default) or ``"hutchinson"``.
+        seed: an int >= 0 or a ``torch.Generator`` for the random vectors.
+        matrix, params, preconditioner, backend: the operator, as for :func:`curvature_operator`.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+
+    Returns:
+        A :class:`~analysis_lib.curvature.TraceResult`; ``seconds`` includes building the
+        operator.
+
+    Raises:
+        ValueError: an unknown ``method``, an invalid ``matvecs`` or ``seed``, or an invalid
+            operator option (see :func:`curvature_operator`).
+        NonFiniteError: a product is not finite.
+    """
     start = time.perf_counter()
     if method not in TRACE_METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {TRACE_METHODS})")
@@ -191,7 +238,27 @@ def spectral_density(
 ) -> DensityResult:
     """The spectral density of the Hessian of the mean loss over ``data`` by stochastic Lanczos
     quadrature (:func:`~analysis_lib.curvature.slq`): ``runs`` starts of ``lanczos_steps``
-    products each. Operator options as :func:`curvature_operator`."""
+    products each. Operator options as :func:`curvature_operator`.
+
+    Args:
+        model, loss_fn, data: see :class:`~analysis_lib.curvature.HessianOperator`.
+        lanczos_steps: Lanczos steps per run (default 80; capped at ``n``).
+        runs: the number of random starts (default 10).
+        seed: an int >= 0 or a ``torch.Generator`` for the starts.
+        sigma: the smoothing's standard deviation; None: 1% of the nodes' range.
+        grid: the evaluation points, or how many to space over the nodes +- 5 sigma.
+        matrix, params, preconditioner, backend: the operator, as for :func:`curvature_operator`.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+
+    Returns:
+        A :class:`~analysis_lib.curvature.DensityResult`; ``seconds`` includes building the
+        operator.
+
+    Raises:
+        ValueError: an invalid argument of :func:`~analysis_lib.curvature.slq` or operator
+            option (see :func:`curvature_operator`).
+        NonFiniteError: a product is not finite.
+    """
     start = time.perf_counter()
     op = _OperatorChoice(matrix, params, preconditioner, backend).build(model, loss_fn, data)
     res = slq(

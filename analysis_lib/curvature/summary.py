@@ -48,7 +48,11 @@ class CurvatureSummary:
         ``eig_matvecs``, ``converged``, ``trace``, ``trace_stderr``; with a check,
         ``lambda_max_check`` and ``residual_check``; for an adaptive optimizer
         ``preconditioned_lambda_max`` and ``threshold_adam`` = (2 + 2 beta1) / ((1 - beta1) eta),
-        for SGD with momentum ``threshold_momentum`` = (2 + 2 beta) / eta."""
+        for SGD with momentum ``threshold_momentum`` = (2 + 2 beta) / eta.
+
+        Returns:
+            A flat dict of numbers (``converged`` a bool), e.g. one row of a results table.
+        """
         row = dict(
             lambda_max=float(self.top.values[0]),
             residual=float(self.top.residuals[0]),
@@ -72,7 +76,11 @@ class CurvatureSummary:
         return row
 
     def eigen_frame(self) -> pd.DataFrame:
-        """One row per top eigenvalue: ``rank`` (1 = the largest), ``eigenvalue``, ``residual``."""
+        """One row per top eigenvalue: ``rank`` (1 = the largest), ``eigenvalue``, ``residual``.
+
+        Returns:
+            A DataFrame of ``k`` rows, columns ``rank``, ``eigenvalue``, ``residual``.
+        """
         values = [float(v) for v in self.top.values]
         residuals = [float(r) for r in self.top.residuals]
         return pd.DataFrame(
@@ -102,6 +110,25 @@ def curvature_summary(
     * with ``optimizer``: its stability thresholds at its current learning rate and, for the
       Adam family, the sharpness they bound, ``lambda_max(P^(-1/2) H P^(-1/2))`` with
       ``P = diag(sqrt(d) + eps)`` the optimizer's own denominator.
+
+    Args:
+        model, loss_fn, data: see :class:`~analysis_lib.curvature.HessianOperator`.
+        k: the number of top eigenvalues, an integer >= 1 (default 1).
+        trace_matvecs: the Hutch++ product budget (default 100; at least 4).
+        seed: an integer >= 0 for the eigenvalue start and the trace's vectors (default 0).
+        check_seed: an integer >= 0 for the independent check, or None (default) for none.
+        optimizer: the optimizer training ``model``, or None; an Adam-family one must have taken
+            a step.
+
+    Returns:
+        A :class:`CurvatureSummary`.
+
+    Raises:
+        ValueError: an invalid ``k``, ``trace_matvecs``, ``seed`` or ``check_seed`` (the message
+            names it), or anything :func:`~analysis_lib.curvature.hessian_eigenvalues` refuses.
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` (or is an Adam-family one the
+            preconditioner cannot read).
+        NonFiniteError: a Hessian-vector product is not finite.
     """
     k = check_int("k", k, 1)
     trace_matvecs = check_int("trace_matvecs", trace_matvecs, 1)

@@ -53,7 +53,22 @@ def hutchinson(
     progress: bool | None = None,
 ) -> TraceResult:
     """Hutchinson's estimate ``tr A ~ mean_i z_i^T A z_i`` over ``matvecs`` Rademacher vectors,
-    with standard error ``std(z^T A z) / sqrt(matvecs)`` (``matvecs >= 2``)."""
+    with standard error ``std(z^T A z) / sqrt(matvecs)`` (``matvecs >= 2``).
+
+    Args:
+        op: a square float32 or float64 operator (symmetry is not needed).
+        matvecs: the number of products (and samples), an integer >= 2 (default 100).
+        seed: an int >= 0 or a ``torch.Generator`` for the Rademacher vectors.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+
+    Returns:
+        A :class:`TraceResult` with ``method="hutchinson"`` and the ``matvecs`` samples.
+
+    Raises:
+        ValueError: ``op`` not a float32/float64 :class:`LinearOperator`, or an invalid
+            ``matvecs`` or ``seed``; the message names the argument.
+        NonFiniteError: a product of ``op`` is not finite.
+    """
     start = time.perf_counter()
     check_operator(op)
     m = check_int("matvecs", matvecs, 2)
@@ -90,6 +105,21 @@ def hutchpp(
     over the remaining ``matvecs - 2 s`` Rademacher vectors ``g``. Unbiased like Hutchinson,
     with much smaller variance when a few eigenvalues dominate. The standard error is that of
     the deflated part's mean (``matvecs >= 4``, so at least two samples are left).
+
+    Args:
+        op: a square float32 or float64 operator (symmetry is not needed).
+        matvecs: the product budget, an integer >= 4 (default 100).
+        seed: an int >= 0 or a ``torch.Generator`` for the Rademacher vectors.
+        progress: show a progress bar (None or True; ``TQDM_DISABLE=1`` silences it too).
+
+    Returns:
+        A :class:`TraceResult` with ``method="hutch++"``, the deflated samples and
+        ``sketch_trace = tr(Q^T A Q)``.
+
+    Raises:
+        ValueError: ``op`` not a float32/float64 :class:`LinearOperator`, or an invalid
+            ``matvecs`` or ``seed``; the message names the argument.
+        NonFiniteError: a product of ``op`` is not finite.
     """
     start = time.perf_counter()
     check_operator(op)

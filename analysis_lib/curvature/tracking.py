@@ -36,6 +36,24 @@ def stability_thresholds(optimizer: torch.optim.Optimizer, group: int = 0) -> di
     optimizers (the adaptive family of the optimizer registry,
     :func:`analysis_lib.optim.is_adaptive`; to compare with the preconditioned sharpness).
     Infinite when ``lr == 0``.
+
+    Args:
+        optimizer: a ``torch.optim.Optimizer``.
+        group: the index of the param group whose learning rate is used (default 0).
+
+    Returns:
+        ``{"lr": ..., "threshold_gd": ...}``, plus ``"threshold_momentum"`` or
+        ``"threshold_adam"`` where they apply; thresholds in units of the Hessian's eigenvalues.
+
+    Raises:
+        ValueError: ``optimizer`` is not an optimizer, or ``group`` is not the index of one of its
+            param groups.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+        >>> stability_thresholds(opt)
+        {'lr': 0.1, 'threshold_gd': 20.0, 'threshold_momentum': 38.0}
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(
@@ -176,10 +194,20 @@ class SharpnessCallback:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The warm-start vectors and the generator's state (for a resumed run)."""
+        """The warm-start vectors and the generator's state (for a resumed run).
+
+        Returns:
+            ``{"vectors": {key: tensor}, "generator": state tensor}``, for :meth:`load_state_dict`.
+        """
         return {"vectors": dict(self._vectors), "generator": self._generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Args:
+            state: ``{"vectors": ..., "generator": ...}``; a missing key leaves no vectors or
+                the generator as it is.
+        """
         self._vectors = dict(state.get("vectors", {}))
         if "generator" in state:
             self._generator.set_state(state["generator"])

@@ -65,6 +65,12 @@ def loss_barrier(alphas, loss, *, reference: str = "max") -> LossBarrier:
     Returns:
         A :class:`LossBarrier`.
 
+    Example:
+        >>> loss_barrier([0.0, 0.5, 1.0], [1.0, 3.0, 2.0])
+        LossBarrier(height=1.0, alpha=0.5, loss_a=1.0, loss_b=2.0, reference='max')
+        >>> loss_barrier([0.0, 0.5, 1.0], [1.0, 3.0, 2.0], reference="linear").height
+        1.5
+
     Raises:
         ValueError: mismatched or non-1-D arrays, non-finite values, a grid without 0 or 1, or
             an unknown reference.

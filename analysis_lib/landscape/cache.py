@@ -57,7 +57,21 @@ def _fn_identity(fn, what: str):
 
 def cache_config(job: Job, grid: Grid, settings: SurfaceSettings) -> dict:
     """What the cache key of a grid covers: everything that changes its numbers (not the
-    chunk size, the progress bar or where the chunks run)."""
+    chunk size, the progress bar or where the chunks run).
+
+    Args:
+        job: the checked evaluation job (model, directions, data, loss and accuracy functions).
+        grid: the grid of coefficients.
+        settings: the surface settings (``cache_key`` and ``cache_extra`` are used).
+
+    Returns:
+        A JSON-able dict: digests of the model, directions and data, the functions' identities
+        (or ``{"key": cache_key}``), the grid, ``first_layer`` and ``cache_extra``.
+
+    Raises:
+        ValueError: the loss or accuracy function cannot be identified and no ``cache_key`` is
+            given.
+    """
     model, key = job.model, settings.cache_key
 
     def model_hash(h):
@@ -103,6 +117,21 @@ class Entry:
 
     @classmethod
     def of(cls, job: Job, grid: Grid, settings: SurfaceSettings) -> Entry:
+        """The entry of ``grid`` for ``job``: named ``settings.cache`` when it is a string, else
+        ``landscape_1d`` / ``landscape_2d``, keyed by :func:`cache_config`.
+
+        Args:
+            job: the checked evaluation job.
+            grid: the grid of coefficients.
+            settings: the checked surface settings.
+
+        Returns:
+            The :class:`Entry`.
+
+        Raises:
+            ValueError: a bad cache name, a function that cannot be identified without a
+                ``cache_key``, or an entry or partial path that is a directory.
+        """
         cache = settings.cache
         name = cache if isinstance(cache, str) else f"landscape_{len(grid.shape)}d"
         config = cache_config(job, grid, settings)
@@ -114,7 +143,15 @@ class Entry:
         """The stored arrays of this grid, or None: ``refresh`` (the finished chunks of an
         interrupted run are not trusted either), no intact entry, or one holding the arrays of
         another grid (with a warning). When it returns None, check the folder with
-        :meth:`check_writable` before computing."""
+        :meth:`check_writable` before computing.
+
+        Args:
+            grid: the grid the arrays must fit.
+            refresh: ignore (and delete the partial file of) anything stored.
+
+        Returns:
+            Array names -> NumPy arrays, or None.
+        """
         if refresh:
             self.partial[0].unlink(missing_ok=True)
             return None
@@ -132,11 +169,25 @@ class Entry:
         return arrays
 
     def check_writable(self) -> None:
-        """That the entry can be written, before the work, not after it."""
+        """That the entry can be written, before the work, not after it.
+
+        Raises:
+            ValueError: the cache folder cannot be created or written to.
+        """
         io.check_writable(self.path.parent, "cache folder")
 
     def store(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Keep the computed ``arrays``; the partial file is no longer needed."""
+        """Keep the computed ``arrays``; the partial file is no longer needed.
+
+        Args:
+            arrays: the grid's arrays (names -> NumPy arrays).
+
+        Returns:
+            The arrays as stored (NumPy copies).
+
+        Raises:
+            ValueError: the arrays cannot be stored (see :func:`analysis_lib.io.save_arrays`).
+        """
         stored = io.store_entry(self.name, self.config, arrays)
         self.partial[0].unlink(missing_ok=True)
         return stored

@@ -95,7 +95,17 @@ class Directions:
 
 # -- helpers on dict vectors ---------------------------------------------------------------------
 def parameters(model: nn.Module) -> dict[str, Tensor]:
-    """The model's parameters as a dict of detached tensors (views, not copies)."""
+    """The model's parameters as a dict of detached tensors (views, not copies).
+
+    Args:
+        model: the network.
+
+    Returns:
+        ``{name: tensor}`` in ``model.named_parameters()`` order.
+
+    Raises:
+        ValueError: ``model`` is not a ``torch.nn.Module`` or has no parameters.
+    """
     if not isinstance(model, nn.Module):
         raise ValueError(f"Invalid model: {type(model).__name__} (expected a torch.nn.Module)")
     params = {name: p.detach() for name, p in model.named_parameters()}
@@ -107,7 +117,20 @@ def parameters(model: nn.Module) -> dict[str, Tensor]:
 def check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> Direction:
     """``direction`` checked against ``reference`` (same keys and shapes, finite values: a NaN
     or an infinity is refused naming ``name`` and the parameter), moved to its dtype and
-    device."""
+    device.
+
+    Args:
+        name: the direction's name, for the error messages.
+        direction: a mapping of parameter names to tensors (or array-likes).
+        reference: the parameters it must match.
+
+    Returns:
+        A new dict of detached tensors, in ``reference``'s key order, dtype and device.
+
+    Raises:
+        ValueError: ``direction`` is not a mapping, its keys or a shape differ from
+            ``reference``'s, or it holds NaN or infinite values; the message names ``name``.
+    """
     if not isinstance(direction, Mapping):
         raise ValueError(
             f"Invalid {name}: {type(direction).__name__} (expected a dict keyed "
@@ -141,18 +164,60 @@ def check_direction(name: str, direction, reference: Mapping[str, Tensor]) -> Di
 
 
 def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
-    """The inner product of two dict vectors with the same keys (in float64)."""
+    """The inner product of two dict vectors with the same keys (in float64).
+
+    Args:
+        a: a dict vector.
+        b: a dict vector with (at least) ``a``'s keys and shapes.
+
+    Returns:
+        ``sum_k <a[k], b[k]>`` as a Python float.
+
+    Example:
+        >>> import torch
+        >>> dot({"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])},
+        ...     {"w": torch.tensor([1.0, 0.0]), "b": torch.tensor([1.0])})
+        4.0
+    """
     return float(sum((a[k].double() * b[k].double()).sum() for k in a))
 
 
 def flatten(direction: Mapping[str, Tensor]) -> Tensor:
     """The dict vector as one flat tensor, in its key order
-    (:class:`~analysis_lib._evaluation.ParameterSpace` of its own keys)."""
+    (:class:`~analysis_lib._evaluation.ParameterSpace` of its own keys).
+
+    Args:
+        direction: a dict vector.
+
+    Returns:
+        A 1-d tensor of all its entries.
+
+    Example:
+        >>> import torch
+        >>> flatten({"w": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([3.0])})
+        tensor([1., 2., 3.])
+    """
     return ParameterSpace(direction).flatten(direction)
 
 
 def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Direction:
-    """A flat vector cut into tensors shaped, typed and placed like ``like``'s, in its order."""
+    """A flat vector cut into tensors shaped, typed and placed like ``like``'s, in its order.
+
+    Args:
+        vector: a tensor (or array-like) with as many entries as ``like`` holds.
+        like: the dict vector giving the keys, shapes, dtypes and devices.
+
+    Returns:
+        ``{name: tensor}`` in ``like``'s key order.
+
+    Raises:
+        ValueError: ``vector`` does not have as many entries as ``like``.
+
+    Example:
+        >>> import torch
+        >>> unflatten(torch.arange(3.0), {"w": torch.zeros(1, 2), "b": torch.zeros(1)})
+        {'w': tensor([[0., 1.]]), 'b': tensor([2.])}
+    """
     space = ParameterSpace(like)
     vector = torch.as_tensor(vector).reshape(-1)
     if vector.numel() != space.size:
@@ -185,6 +250,25 @@ def normalize(
     (biases, norm-layer parameters) are set to zero with ``one_d="zero"`` (the usual choice: a
     shift of a bias has no natural scale) or, with ``one_d="keep"``, scaled as one filter
     (``"filter"`` and ``"layer"``) or left as they are (``"none"``). A zero slice stays zero.
+
+    Args:
+        direction: the dict vector to rescale, keyed like ``params``.
+        params: the parameters whose scale it takes.
+        norm: ``"filter"`` (default), ``"layer"`` or ``"none"``.
+        one_d: ``"zero"`` (default) or ``"keep"``, for tensors of at most one dimension.
+
+    Returns:
+        A new dict vector in ``params``' dtypes and devices.
+
+    Raises:
+        ValueError: an unknown ``norm`` or ``one_d``, or a ``direction`` that does not match
+            ``params`` (see :func:`check_direction`).
+
+    Example:
+        >>> import torch
+        >>> normalize({"w": torch.tensor([[3.0, 4.0]]), "b": torch.tensor([1.0])},
+        ...           {"w": torch.tensor([[0.0, 10.0]]), "b": torch.tensor([2.0])})
+        {'w': tensor([[6., 8.]]), 'b': tensor([0.])}
     """
     _check_choice("norm", norm, NORMALIZATIONS)
     _check_choice("one_d", one_d, ONE_D_OPTIONS)
@@ -226,7 +310,27 @@ def orthogonalize(
     """``d2`` with its component along ``d1`` removed (Gram-Schmidt, in float64), and the
     cosine between ``d1`` and ``d2`` before. ``keep_norm`` rescales the result to ``d2``'s norm,
     so both axes of a plot keep the scale normalisation gave them. Zero entries of both stay
-    zero."""
+    zero.
+
+    Args:
+        d1: the direction to keep.
+        d2: the direction to orthogonalise against ``d1`` (same keys and shapes).
+        keep_norm: rescale the result to ``d2``'s norm (default True).
+
+    Returns:
+        ``(d2_orthogonal, cosine)``: the new dict vector, in ``d2``'s dtypes, and the cosine
+        between ``d1`` and ``d2`` before.
+
+    Raises:
+        ValueError: ``d1`` or ``d2`` is zero.
+
+    Example:
+        >>> import torch
+        >>> d1, d2 = {"x": torch.tensor([1.0, 0.0])}, {"x": torch.tensor([1.0, 1.0])}
+        >>> d, cosine = orthogonalize(d1, d2)
+        >>> d, round(cosine, 4)
+        ({'x': tensor([0.0000, 1.4142])}, 0.7071)
+    """
     n1, n2 = dot(d1, d1), dot(d2, d2)
     if n1 == 0 or n2 == 0:
         raise ValueError("Invalid directions: a direction is zero (nothing to orthogonalise)")
@@ -244,7 +348,21 @@ def random_direction(
     model: nn.Module, seed: int | torch.Generator = 0, norm: str = "filter", one_d: str = "zero"
 ) -> Direction:
     """A Gaussian direction ``N(0, I)`` (drawn on the CPU in float64 from ``seed``, the same on
-    every device), normalised to the model's parameters by :func:`normalize`."""
+    every device), normalised to the model's parameters by :func:`normalize`.
+
+    Args:
+        model: the network.
+        seed: an int >= 0 or a ``torch.Generator`` for the draw.
+        norm: ``"filter"`` (default), ``"layer"`` or ``"none"``, as for :func:`normalize`.
+        one_d: ``"zero"`` (default) or ``"keep"``, as for :func:`normalize`.
+
+    Returns:
+        A dict vector keyed like ``model.named_parameters()``, in their dtypes and devices.
+
+    Raises:
+        ValueError: an unknown ``norm`` or ``one_d``, an invalid ``seed``, or a model without
+            parameters.
+    """
     _check_choice("norm", norm, NORMALIZATIONS)
     _check_choice("one_d", one_d, ONE_D_OPTIONS)
     params = parameters(model)
@@ -274,6 +392,21 @@ def random_directions(
     ``norm="none"`` it is plain Gram-Schmidt with ``d2``'s norm kept. How far this moves ``d2``
     is reported as ``d2_change``: filter by filter it is of order ``1/sqrt(filter size)``, far
     more than the global ``cosine``, so the orthogonalised plane is a different slice.
+
+    Args:
+        model: the network.
+        seed: an int >= 0 or a ``torch.Generator``; both directions are drawn from it in turn.
+        norm: ``"filter"`` (default), ``"layer"`` or ``"none"``, as for :func:`normalize`.
+        one_d: ``"zero"`` (default) or ``"keep"``, as for :func:`normalize`.
+        orthogonal: orthogonalise ``d2`` as described above (default False).
+
+    Returns:
+        :class:`Directions` with ``kind="random"``, ``cosine``, ``orthogonalized`` and
+        ``d2_change``.
+
+    Raises:
+        ValueError: ``orthogonal`` not a bool, an unknown ``norm`` or ``one_d``, an invalid
+            ``seed``, or a model without parameters.
     """
     if not isinstance(orthogonal, bool):
         raise ValueError(f"Invalid orthogonal: {orthogonal!r} (expected True or False)")
@@ -331,7 +464,15 @@ class SnapshotCallback:
         return type(self).__name__
 
     def record(self, model: nn.Module, step: int = 0) -> None:
-        """Keep a copy of ``model``'s parameters, labelled ``step``."""
+        """Keep a copy of ``model``'s parameters, labelled ``step``.
+
+        Args:
+            model: the network.
+            step: the step to label the snapshot with (default 0).
+
+        Raises:
+            ValueError: ``model`` is not a ``torch.nn.Module`` or has no parameters.
+        """
         self.snapshots.append(
             {
                 k: p.detach().to("cpu", torch.float64, copy=True)
@@ -373,6 +514,11 @@ def pca_directions(
         CPU; the surface functions move them to the model), ``explained_variance_ratio``, and
         ``path``: each snapshot's coordinates ``(<theta_t - theta_final, d1>,
         <theta_t - theta_final, d2>)``.
+
+    Raises:
+        ValueError: ``center`` not a bool; fewer than two snapshots; snapshots or ``final`` that
+            do not match the last snapshot's keys and shapes or are not finite; a ``steps`` of
+            another length; or a trajectory spanning fewer than two dimensions.
     """
     if not isinstance(center, bool):
         raise ValueError(f"Invalid center: {center!r} (expected True or False)")
@@ -429,7 +575,25 @@ def eigenvector_directions(
     """The plane of the two leading Hessian eigenvectors of the mean loss over ``data`` (the
     first two of :func:`analysis_lib.curvature.hessian_eigenvalues` with ``k``, ``which``,
     ``seed`` and ``kwargs``); unit norm, in the model's dtype and device. ``eigenvalues`` holds
-    their eigenvalues."""
+    their eigenvalues.
+
+    Args:
+        model: the network.
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches.
+        k: the number of eigenpairs Lanczos computes, >= 2 (default 2).
+        which: ``"LA"`` (default), ``"SA"`` or ``"LM"``.
+        seed: an int >= 0 for the start vector (default 0).
+        **kwargs: further keywords of :func:`~analysis_lib.curvature.hessian_eigenvalues`.
+
+    Returns:
+        :class:`Directions` with ``kind="eigen"`` and ``eigenvalues``.
+
+    Raises:
+        ValueError: ``k`` not an integer >= 2, ``params`` given in ``kwargs``, or an argument
+            :func:`~analysis_lib.curvature.hessian_eigenvalues` refuses.
+        NonFiniteError: a Hessian-vector product is not finite.
+    """
 
     k = check_int("k", k, 2)  # a plane needs two
     params = parameters(model)
@@ -448,7 +612,19 @@ def difference(
     model_a: nn.Module | Mapping[str, Tensor], model_b: nn.Module | Mapping[str, Tensor]
 ) -> Direction:
     """``theta_b - theta_a``: ``theta_a + alpha * difference`` walks from a (alpha = 0) to b
-    (alpha = 1)."""
+    (alpha = 1).
+
+    Args:
+        model_a: the start: a network or a dict of parameter tensors.
+        model_b: the end, with the same parameter names and shapes.
+
+    Returns:
+        A dict vector keyed like ``model_a``'s parameters.
+
+    Raises:
+        ValueError: a model without parameters, or ``model_b`` does not match ``model_a`` or is
+            not finite.
+    """
     a = parameters(model_a) if isinstance(model_a, nn.Module) else dict(model_a)
     b = parameters(model_b) if isinstance(model_b, nn.Module) else dict(model_b)
     b = check_direction("model_b", b, a)

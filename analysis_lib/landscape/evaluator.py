@@ -85,7 +85,21 @@ def check_data(data, device, name: str = "data") -> list[tuple[Tensor, Tensor]]:
     checked, moved to ``device``, batches without samples dropped) as ``(inputs, targets)``
     pairs; the evaluator weighs them by their sizes itself. Here inputs and targets are one
     tensor each (a tuple of tensors is refused, naming ``name``), without NaN (refused naming
-    the batch and the sample: every point of a grid would be NaN)."""
+    the batch and the sample: every point of a grid would be NaN).
+
+    Args:
+        data: an iterable of ``(inputs, targets)`` batches (a list or a DataLoader).
+        device: where to move the batches.
+        name: the argument's name, for the error messages (default ``"data"``).
+
+    Returns:
+        A list of ``(inputs, targets)`` tensor pairs on ``device``.
+
+    Raises:
+        ValueError: ``data`` is not a valid iterable of batches, or a batch holds a tuple of
+            tensors; the message names ``name``.
+        NonFiniteError: a batch holds NaN or infinite values.
+    """
     pairs = []
     for i, batch in enumerate(_evaluation.batches(data, device, name)):
         if isinstance(batch.inputs, tuple) or isinstance(batch.targets, tuple):
@@ -104,7 +118,19 @@ def check_inputs(
     """What a grid is evaluated on, checked once where it enters: the model (it has
     parameters), the directions (``d1``, ``d2``, ...: keys, shapes, finite values; moved to the
     parameters' dtype and device), the data (:func:`check_data`, on the parameters' device) and
-    the loss (a callable). Returns ``(batches, directions)``, what :class:`Evaluator` takes."""
+    the loss (a callable). Returns ``(batches, directions)``, what :class:`Evaluator` takes.
+
+    Args:
+        model: the network (it must have parameters).
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches.
+        directions: the directions, dicts keyed like ``model.named_parameters()``.
+
+    Raises:
+        ValueError: a model without parameters, a direction that does not match the parameters
+            or is not finite, bad ``data``, or a ``loss_fn`` that is not callable.
+        NonFiniteError: a batch holds NaN or infinite values.
+    """
     params = parameters(model)
     dirs = [check_direction(f"d{i + 1}", d, params) for i, d in enumerate(directions)]
     batches = check_data(data, next(iter(params.values())).device)  # read once, checked first
@@ -114,7 +140,18 @@ def check_inputs(
 
 
 def check_first_layer(first_layer) -> str:
-    """``first_layer`` when it is one of :data:`FIRST_LAYER_OPTIONS`, else a ValueError."""
+    """``first_layer`` when it is one of :data:`FIRST_LAYER_OPTIONS`, else a ValueError.
+
+    Args:
+        first_layer: the option to check.
+
+    Returns:
+        ``first_layer``.
+
+    Example:
+        >>> check_first_layer("off")
+        'off'
+    """
     if first_layer not in FIRST_LAYER_OPTIONS:
         raise ValueError(
             f"Invalid first_layer: {first_layer!r} (expected one of {FIRST_LAYER_OPTIONS})"
@@ -156,7 +193,21 @@ def auto_chunk_size(model: nn.Module, data, points: int, memory: int | None = No
     """How many grid points to evaluate at once: the working memory of one point (its
     parameters, and about three times the activations of the largest batch) fitted into
     ``memory`` bytes (default: 64 MiB on the CPU, where larger chunks run slower, a quarter of
-    the free memory on CUDA)."""
+    the free memory on CUDA).
+
+    Args:
+        model: the network (one forward pass on the largest batch measures its activations).
+        data: an iterable of ``(inputs, targets)`` batches.
+        points: the number of grid points, an integer >= 1 (an upper bound on the result).
+        memory: the budget in bytes, an integer >= 1; None: the default above.
+
+    Returns:
+        The chunk size, between 1 and ``points``.
+
+    Raises:
+        ValueError: an invalid ``points`` or ``memory``, a model without parameters, or bad
+            ``data`` (see :func:`check_data`).
+    """
     points = check_int("points", points, 1)
     if memory is not None:
         memory = check_int("memory", memory, 1)
@@ -167,7 +218,17 @@ def auto_chunk_size(model: nn.Module, data, points: int, memory: int | None = No
 
 
 def chunk_size_for(model: nn.Module, batches, points: int, memory: int | None) -> int:
-    """:func:`auto_chunk_size` for checked ``batches`` (:func:`check_data`) and arguments."""
+    """:func:`auto_chunk_size` for checked ``batches`` (:func:`check_data`) and arguments.
+
+    Args:
+        model: the network.
+        batches: the checked ``(inputs, targets)`` pairs.
+        points: the number of grid points (>= 1).
+        memory: the budget in bytes, or None for the default of :func:`auto_chunk_size`.
+
+    Returns:
+        The chunk size, between 1 and ``points``.
+    """
     params = {k: p.detach() for k, p in model.named_parameters()}
     device = next(iter(params.values())).device
     if memory is None:
@@ -362,7 +423,31 @@ def evaluate_points(
     """Mean loss and accuracy over ``data`` at the points ``theta + sum_k c[p, k] d_k`` for each
     row ``c[p]`` of ``coefficients`` (shape ``(points, len(directions))``), ``chunk_size`` points
     at a time (default :func:`auto_chunk_size`), in eval mode. The building block of
-    :func:`surface_1d` and :func:`surface_2d`."""
+    :func:`surface_1d` and :func:`surface_2d`.
+
+    Args:
+        model: the network at ``theta`` (not modified).
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches, weighted by their sizes.
+        directions: the directions ``d_k``, dicts keyed like ``model.named_parameters()``.
+        coefficients: array-like of shape ``(points, len(directions))``.
+        chunk_size: points per evaluation, an integer >= 1; None: :func:`auto_chunk_size`.
+        accuracy_fn: ``accuracy_fn(outputs, targets)``, the mean accuracy of a batch; None:
+            classification accuracy for integer targets, else none.
+        first_layer: ``"auto"`` (default: the first affine layer's output is computed once per
+            direction, when the model allows) or ``"off"``.
+        progress: show a progress bar (default True; ``TQDM_DISABLE=1`` silences it too).
+        memory: the budget in bytes for :func:`auto_chunk_size`, or None.
+
+    Returns:
+        ``(loss, accuracy)``, float64 arrays of shape ``(points,)``; accuracy is NaN when there is
+        no accuracy function.
+
+    Raises:
+        ValueError: ``coefficients`` of another shape or empty, an invalid ``first_layer``,
+            ``chunk_size`` or ``memory``, or inputs :func:`check_inputs` refuses.
+        NonFiniteError: a batch holds NaN or infinite values.
+    """
     coeffs = np.asarray(coefficients, dtype=np.float64)
     if coeffs.ndim != 2 or coeffs.shape[1] != len(directions) or coeffs.shape[0] == 0:
         raise ValueError(
@@ -392,4 +477,18 @@ def evaluate_points(
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """The ``[lo, hi)`` index ranges that cut ``n`` points into chunks of ``size`` (the last
+    one shorter).
+
+    Args:
+        n: the number of points.
+        size: the chunk size, >= 1.
+
+    Returns:
+        The ``(lo, hi)`` pairs in order (none when ``n`` is 0).
+
+    Example:
+        >>> chunk_bounds(5, 2)
+        [(0, 2), (2, 4), (4, 5)]
+    """
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]

@@ -56,12 +56,31 @@ class Job:
     def checked(cls, model, loss_fn, data, directions, settings: SurfaceSettings) -> Job:
         """The job of evaluating ``model`` along ``directions`` over ``data``: the model,
         directions, data and loss checked (:func:`~.evaluator.check_inputs`: the data read once
-        and moved to the model's device), ``settings`` already checked."""
+        and moved to the model's device), ``settings`` already checked.
+
+        Args:
+            model: the network.
+            loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+            data: an iterable of ``(inputs, targets)`` batches.
+            directions: the directions, dicts keyed like ``model.named_parameters()``.
+            settings: the checked :class:`SurfaceSettings` (``accuracy_fn``, ``first_layer``).
+
+        Returns:
+            The :class:`Job`.
+
+        Raises:
+            ValueError: anything :func:`~.evaluator.check_inputs` refuses.
+            NonFiniteError: a batch holds NaN or infinite values.
+        """
         batches, dirs = check_inputs(model, loss_fn, data, directions)
         return cls(model, loss_fn, batches, dirs, settings.accuracy_fn, settings.first_layer)
 
     def evaluator(self) -> Evaluator:
-        """An evaluator of ``self.model`` as it is (the caller holds it in eval mode)."""
+        """An evaluator of ``self.model`` as it is (the caller holds it in eval mode).
+
+        Returns:
+            A new :class:`~.evaluator.Evaluator`.
+        """
         return Evaluator(
             self.model,
             self.loss_fn,
@@ -72,7 +91,11 @@ class Job:
         )
 
     def worker_evaluator(self) -> Evaluator:
-        """This thread's evaluator of a private eval-mode copy of the model."""
+        """This thread's evaluator of a private eval-mode copy of the model.
+
+        Returns:
+            The cached :class:`~.evaluator.Evaluator` of the calling thread (made on first use).
+        """
         ev = self._evaluators.get(threading.get_ident())
         if ev is None:
             model = copy.deepcopy(self.model).eval()
@@ -116,7 +139,17 @@ class Progress:
     def start(cls, points: int, size: int, path=None, config=None) -> Progress:
         """A fresh grid of ``points`` in chunks of ``size``, or the finished chunks of an
         interrupted computation when ``path`` holds them for the same ``config`` (in its chunk
-        size)."""
+        size).
+
+        Args:
+            points: the number of grid points.
+            size: the chunk size of a fresh start.
+            path: the partial file to resume from and save to, or None.
+            config: the configuration the partial file must hold (a JSON-able dict), or None.
+
+        Returns:
+            The :class:`Progress`; a missing, corrupt or mismatching partial file gives a fresh one.
+        """
 
         fresh = cls(
             size,
@@ -151,13 +184,19 @@ class Progress:
         return self
 
     def chunks(self) -> list[tuple[int, int]]:
+        """The ``(lo, hi)`` point ranges of the chunks, in order (:func:`chunk_bounds`)."""
         return chunk_bounds(len(self.loss), self.size)
 
     def todo(self) -> list[int]:
+        """The indices of the chunks not done yet, in order."""
         return [i for i in range(len(self.done)) if not self.done[i]]
 
     def record(self, results: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Chunk ``i``'s ``(loss, accuracy)`` for each ``i`` of ``results``; then saved."""
+        """Chunk ``i``'s ``(loss, accuracy)`` for each ``i`` of ``results``; then saved.
+
+        Args:
+            results: chunk index -> ``(loss, accuracy)`` arrays of that chunk's length.
+        """
 
         chunks = self.chunks()
         for i, (loss, accuracy) in results.items():
@@ -173,7 +212,17 @@ class Progress:
 
 
 def run_here(job: Job, coeffs: np.ndarray, state: Progress, progress: bool) -> str:
-    """The missing chunks in this process; returns the evaluator's method."""
+    """The missing chunks in this process; returns the evaluator's method.
+
+    Args:
+        job: the checked job.
+        coeffs: the coefficient rows of all points, shape ``(points, len(directions))``.
+        state: the progress, updated chunk by chunk.
+        progress: show a progress bar.
+
+    Returns:
+        ``"first-layer"``, ``"vmap"`` or ``"per-point"``.
+    """
     with _eval_mode(job.model):
         ev = job.evaluator()
         chunks = state.chunks()
@@ -239,7 +288,18 @@ def _run_on_dask(client, job: Job, coeffs: np.ndarray, state: Progress, progress
 
 def compute(job: Job, grid: Grid, settings: SurfaceSettings, partial=None):
     """The grid's arrays (resuming from ``partial`` = (path, config) when given) and how they
-    were computed: seconds, chunk size, method."""
+    were computed: seconds, chunk size, method.
+
+    Args:
+        job: the checked job.
+        grid: the grid of coefficients.
+        settings: the checked settings (``chunk_size``, ``memory``, ``client``, ``progress``).
+        partial: ``(path, config)`` of the partial file, or None to keep no partial results.
+
+    Returns:
+        ``(arrays, run)``: the grid's arrays (see :meth:`Grid.arrays`) and
+        ``{"seconds": ..., "chunk_size": ..., "method": ...}``.
+    """
     start = time.perf_counter()
     coeffs = grid.coefficients
     size = settings.chunk_size

@@ -61,7 +61,11 @@ class LandscapeGrid:
 
     def to_frame(self):
         """A tidy DataFrame: one row per point, columns ``alpha`` (``beta``), ``loss``,
-        ``accuracy``."""
+        ``accuracy``.
+
+        Returns:
+            A ``pandas.DataFrame`` of ``points`` rows (alpha-major for a 2-D grid).
+        """
         import pandas as pd
 
         if self.betas is None:
@@ -102,7 +106,19 @@ class SurfaceSettings:
     @classmethod
     def of(cls, settings: SurfaceSettings | None, options: Mapping) -> SurfaceSettings:
         """``settings`` (default: the defaults) with the fields named in ``options`` replaced:
-        what ``surface_2d(..., settings=s, chunk_size=8)`` means."""
+        what ``surface_2d(..., settings=s, chunk_size=8)`` means.
+
+        Args:
+            settings: the settings to start from, or None for the defaults.
+            options: field names -> new values.
+
+        Returns:
+            New :class:`SurfaceSettings` (not yet checked: see :meth:`checked`).
+
+        Raises:
+            ValueError: ``settings`` is neither None nor a :class:`SurfaceSettings`.
+            TypeError: ``options`` names a field that does not exist.
+        """
         if settings is not None and not isinstance(settings, SurfaceSettings):
             raise ValueError(
                 f"Invalid settings: {type(settings).__name__} (expected a SurfaceSettings)"
@@ -117,7 +133,15 @@ class SurfaceSettings:
         return replace(settings or cls(), **options)
 
     def checked(self) -> SurfaceSettings:
-        """These settings, validated (ValueError naming the argument)."""
+        """These settings, validated (ValueError naming the argument).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: an invalid ``chunk_size``, ``memory``, ``cache_key``, ``first_layer`` or
+                ``client`` (not a running ``dask.distributed.Client``).
+        """
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size, 1)
         elif self.memory is not None:  # it sizes the automatic chunks only
@@ -153,6 +177,24 @@ class Grid:
 
     @classmethod
     def of(cls, alphas, betas) -> Grid:
+        """The grid of ``alphas`` (and ``betas``), checked.
+
+        Args:
+            alphas: the first coordinate, a non-empty 1-D sequence of finite numbers.
+            betas: the second coordinate, likewise, or None for a 1-D grid.
+
+        Returns:
+            The :class:`Grid`, with float64 coordinates.
+
+        Raises:
+            ValueError: ``alphas`` or ``betas`` is not a non-empty 1-D sequence of finite
+                numbers; the message names it.
+
+        Example:
+            >>> grid = Grid.of([-1.0, 0.0, 1.0], [0.0, 0.5])
+            >>> grid.shape, grid.coefficients[:2].tolist()
+            ((3, 2), [[-1.0, 0.0], [-1.0, 0.5]])
+        """
         return cls(
             check_grid("alphas", alphas), None if betas is None else check_grid("betas", betas)
         )
@@ -169,7 +211,16 @@ class Grid:
         return np.stack([a.ravel(), b.ravel()], axis=1)
 
     def arrays(self, loss: np.ndarray, accuracy: np.ndarray) -> dict[str, np.ndarray]:
-        """What the cache keeps of a computed grid."""
+        """What the cache keeps of a computed grid.
+
+        Args:
+            loss: the losses at the points, in :attr:`coefficients` order, ``points`` entries.
+            accuracy: the accuracies, likewise.
+
+        Returns:
+            ``alphas``, ``betas`` (empty for a 1-D grid), and ``loss`` and ``accuracy`` reshaped to
+            :attr:`shape`.
+        """
         return {
             "alphas": self.alphas,
             "betas": np.zeros(0) if self.betas is None else self.betas,
@@ -178,7 +229,21 @@ class Grid:
         }
 
     def fits(self, arrays) -> bool:
-        """Whether cached ``arrays`` are those of this grid."""
+        """Whether cached ``arrays`` are those of this grid.
+
+        Args:
+            arrays: a mapping as :meth:`arrays` returns it.
+
+        Returns:
+            True when the coordinates are equal and the shapes those of this grid; False otherwise,
+            also when a key is missing.
+
+        Example:
+            >>> import numpy as np
+            >>> grid = Grid.of([0.0, 1.0], None)
+            >>> grid.fits(grid.arrays(np.zeros(2), np.zeros(2))), grid.fits({})
+            (True, False)
+        """
         try:
             return (
                 np.asarray(arrays["loss"]).shape == self.shape

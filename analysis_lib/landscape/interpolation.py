@@ -114,6 +114,30 @@ def interpolate(
     curve drawn on the test split never takes its statistics from the test split. Without
     ``recompute_bn``, the running statistics are interpolated too. Evaluated in eval mode; the
     models are not modified.
+
+    Args:
+        model_a: the network at alpha = 0.
+        model_b: the network at alpha = 1, with the same parameter names and shapes.
+        loss_fn: ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        data: an iterable of ``(inputs, targets)`` batches to evaluate on.
+        alphas: the interpolation coefficients, a non-empty 1-D sequence of finite numbers.
+        recompute_bn: recompute batch-norm statistics from ``bn_data`` at each point (default
+            True); False interpolates them. Ignored without batch norm.
+        bn_data: the training batches for the statistics; required with batch norm and
+            ``recompute_bn``.
+        accuracy_fn: ``accuracy_fn(outputs, targets)``, or None (classification accuracy for
+            integer targets, else NaN).
+        chunk_size: points per evaluation without batch norm; None: automatic.
+        progress: show a progress bar (default True).
+
+    Returns:
+        A 1-D :class:`LandscapeGrid` over ``alphas`` (``method="loop"`` with batch norm).
+
+    Raises:
+        ValueError: an invalid ``alphas``, a model that is not a ``torch.nn.Module`` or whose
+            parameters do not match the other's, no ``bn_data`` when it is required, or bad
+            ``data``.
+        NonFiniteError: a batch holds NaN or infinite values.
     """
     alphas = check_grid("alphas", alphas)
     direction = difference(model_a, model_b)

@@ -82,7 +82,21 @@ def surface_1d(
     **options,
 ) -> LandscapeGrid:
     """Loss and accuracy at ``theta + alpha * direction`` for each of ``alphas``; see
-    :func:`surface_2d` for the arguments. ``betas`` of the result is None."""
+    :func:`surface_2d` for the arguments. ``betas`` of the result is None.
+
+    Args:
+        model, loss_fn, data: as for :func:`surface_2d`.
+        direction: the direction, keyed like ``model.named_parameters()``.
+        alphas: the grid coordinates along ``direction`` (1-D, non-empty, finite).
+        settings, **options: as for :func:`surface_2d`.
+
+    Returns:
+        A 1-D :class:`LandscapeGrid` (``loss`` of shape ``(len(alphas),)``).
+
+    Raises:
+        ValueError: as for :func:`surface_2d`.
+        TypeError: an unknown keyword argument.
+    """
     settings = SurfaceSettings.of(settings, options)
     return _surface(model, loss_fn, data, [direction], alphas, None, settings)
 
@@ -139,6 +153,10 @@ def surface_2d(
             library versions (the workers evaluate on the device the model is on, so they
             need one of that type). Loss and accuracy functions must be picklable
             (cloudpickle: lambdas and closures are).
+
+    Returns:
+        A 2-D :class:`LandscapeGrid`: ``loss[i, j]`` at ``(alphas[i], betas[j])``, shape
+        ``(len(alphas), len(betas))``; ``from_cache`` True when read from the cache.
 
     Raises:
         ValueError: a direction whose keys or shapes do not match the model, an empty or

@@ -32,7 +32,18 @@ def _at(c: ScalarArg, i: int) -> Scalar:
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Reductions accumulate in at least float32 (bfloat16 sums would lose most of their digits)."""
+    """Reductions accumulate in at least float32 (bfloat16 sums would lose most of their digits).
+
+    Args:
+        dtype: the dtype of the tensors reduced.
+
+    Returns:
+        ``dtype`` promoted with float32.
+
+    Example:
+        >>> accumulation_dtype(torch.bfloat16), accumulation_dtype(torch.float64)
+        (torch.float32, torch.float64)
+    """
     return torch.promote_types(dtype, torch.float32)
 
 
@@ -218,7 +229,19 @@ class Runner(Protocol):
 
     name: str
 
-    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()): ...
+    def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
+        """Execute ``rule``.
+
+        Args:
+            rule: ``rule(ops, *lists, **scalars)``, an update or a computation on lists.
+            lists: parallel lists of tensors.
+            scalars: the rule's keyword arguments, each one value or one per tensor.
+            static: names of scalars a compiling runner may bake in as constants.
+
+        Returns:
+            What the rule returns: a list of tensors, or None.
+        """
+        ...
 
 
 class LoopRunner:
@@ -227,6 +250,11 @@ class LoopRunner:
     name = "loop"
 
     def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
+        """Execute ``rule`` tensor by tensor (see :class:`Runner`; ``static`` is ignored).
+
+        Returns:
+            The per-tensor results concatenated, or None when the rule returns nothing.
+        """
         out: list[Tensor] = []
         for i in range(len(lists[0])):
             kw = {k: ([v[i]] if isinstance(v, list | tuple) else v) for k, v in scalars.items()}
@@ -242,6 +270,11 @@ class ForeachRunner:
     name = "foreach"
 
     def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
+        """Execute ``rule`` on the whole lists (see :class:`Runner`; ``static`` is ignored).
+
+        Returns:
+            What the rule returns.
+        """
         return rule(ForeachOps, *lists, **scalars)
 
 
@@ -280,6 +313,12 @@ class CompiledRunner:
         )
 
     def run(self, rule: Rule, lists: Lists, scalars: Scalars, static: Sequence[str] = ()):
+        """Execute ``rule`` compiled (see :class:`Runner`); Python-number scalars not in
+        ``static`` become 0-dim tensors (float64 when a list is float64, else float32).
+
+        Returns:
+            What the rule returns.
+        """
         ref = lists[0][0]
         wide = any(lst[0].dtype == torch.float64 for lst in lists)  # e.g. float64 running sums
         sdtype = torch.float64 if wide else torch.float32

@@ -27,18 +27,56 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 def check_nonnegative(name: str, value: Any, where: str = "") -> float:
     """``value`` as a float when it is a finite real number >= 0 (the library's one rule:
-    :func:`analysis_lib._checks.check_float`); the error names ``name`` and ``where``."""
+    :func:`analysis_lib._checks.check_float`); the error names ``name`` and ``where``.
+
+    Args:
+        name: the hyperparameter's name.
+        value: the value to check.
+        where: appended to the name in the error (e.g. ``" in param group 1"``).
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ValueError: ``value`` not a finite real number >= 0.
+    """
     return check_float(f"{name}{where}", value, 0.0)
 
 
 def as_plain(given: Any, checked: Any) -> Any:
     """``given`` when it is a Python number (or a tuple or list of them), else ``checked``, its value
-    as Python floats: a hyperparameter given as a NumPy number is kept as a Python float."""
+    as Python floats: a hyperparameter given as a NumPy number is kept as a Python float.
+
+    Args:
+        given: the value as the caller gave it.
+        checked: the same value as Python floats (from a check).
+
+    Returns:
+        ``given`` or ``checked``.
+
+    Example:
+        >>> import numpy as np
+        >>> as_plain(0.5, 0.5), type(as_plain(np.float32(0.5), 0.5)).__name__
+        (0.5, 'float')
+    """
     items = given if isinstance(given, tuple | list) else (given,)
     return given if all(type(x) in (int, float) for x in items) else checked
 
 
 def check_param_dtype(owner: str, p: Tensor, where: str = "") -> None:
+    """Refuse a parameter of a dtype the optimizers do not step (see ``SUPPORTED_DTYPES``).
+
+    Args:
+        owner: the optimizer's name, for the error.
+        p: the parameter.
+        where: appended to the error (e.g. ``" in param group 1"``).
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: ``p`` not float32, float64 or bfloat16 (float16 with the reason).
+    """
     if p.dtype not in SUPPORTED_DTYPES:
         why = (
             " (eps and small squared gradients underflow to zero in float16: keep float32 "
@@ -103,6 +141,19 @@ class AdamFamily(Optimizer):
         return None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As torch's, after checking the group's parameters' dtypes and hyperparameters.
+
+        Args:
+            param_group: a dict with ``params`` and any hyperparameters (the others default to
+                the optimizer's).
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: a parameter of an unsupported dtype, a hyperparameter out of range, or
+                both ``foreach`` and ``fused`` True.
+        """
         params = param_group["params"]
         if isinstance(params, Tensor):
             params = [params]
@@ -210,7 +261,18 @@ class AdamFamily(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's, after checking that ``state_dict`` is this optimizer's kind of state and
-        fits its parameters (:meth:`_check_state_dict`): a refused one changes nothing."""
+        fits its parameters (:meth:`_check_state_dict`): a refused one changes nothing.
+
+        Args:
+            state_dict: a dict from :meth:`state_dict`.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: another optimizer's state, one that does not fit the parameters, or
+                hyperparameters out of range.
+        """
         groups = self._check_state_dict(state_dict)
         for gi, g in enumerate(groups):
             self._check_group({**self.defaults, **g}, f" in state_dict param group {gi}")
@@ -229,7 +291,19 @@ class AdamFamily(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss.
+
+        Args:
+            closure: a callable that recomputes the loss (with gradients), or None.
+
+        Returns:
+            The closure's loss, or None without a closure.
+
+        Raises:
+            RuntimeError: a sparse gradient.
+            ValueError: a hyperparameter out of range or a parameter of an unsupported dtype,
+                before any state changes.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -324,7 +398,11 @@ class AdamFamily(Optimizer):
     @torch.no_grad()
     def momentum_directions(self) -> dict[Tensor, Tensor]:
         """The bias-corrected momentum m_hat of each parameter that has state: the update is
-        -lr * m_hat / (sqrt(d) + eps) (decoupled weight decay aside)."""
+        -lr * m_hat / (sqrt(d) + eps) (decoupled weight decay aside).
+
+        Returns:
+            parameter -> a tensor of its shape (empty before the first step).
+        """
         out: dict[Tensor, Tensor] = {}
         for group in self.param_groups:
             for p in group["params"]:
@@ -338,13 +416,21 @@ class AdamFamily(Optimizer):
         return out
 
     def step_measures(self) -> dict[str, float]:
-        """Scalars that describe the last step's schedule (e.g. AdamNX's beta2_hat); none here."""
+        """Scalars that describe the last step's schedule (e.g. AdamNX's beta2_hat); none here.
+
+        Returns:
+            name -> value (empty here).
+        """
         return {}
 
     @torch.no_grad()
     def effective_step_sizes(self) -> dict[Tensor, Tensor]:
         """The per-coordinate effective step size lr / denominator of the last step, for each
-        parameter that has state: the diagonal preconditioner as it acts on the momentum."""
+        parameter that has state: the diagonal preconditioner as it acts on the momentum.
+
+        Returns:
+            parameter -> a tensor of its shape (empty before the first step).
+        """
         out: dict[Tensor, Tensor] = {}
         for group in self.param_groups:
             buckets = self._group_state([p for p in group["params"] if self.state.get(p)])

@@ -77,11 +77,21 @@ _OFF = frozenset({"0", "false", "no", "off"})
 
 
 def enabled() -> bool:
-    """False when ``ANALYSIS_LIB_NATIVE`` is set to 0 (or "false", "no", "off")."""
+    """False when ``ANALYSIS_LIB_NATIVE`` is set to 0 (or "false", "no", "off").
+
+    Returns:
+        Whether the native kernel may be used.
+    """
     return os.environ.get("ANALYSIS_LIB_NATIVE", "1").strip().lower() not in _OFF
 
 
 def cache_dir() -> Path:
+    """The folder of the built library: ``$ANALYSIS_LIB_NATIVE_CACHE``, else
+    ``$XDG_CACHE_HOME/analysis_lib`` (default ``~/.cache/analysis_lib``).
+
+    Returns:
+        The path (not created here).
+    """
     env = os.environ.get("ANALYSIS_LIB_NATIVE_CACHE")
     if env:
         return Path(env).expanduser()
@@ -90,6 +100,11 @@ def cache_dir() -> Path:
 
 
 def compiler() -> list[str]:
+    """The C compiler command: ``$CC`` split as a shell would, else ``cc``.
+
+    Returns:
+        The command as a list of arguments.
+    """
     return shlex.split(os.environ.get("CC") or "cc")
 
 
@@ -113,7 +128,11 @@ def _compiler_identity(command: tuple[str, ...]) -> bytes:
 
 def library_path() -> Path:
     """Where the library for this source, compiler (its identity: path, arguments and
-    version), flags and platform is cached."""
+    version), flags and platform is cached.
+
+    Returns:
+        The path of the ``.so`` in :func:`cache_dir` (it may not exist yet).
+    """
     key = hashlib.sha256()
     for part in (
         SOURCE.read_bytes(),
@@ -244,7 +263,11 @@ def _settings() -> tuple[str | None, ...]:
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, built first if needed; None if it cannot be built or loaded
-    (or the kernel is switched off)."""
+    (or the kernel is switched off).
+
+    Returns:
+        The ``ctypes.CDLL``, or None (the reason in ``last_error``).
+    """
     settings = _settings()
     if settings in _loaded:  # the common case, without hashing the source again
         return _loaded[settings]
@@ -319,7 +342,19 @@ def _pointers(grads: list[Tensor], sums: list[Tensor]) -> tuple[list[int], ...] 
 def square_sums_ema_(grads: list[Tensor], sums: list[Tensor], beta2: float) -> bool:
     """sums[k] <- beta2 sums[k] + (1 - beta2) sum(grads[k]^2) (as ``torch.lerp``), in one
     parallel pass over the gradients. Returns False, and changes nothing, where the kernel does
-    not apply or is unavailable."""
+    not apply or is unavailable.
+
+    Args:
+        grads: CPU gradients of one dtype (float32 or float64), contiguous.
+        sums: one one-element float64 CPU tensor per gradient, updated in place.
+        beta2: the decay.
+
+    Returns:
+        True when the kernel ran, else False.
+
+    Raises:
+        MemoryError: the kernel could not allocate its partial sums.
+    """
     lib = library()
     found = None if lib is None else _pointers(grads, sums)
     if found is None:

@@ -22,7 +22,14 @@ from torch import Tensor
 
 
 def with_state(optimizer: torch.optim.Optimizer) -> Iterator[tuple[dict[str, Any], Tensor, dict]]:
-    """(group, parameter, state) for every parameter that has optimizer state."""
+    """(group, parameter, state) for every parameter that has optimizer state.
+
+    Args:
+        optimizer: any torch optimizer.
+
+    Yields:
+        ``(group, parameter, state)`` in the order of the param groups.
+    """
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p)
@@ -39,6 +46,11 @@ class TorchAdamFacts:
 
     @torch.no_grad()
     def effective_step_sizes(self) -> dict[Tensor, Tensor]:
+        """lr / (sqrt(v_hat) + eps) of the last step, per coordinate.
+
+        Returns:
+            parameter -> a tensor of its shape (parameters with state only).
+        """
         out = {}
         for group, p, state in with_state(self.optimizer):
             v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
@@ -48,12 +60,22 @@ class TorchAdamFacts:
 
     @torch.no_grad()
     def momentum_directions(self) -> dict[Tensor, Tensor]:
+        """m_hat = m / (1 - beta1^t) of each parameter with state.
+
+        Returns:
+            parameter -> a tensor of its shape.
+        """
         return {
             p: state["exp_avg"] / (1.0 - group["betas"][0] ** float(state["step"]))
             for group, p, state in with_state(self.optimizer)
         }
 
     def step_measures(self) -> dict[str, float]:
+        """None for torch's Adam and AdamW.
+
+        Returns:
+            An empty dict.
+        """
         return {}
 
 
@@ -67,6 +89,11 @@ class TorchSGDFacts:
 
     @torch.no_grad()
     def momentum_directions(self) -> dict[Tensor, Tensor]:
+        """The momentum buffer of each parameter, or its gradient where there is none.
+
+        Returns:
+            parameter -> a tensor of its shape (parameters with neither are left out).
+        """
         out: dict[Tensor, Tensor] = {}
         for group in self.optimizer.param_groups:
             for p in group["params"]:
@@ -79,8 +106,18 @@ class TorchSGDFacts:
 
     @torch.no_grad()
     def effective_step_sizes(self) -> dict[Tensor, Tensor]:
+        """lr at every coordinate of each parameter of :meth:`momentum_directions`.
+
+        Returns:
+            parameter -> a tensor of its shape filled with its group's lr.
+        """
         lrs = {p: g["lr"] for g in self.optimizer.param_groups for p in g["params"]}
         return {p: torch.full_like(m, lrs[p]) for p, m in self.momentum_directions().items()}
 
     def step_measures(self) -> dict[str, float]:
+        """None for SGD.
+
+        Returns:
+            An empty dict.
+        """
         return {}

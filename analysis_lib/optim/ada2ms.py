@@ -48,7 +48,24 @@ class ExponentialAlpha:
 
     @classmethod
     def reaching(cls, final: float, steps: int, within: float = 0.01) -> ExponentialAlpha:
-        """The schedule that has travelled all but ``within`` of the way at step ``steps``."""
+        """The schedule that has travelled all but ``within`` of the way at step ``steps``.
+
+        Args:
+            final: the alpha approached, in [0, 1].
+            steps: the step (>= 2) at which all but ``within`` of the way is travelled.
+            within: the fraction of the way left at ``steps``, in (0, 1).
+
+        Returns:
+            The :class:`ExponentialAlpha` with ``tau = (steps - 1) / ln(1 / within)``.
+
+        Raises:
+            ValueError: an argument out of range, naming it.
+
+        Example:
+            >>> s = ExponentialAlpha.reaching(0.5, 101)
+            >>> round(s.tau, 4), round(s(101), 6)
+            (21.7147, 0.505)
+        """
         within = check_float("within", within, 0.0, 1.0, low_open=True, high_open=True)
         steps = check_int("steps", steps, 2)
         return cls(final=final, tau=(steps - 1) / math.log(1 / within))
@@ -56,7 +73,18 @@ class ExponentialAlpha:
 
 def ada2ms_square_sums_(ops, grads, sums, *, beta2) -> None:
     """Phase 1 of a step, which reads the gradients only: each tensor's sum of v, advanced by the
-    linearity of the EMA, sum(v_t) = beta2 sum(v_{t-1}) + (1 - beta2) sum(g_t^2)."""
+    linearity of the EMA, sum(v_t) = beta2 sum(v_{t-1}) + (1 - beta2) sum(g_t^2).
+
+    Args:
+        ops: the element-wise backend.
+        grads: the gradient tensors of a bucket.
+        sums: the running sums of v (a 1-D tensor per bucket, one entry per tensor), updated in
+            place.
+        beta2: the second-moment decay.
+
+    Returns:
+        None.
+    """
     ops.ema_(sums, ops.sum_squares(grads), beta2)
 
 
@@ -69,7 +97,20 @@ def ada2ms_sqrt_d_divisor(mean_v_hat: Tensor, alpha: float, bias_correction2: fl
 
     A mean of zero (every gradient of the scope zero so far) gives c = 0, the mark of d = 0:
     :func:`ada2ms_apply_` then makes no adaptive step (as AdamW with zero moments), whatever
-    alpha; a NaN mean stays NaN, so a diverging run shows."""
+    alpha; a NaN mean stays NaN, so a diverging run shows.
+
+    Args:
+        mean_v_hat: s, the mean of v_hat over the scope (>= 0; a float or float64 tensor).
+        alpha: the interpolation, in [0, 1].
+        bias_correction2: 1 - beta2^t.
+
+    Returns:
+        c, of the type of ``mean_v_hat`` (0 where the mean is 0).
+
+    Example:
+        >>> round(ada2ms_sqrt_d_divisor(4.0, 0.5, 1.0), 6), ada2ms_sqrt_d_divisor(0.0, 0.5, 1.0)
+        (0.707107, 0.0)
+    """
     if isinstance(mean_v_hat, Tensor):
         c = mean_v_hat ** ((alpha - 1.0) / 2) * bias_correction2 ** (alpha / 2)
         return torch.where(mean_v_hat == 0, torch.zeros_like(c), c)
@@ -84,7 +125,18 @@ def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list
     tensor with one divisor per tensor (scope="tensor"). ``sums`` holds per bucket a 1-D tensor
     of each tensor's sum of v, ``numels`` the tensors' sizes. A group's value is a Python float when the sums are
     on the CPU (a handful of scalar tensor operations cost more than the rest of a small step),
-    a 0-dim tensor elsewhere (no synchronisation with the device)."""
+    a 0-dim tensor elsewhere (no synchronisation with the device).
+
+    Args:
+        sums: per bucket, a 1-D tensor of each tensor's sum of v.
+        numels: per bucket, the sizes of its tensors.
+        bias_corrections2: per bucket, 1 - beta2^t.
+        alphas: per bucket, the interpolation alpha.
+        scope: ``"global"``, ``"group"`` or ``"tensor"``: what s is the mean over.
+
+    Returns:
+        One divisor per bucket (see above).
+    """
     if scope in ("global", "group"):
         device = sums[0].device
         if all(s.is_cpu for s in sums):
@@ -105,7 +157,21 @@ def ada2ms_divisors(sums, numels, bias_corrections2, alphas, scope: str) -> list
 
 
 def ada2ms_update_(ops, params, grads, exp_avgs, exp_avg_sqs, *, beta1, beta2, **apply_kw) -> None:
-    """Phase 2 of a step, one pass over memory: the moment EMAs (as AdamW), then the update."""
+    """Phase 2 of a step, one pass over memory: the moment EMAs (as AdamW), then the update.
+
+    Args:
+        ops: the element-wise backend.
+        params: the parameter tensors, updated in place.
+        grads: their gradients.
+        exp_avgs: the first moments m, updated in place.
+        exp_avg_sqs: the second moments v, updated in place.
+        beta1: the first-moment decay.
+        beta2: the second-moment decay.
+        **apply_kw: the keyword arguments of :func:`ada2ms_apply_`.
+
+    Returns:
+        None.
+    """
     ops.ema_(exp_avgs, grads, beta1)
     ops.ema_square_(exp_avg_sqs, grads, beta2)
     ada2ms_apply_(ops, params, exp_avgs, exp_avg_sqs, **apply_kw)
@@ -118,7 +184,23 @@ def ada2ms_apply_(
 
     A divisor of 0 marks d = 0 (a scope whose mean second moment is zero): that tensor's
     adaptive step is zero, and only the weight decay moves it. With eps = 0 an element with
-    v = 0 (and so m = 0) inside a scope of positive mean also makes a zero step, not 0 / 0."""
+    v = 0 (and so m = 0) inside a scope of positive mean also makes a zero step, not 0 / 0.
+
+    Args:
+        ops: the element-wise backend.
+        params: the parameter tensors, updated in place.
+        exp_avgs: the first moments m (raw EMA).
+        exp_avg_sqs: the second moments v (raw EMA).
+        divisor: c of :func:`ada2ms_divisors` for this bucket.
+        lr: the learning rate.
+        alpha: the interpolation, in [0, 1].
+        eps: added to sqrt(d).
+        weight_decay: the decoupled weight decay (multiplied by ``lr``).
+        bias_correction1: 1 - beta1^t.
+
+    Returns:
+        None.
+    """
     ops.mul_(params, 1 - lr * weight_decay)
     if isinstance(alpha, float) and alpha == 1.0 and all_positive(divisor) and eps > 0:
         # AdamW's own floating-point operations: sqrt(v) / sqrt(bias_correction2) + eps
@@ -139,7 +221,18 @@ def ada2ms_apply_(
 
 def ada2ms_denominator(ops, exp_avg_sqs, *, divisor, alpha, eps) -> list[Tensor]:
     """sqrt(d) + eps = v^(alpha/2) / divisor + eps (eps where the divisor is 0: d = 0).
-    Host-side divisors only (floats)."""
+    Host-side divisors only (floats).
+
+    Args:
+        ops: the element-wise backend.
+        exp_avg_sqs: the second moments v (not modified).
+        divisor: c of :func:`ada2ms_divisors` (a float, or a list of floats per tensor).
+        alpha: the interpolation, in [0, 1].
+        eps: the constant added.
+
+    Returns:
+        New tensors holding sqrt(d) + eps.
+    """
     denom = ops.pow(exp_avg_sqs, alpha / 2)
     if isinstance(divisor, list):
         divisor = [c if c != 0 else math.inf for c in divisor]
@@ -263,7 +356,11 @@ class Ada2MS(AdamFamily):
         return {t: _schedule_value(alpha, t, where) for t in steps}
 
     def step_measures(self) -> dict[str, float]:
-        """``alpha``: the interpolation of the last step of the first param group."""
+        """``alpha``: the interpolation of the last step of the first param group.
+
+        Returns:
+            ``{"alpha": value}``.
+        """
         group = self.param_groups[0]
         steps = [int(self.state[p]["step"]) for p in group["params"] if self.state.get(p)]
         return {"alpha": self.alpha_at(max(steps, default=1), group)}
@@ -271,7 +368,18 @@ class Ada2MS(AdamFamily):
     @staticmethod
     def alpha_at(step: int, group: dict[str, Any]) -> float:
         """alpha of ``group`` at step ``step`` (the schedule evaluated and checked, or the
-        constant)."""
+        constant).
+
+        Args:
+            step: the step t (from 1).
+            group: a param group with its ``"alpha"`` (a number or a callable of the step).
+
+        Returns:
+            alpha as a float.
+
+        Raises:
+            ValueError: a schedule whose value at ``step`` is not in [0, 1].
+        """
         alpha = group["alpha"]
         return _schedule_value(alpha, step, "") if callable(alpha) else float(alpha)
 
@@ -392,7 +500,11 @@ class Ada2MS(AdamFamily):
     @torch.no_grad()
     def effective_step_sizes(self) -> dict[Tensor, Tensor]:
         """The per-coordinate effective step size lr / (sqrt(d) + eps) of the last step, for each
-        parameter that has state (empty before the first step); where d = 0, lr / eps."""
+        parameter that has state (empty before the first step); where d = 0, lr / eps.
+
+        Returns:
+            parameter -> a tensor of its shape.
+        """
         entries = []
         for group in self.param_groups:
             params = [p for p in group["params"] if self.state.get(p)]
@@ -418,7 +530,11 @@ class Ada2MS(AdamFamily):
     def state_dict(self) -> dict[str, Any]:
         """As torch's, with an alpha schedule stored as data: an :class:`ExponentialAlpha` as a
         dict of its fields, any other callable as the marker ``"callable"`` (the optimizer that
-        loads the state must then be constructed with that callable itself)."""
+        loads the state must then be constructed with that callable itself).
+
+        Returns:
+            The state dict (``state`` and ``param_groups``).
+        """
         sd = super().state_dict()
         for g in sd["param_groups"]:
             alpha = g["alpha"]
@@ -486,7 +602,19 @@ class Ada2MS(AdamFamily):
         """As torch's, after checking that ``state_dict`` is Ada2MS's state and fits the
         parameters (a refused one changes nothing). Also loads the state of torch's AdamW
         (same moment names): the hyperparameters AdamW lacks (alpha, scope) keep this
-        optimizer's values."""
+        optimizer's values.
+
+        Args:
+            state_dict: a dict from :meth:`state_dict` (or torch AdamW's).
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: a state dict that is not Ada2MS's nor AdamW's (e.g. amsgrad, torch
+                Adam's coupled weight decay, an unknown alpha), that does not fit the
+                parameters, or whose hyperparameters are out of range.
+        """
         groups = self._check_state_dict(state_dict)
         for gi, g in enumerate(groups):
             self._check_group({**self.defaults, **g}, f" in state_dict param group {gi}")

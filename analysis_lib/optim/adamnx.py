@@ -18,6 +18,21 @@ def adamnx_betas(beta1: float, beta2: float, step: int) -> tuple[float, float]:
 
     beta1_hat_1 = beta2_hat_1 = 0, and beta2_hat_t rises to 1: after about 1 / (1 - a) steps the
     second moment is effectively frozen.
+
+    Args:
+        beta1: the first-moment decay, in [0, 1).
+        beta2: the second-moment decay, in [0, 1) (not checked here).
+        step: the step t, counting from 1.
+
+    Returns:
+        ``(beta1_hat_t, beta2_hat_t)`` as floats.
+
+    Raises:
+        ValueError: ``step`` < 1.
+
+    Example:
+        >>> [round(b, 6) for b in adamnx_betas(0.9, 0.99, 2)]
+        [0.473684, 0.500025]
     """
     if step < 1:
         raise ValueError(f"Invalid step: {step!r} (steps count from 1)")
@@ -45,8 +60,18 @@ def adamnx_horizon(beta2: float) -> float:
     Computed as -1 / expm1((1 - beta2) log beta2), accurate when a is close to 1; beta2 = 0
     (a = 0, v keeps the first g^2 for ever) gives 1.
 
+    Args:
+        beta2: the second-moment decay, in [0, 1).
+
+    Returns:
+        The horizon in steps, a float >= 1.
+
     Raises:
         ValueError: ``beta2`` is not a number in [0, 1).
+
+    Example:
+        >>> round(adamnx_horizon(0.99), 1), round(adamnx_horizon(0.9), 2)
+        (9950.4, 95.41)
     """
     beta2 = check_float("beta2", beta2, 0.0, 1.0, high_open=True)
     if beta2 == 0.0:
@@ -58,6 +83,17 @@ def adamnx_gradient_weights(beta2: float, step: int) -> np.ndarray:
     """The weight of g_i^2 in AdamNX's v_t for i = 1..t: a^(i-1) / sum_j a^(j-1), a = beta2^(1-beta2).
 
     Older gradients weigh more; compare :func:`adam_gradient_weights`.
+
+    Args:
+        beta2: the second-moment decay, in [0, 1) (not checked).
+        step: the step t (>= 1): the number of gradients averaged.
+
+    Returns:
+        A float64 array of shape (step,), summing to 1, oldest gradient first.
+
+    Example:
+        >>> adamnx_gradient_weights(0.5, 3).round(6).tolist()
+        [0.453082, 0.320377, 0.226541]
     """
     a = beta2 ** (1.0 - beta2)
     w = a ** np.arange(step, dtype=np.float64)
@@ -66,7 +102,19 @@ def adamnx_gradient_weights(beta2: float, step: int) -> np.ndarray:
 
 def adam_gradient_weights(beta2: float, step: int) -> np.ndarray:
     """The weight of g_i^2 in Adam's bias-corrected v_hat_t for i = 1..t:
-    (1 - beta2) beta2^(t-i) / (1 - beta2^t). Recent gradients weigh more."""
+    (1 - beta2) beta2^(t-i) / (1 - beta2^t). Recent gradients weigh more.
+
+    Args:
+        beta2: Adam's second-moment decay, in [0, 1) (not checked).
+        step: the step t (>= 1): the number of gradients averaged.
+
+    Returns:
+        A float64 array of shape (step,), summing to 1, oldest gradient first.
+
+    Example:
+        >>> adam_gradient_weights(0.5, 3).round(6).tolist()
+        [0.142857, 0.285714, 0.571429]
+    """
     i = np.arange(1, step + 1, dtype=np.float64)
     return (1.0 - beta2) * beta2 ** (step - i) / (1.0 - beta2**step)
 
@@ -74,7 +122,23 @@ def adam_gradient_weights(beta2: float, step: int) -> np.ndarray:
 def adamnx_update(
     ops, params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay
 ) -> None:
-    """One AdamNX step on lists of tensors, with ``beta1``/``beta2`` the decays of this step."""
+    """One AdamNX step on lists of tensors, with ``beta1``/``beta2`` the decays of this step.
+
+    Args:
+        ops: the element-wise backend (e.g. ``LoopOps`` or ``ForeachOps``).
+        params: the parameter tensors, updated in place.
+        grads: their gradients.
+        exp_avgs: the first moments m, updated in place.
+        exp_avg_sqs: the second moments v, updated in place.
+        lr: the learning rate.
+        beta1: this step's first-moment decay beta1_hat_t.
+        beta2: this step's second-moment decay beta2_hat_t.
+        eps: added to sqrt(v).
+        weight_decay: the decoupled weight decay (multiplied by ``lr``).
+
+    Returns:
+        None.
+    """
     ops.mul_(params, 1 - lr * weight_decay)
     ops.ema_(exp_avgs, grads, beta1)
     ops.ema_square_(exp_avg_sqs, grads, beta2)
@@ -82,7 +146,16 @@ def adamnx_update(
 
 
 def adamnx_denominator(ops, exp_avg_sqs, *, eps):
-    """sqrt(v) + eps."""
+    """sqrt(v) + eps.
+
+    Args:
+        ops: the element-wise backend.
+        exp_avg_sqs: the second moments v (not modified).
+        eps: the constant added.
+
+    Returns:
+        New tensors (or a list of them, as the backend gives) holding sqrt(v) + eps.
+    """
     denom = ops.sqrt(exp_avg_sqs)
     ops.add_(denom, eps)
     return denom
@@ -184,7 +257,19 @@ class AdamNX(AdamFamily):
         ]
 
     def beta2_hat(self, step: int | None = None, group: int = 0) -> float:
-        """The current (or given step's) second-moment decay of a param group."""
+        """The current (or given step's) second-moment decay of a param group.
+
+        Args:
+            step: the step t (>= 1); None: the largest step taken by the group's parameters
+                (1 before any step).
+            group: the index of the param group.
+
+        Returns:
+            beta2_hat_t as a float.
+
+        Raises:
+            ValueError: ``step`` < 1.
+        """
         if step is None:
             steps = [
                 int(self.state[p]["step"])
@@ -195,5 +280,9 @@ class AdamNX(AdamFamily):
         return adamnx_betas(*self.param_groups[group]["betas"], step)[1]
 
     def step_measures(self) -> dict[str, float]:
-        """``beta2_hat``: the second-moment decay of the last step of the first param group."""
+        """``beta2_hat``: the second-moment decay of the last step of the first param group.
+
+        Returns:
+            ``{"beta2_hat": value}``.
+        """
         return {"beta2_hat": self.beta2_hat()}

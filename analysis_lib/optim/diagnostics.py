@@ -31,6 +31,15 @@ def effective_step_sizes(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tenso
     ``d`` is the optimizer's second-moment estimate as it enters the update: ``v`` for AdamNX,
     ``v_hat^alpha * s^(1-alpha)`` for Ada2MS, the bias-corrected ``v_hat`` for torch's Adam and
     AdamW (``max_exp_avg_sq`` with ``amsgrad``). The update is then -step_size * momentum.
+
+    Args:
+        optimizer: an Adam-family optimizer (AdamNX, Ada2MS, torch's Adam or AdamW).
+
+    Returns:
+        parameter -> a tensor of its shape holding the step sizes (empty before the first step).
+
+    Raises:
+        TypeError: ``optimizer`` not of the Adam family.
     """
     return _facts(optimizer, "effective_step_sizes", adaptive=True).effective_step_sizes()
 
@@ -43,6 +52,15 @@ def momentum_directions(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor
     AdamNX's m_t is already bias-corrected (its decay folds the correction in); AdamW, Adam and
     Ada2MS keep the raw EMA, divided here by 1 - beta1^t; torch's SGD keeps an uncorrected
     momentum buffer that starts at the first gradient (the gradient itself without momentum).
+
+    Args:
+        optimizer: AdamNX, Ada2MS, or torch's Adam, AdamW or SGD.
+
+    Returns:
+        parameter -> a tensor of its shape holding m_hat (empty before the first step).
+
+    Raises:
+        TypeError: an optimizer the registry does not know.
     """
     return _facts(optimizer, "momentum_directions", adaptive=False).momentum_directions()
 
@@ -69,6 +87,20 @@ def transition_measures(
       0 means a fixed diagonal preconditioner: momentum SGD in a fixed metric.
     - ``beta2_hat`` (AdamNX) and ``alpha`` (Ada2MS): the decay and interpolation of the last
       step, for the first param group.
+
+    Args:
+        optimizer: AdamNX, Ada2MS, or torch's Adam, AdamW or SGD, after at least one step.
+        previous: the preconditioner returned by the previous call (a flat float64 tensor), or
+            None.
+
+    Returns:
+        ``(measures, preconditioner)``: the dict of floats above and P, a flat float64 tensor
+        over all coordinates with state.
+
+    Raises:
+        TypeError: an optimizer the registry does not know.
+        ValueError: the optimizer has not stepped yet, or ``previous`` has another number of
+            entries than the coordinates with state.
     """
     facts = _facts(optimizer, "transition_measures", adaptive=False)
     directions = facts.momentum_directions()

@@ -18,7 +18,16 @@ def make_optimizer(name: str, params: Iterable, **hparams) -> torch.optim.Optimi
     ``momentum=0.9`` unless given; ``"adamnx"`` and ``"ada2ms"`` are this library's. ``hparams``
     are passed on (``lr``, ``betas``, ``weight_decay``, ``alpha``, ...).
 
+    Args:
+        name: the optimizer's registered name (any case).
+        params: parameters or param groups, as for any torch optimizer.
+        **hparams: the optimizer's keyword arguments.
+
+    Returns:
+        The new optimizer.
+
     Raises:
-        ValueError: an unknown name (:func:`~analysis_lib.optim.optimizer_spec`).
+        ValueError: an unknown name (:func:`~analysis_lib.optim.optimizer_spec`), or a
+            hyperparameter the optimizer refuses.
     """
     return optimizer_spec(name).build(params, **hparams)

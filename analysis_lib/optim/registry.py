@@ -60,11 +60,29 @@ THRESHOLDS = ("gd", "momentum", "adaptive")
 class OptimizerFacts(Protocol):
     """What diagnostics read from an optimizer after a step (see :mod:`._torch`)."""
 
-    def effective_step_sizes(self) -> dict[Tensor, Tensor]: ...
+    def effective_step_sizes(self) -> dict[Tensor, Tensor]:
+        """The per-coordinate step sizes of the last step.
 
-    def momentum_directions(self) -> dict[Tensor, Tensor]: ...
+        Returns:
+            parameter -> a tensor of its shape (parameters with state only).
+        """
+        ...
 
-    def step_measures(self) -> dict[str, float]: ...
+    def momentum_directions(self) -> dict[Tensor, Tensor]:
+        """The bias-corrected momentum of each parameter with state.
+
+        Returns:
+            parameter -> a tensor of its shape.
+        """
+        ...
+
+    def step_measures(self) -> dict[str, float]:
+        """Optimizer-specific numbers of the last step (e.g. AdamNX's ``beta2_hat``).
+
+        Returns:
+            name -> value (may be empty).
+        """
+        ...
 
 
 def _itself(optimizer: Any) -> Any:
@@ -166,7 +184,11 @@ class OptimizerSpec:
 
     @property
     def adaptive(self) -> bool:
-        """Whether the optimizer has a diagonal preconditioner (the Adam family)."""
+        """Whether the optimizer has a diagonal preconditioner (the Adam family).
+
+        Returns:
+            True when ``family`` is ``"adaptive"``.
+        """
         return self.family == "adaptive"
 
     def __call__(self, params: Iterable, **hparams) -> torch.optim.Optimizer:
@@ -193,6 +215,13 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType({s.name: s for s in _
 def optimizer_spec(name: str) -> OptimizerSpec:
     """The spec of the optimizer called ``name`` (any case).
 
+    Args:
+        name: a registered name (``"sgd"``, ``"sgdm"``, ``"adam"``, ``"adamw"``, ``"adamnx"``,
+            ``"ada2ms"``), in any case.
+
+    Returns:
+        Its :class:`OptimizerSpec`.
+
     Raises:
         ValueError: ``Unknown optimizer: 'x' (known: sgd, sgdm, adam, adamw, adamnx, ada2ms)``.
     """
@@ -205,7 +234,14 @@ def optimizer_spec(name: str) -> OptimizerSpec:
 def spec_of(optimizer: torch.optim.Optimizer) -> OptimizerSpec | None:
     """The spec that describes the instance ``optimizer`` (a subclass of a registered class
     counts as that class; torch's SGD is ``"sgdm"`` when a param group has momentum > 0), or
-    None when no spec does (another optimizer, or not an optimizer)."""
+    None when no spec does (another optimizer, or not an optimizer).
+
+    Args:
+        optimizer: any object; only a ``torch.optim.Optimizer`` can match.
+
+    Returns:
+        The matching :class:`OptimizerSpec`, or None.
+    """
     if not isinstance(optimizer, torch.optim.Optimizer):
         return None
     for klass in type(optimizer).__mro__:  # the most specific registered class first
@@ -217,6 +253,13 @@ def spec_of(optimizer: torch.optim.Optimizer) -> OptimizerSpec | None:
 
 def is_adaptive(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` is of the Adam family (a diagonal preconditioner: torch's Adam and
-    AdamW, AdamNX, Ada2MS)."""
+    AdamW, AdamNX, Ada2MS).
+
+    Args:
+        optimizer: any object (False for what the registry does not know).
+
+    Returns:
+        True for an adaptive optimizer, else False.
+    """
     spec = spec_of(optimizer)
     return spec is not None and spec.adaptive

@@ -61,7 +61,24 @@ def plot_spectral_densities(
     Gaussian width, ``sum_k w_k N(lambda; theta_k, sigma^2)`` averaged over the SLQ runs
     (``curvature.gaussian_density``), so their heights compare directly; without it each
     result's own ``grid`` and ``density`` are drawn. Values below ``floor`` (the bottom of the
-    axis) are drawn at it. Returns the figure."""
+    axis) are drawn at it. Returns the figure.
+
+    Args:
+        densities: a mapping ``label -> DensityResult``.
+        colors: a mapping ``label -> colour``.
+        grid: a shared eigenvalue grid to re-smooth every density on; None draws each result's own.
+        sigma: the Gaussian width for ``grid`` (needed, positive, with it).
+        floor: the bottom of the density axis.
+        title: the axes title (None: a default).
+        ax: the axes to draw on (None: a new figure).
+
+    Returns:
+        The matplotlib Figure holding ``ax``.
+
+    Raises:
+        ValueError: ``densities`` is empty, or ``grid`` is given without a positive ``sigma``.
+        KeyError: a label has no colour in ``colors``.
+    """
     if not densities:
         raise ValueError("Invalid densities: empty (expected a dict label -> DensityResult)")
     if grid is not None and (sigma is None or not sigma > 0):
@@ -89,7 +106,20 @@ def draw_top_eigenvalues(eigenvalues, colors: Mapping, ax, *, column: str = "opt
     """The top Hessian eigenvalues of each run against their rank, with the Lanczos residuals
     as error bars (some true eigenvalue lies within them); runs side by side at each rank.
     ``eigenvalues``: a tidy frame with ``column``, ``rank``, ``eigenvalue`` and ``residual``.
-    Returns the axes."""
+    Returns the axes.
+
+    Args:
+        eigenvalues: a DataFrame with columns ``column``, ``rank``, ``eigenvalue``, ``residual``.
+        colors: a mapping ``label -> colour`` for the values of ``column``.
+        ax: the matplotlib Axes to draw on.
+        column: the column naming each run.
+
+    Returns:
+        ``ax``.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
     _missing(eigenvalues, [column, "rank", "eigenvalue", "residual"], "eigenvalues")
     labels = list(dict.fromkeys(eigenvalues[column]))
     for i, label in enumerate(labels):
@@ -113,7 +143,21 @@ def draw_top_eigenvalues(eigenvalues, colors: Mapping, ax, *, column: str = "opt
 def draw_traces(summary, colors: Mapping, ax, *, stderrs: float = 2.0, title: str | None = None):
     """Each run's Hessian trace estimate (``summary``: indexed by label, with ``trace`` and
     ``trace_stderr``) with ``stderrs`` standard errors either side, one row per run from the
-    top. Returns the axes."""
+    top. Returns the axes.
+
+    Args:
+        summary: a DataFrame indexed by label with ``trace`` and ``trace_stderr`` columns.
+        colors: a mapping ``label -> colour``.
+        ax: the matplotlib Axes to draw on.
+        stderrs: the half-width of the error bars, in standard errors.
+        title: the axes title (None: ``"Trace (Hutch++)"``).
+
+    Returns:
+        ``ax``.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
     _missing(summary, ["trace", "trace_stderr"], "summary")
     y = np.arange(len(summary))
     for yi, (label, row) in zip(y, summary.iterrows(), strict=True):
@@ -142,7 +186,21 @@ def draw_preconditioned_sharpness(summary, colors: Mapping, ax, *, xlim=(1e-4, 2
     ``lambda_max(P^-1/2 H P^-1/2) / ((2 + 2 beta1) / ((1 - beta1) eta))``, as bars on a log axis
     with the threshold (1) dashed. ``summary``: indexed by label, with
     ``preconditioned_lambda_max`` and ``threshold_adam`` (rows without them are left out).
-    Returns the axes."""
+    Returns the axes.
+
+    Args:
+        summary: a DataFrame indexed by label with ``preconditioned_lambda_max`` and
+            ``threshold_adam`` columns.
+        colors: a mapping ``label -> colour``.
+        ax: the matplotlib Axes to draw on.
+        xlim: the limits of the log ratio axis.
+
+    Returns:
+        ``ax``.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
     _missing(summary, ["preconditioned_lambda_max", "threshold_adam"], "summary")
     adaptive = summary.dropna(subset=["preconditioned_lambda_max", "threshold_adam"])
     ratio = adaptive["preconditioned_lambda_max"] / adaptive["threshold_adam"]
@@ -160,7 +218,20 @@ def plot_curvature_summary(
     eigenvalues, summary, colors: Mapping, *, trace_title: str | None = None
 ) -> Figure:
     """Three panels: :func:`draw_top_eigenvalues`, :func:`draw_traces` (two standard errors)
-    and :func:`draw_preconditioned_sharpness`. Returns the figure."""
+    and :func:`draw_preconditioned_sharpness`. Returns the figure.
+
+    Args:
+        eigenvalues: the frame for :func:`draw_top_eigenvalues` (``column="optimizer"``).
+        summary: the frame for :func:`draw_traces` and :func:`draw_preconditioned_sharpness`.
+        colors: a mapping ``label -> colour``.
+        trace_title: the title of the trace panel (None: the default).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(13, 4.2), width_ratios=[1.3, 1, 1])
     draw_top_eigenvalues(eigenvalues, colors, ax)
     draw_traces(summary, colors, bx, title=trace_title)
@@ -194,7 +265,23 @@ def plot_curvature_vs_loss(
     (``quantities``: column -> axis name; default the top eigenvalue and the trace), one colour
     per ``column`` value and one marker per ``seed``; each title gives Spearman's rank
     correlation over all runs. ``population``: a tidy frame, one row per run. Returns the
-    figure."""
+    figure.
+
+    Args:
+        population: a DataFrame, one row per run, with the ``loss``, ``column``, ``seed`` and
+            quantity columns.
+        colors: a mapping from the values of ``column`` to colours.
+        quantities: a mapping ``column name -> axis label`` (None: ``lambda_max`` and ``trace``).
+        loss: the column of the final training loss.
+        column: the column that picks the colour.
+        seed: the column that picks the marker (at most seven distinct seeds).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
     quantities = quantities or {"lambda_max": r"$\lambda_{\max}(H)$", "trace": r"tr $H$"}
     _missing(population, [loss, column, seed, *quantities], "population")
     seeds = sorted(population[seed].unique())
@@ -221,7 +308,18 @@ def plot_gd_edge_of_stability(runs: Mapping, *, sharpness_ylim=None) -> Figure:
     """Full-batch gradient descent at several learning rates (``runs``: ``lr -> Run`` whose
     measurements hold ``sharpness``): the training loss (log axis) and the sharpness
     ``lambda_max(H)`` against the step, with each run's ``2/eta`` dashed in its colour (one
-    sequential scale over the learning rates). Returns the figure."""
+    sequential scale over the learning rates). Returns the figure.
+
+    Args:
+        runs: a mapping ``learning rate -> Run``, with ``sharpness`` in each run's measurements.
+        sharpness_ylim: the y limits of the sharpness panel (None: automatic).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: ``runs`` is empty, or a run's measurements lack ``step`` or ``sharpness``.
+    """
     if not runs:
         raise ValueError("Invalid runs: empty (expected a dict learning rate -> Run)")
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -248,7 +346,20 @@ def plot_edge_of_stability(momentum, adaptive: Mapping, colors: Mapping) -> Figu
     ``(2 + 2 beta)/eta`` dashed and ``2/eta`` dotted. Right: the preconditioned sharpness of
     adaptive runs (``adaptive``: label -> Run, with ``preconditioned_sharpness`` and
     ``threshold_adam``) as a fraction of their threshold, which is 1 (dashed). Returns the
-    figure."""
+    figure.
+
+    Args:
+        momentum: a mapping ``label -> Run`` holding exactly one heavy-ball run.
+        adaptive: a mapping ``label -> Run`` of adaptive runs.
+        colors: a mapping ``label -> colour`` covering both mappings' labels.
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: ``momentum`` does not hold exactly one run, ``adaptive`` is empty, or a
+            run's measurements lack a required column.
+    """
     if len(momentum) != 1 or not adaptive:
         raise ValueError("Invalid runs: one momentum run and at least one adaptive run needed")
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))

@@ -70,7 +70,21 @@ def draw_measure_scatter(
     optimizer configuration (``label``, ``optimizer``, ``hparams`` columns; markers differ too,
     in the frame's order of labels); a log x axis when
     the measure spans decades; ``tau`` (a row with ``tau``, ``low``, ``high``, ``n``) in the
-    title."""
+    title.
+
+    Args:
+        ax: the matplotlib Axes to draw on.
+        frame: a DataFrame with ``label``, ``optimizer``, ``hparams``, ``measure`` and ``gap``
+            columns, one row per minimum.
+        measure: the column drawn on x.
+        gap: the column drawn on y.
+        tau: a row (Series or mapping) with ``tau``, ``low``, ``high``, ``n``; None: the title is
+            the measure's label.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: a required column is missing.
+    """
     _check_frame(frame, ["label", "optimizer", "hparams", measure, gap])
     for k, (label, group) in enumerate(frame.groupby("label", sort=False)):
         style = sweep_style(group["optimizer"].iloc[0], group["hparams"].iloc[0])
@@ -101,7 +115,23 @@ def plot_flatness_scatter(
     """A grid of :func:`draw_measure_scatter` panels: one column per measure, one row per value
     of the column ``rows`` (e.g. the task; None: one row). ``taus``: a table of
     :func:`analysis_lib.stats.tau_table` with a ``measure`` column (and the ``rows`` column),
-    whose matching row goes into each panel's title. One legend for the figure."""
+    whose matching row goes into each panel's title. One legend for the figure.
+
+    Args:
+        frame: a DataFrame as for :func:`draw_measure_scatter`.
+        measures: the measure columns, one panel column each.
+        gap: the column drawn on y.
+        rows: a column whose values give the panel rows (None: one row).
+        taus: a Kendall's tau table with a ``measure`` column (and ``rows``); None: no tau.
+        suptitle: the figure title (None or empty: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: ``measures`` is empty or a required column is missing.
+    """
     _check_frame(frame, ["label", "optimizer", "hparams", gap, *measures])
     if not measures:
         raise ValueError("Invalid measures: empty")
@@ -138,7 +168,20 @@ def plot_flatness_scatter(
 def plot_rescaling(frame: pd.DataFrame, measures: Sequence[str] | None = None) -> Figure:
     """Each measure relative to its value at ``a = 1`` against ``a`` (log-log when the ratios
     span decades, else log-x), from a tidy frame with columns ``a``, ``measure``, ``value``
-    (Dinh et al.'s rescaling: the same function at every ``a``). Adaptive measures dashed."""
+    (Dinh et al.'s rescaling: the same function at every ``a``). Adaptive measures dashed.
+
+    Args:
+        frame: a DataFrame with ``a``, ``measure`` and ``value`` columns.
+        measures: the measures to draw, in order (None: all, in the frame's order).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: a required column is missing, or no row has ``a == 1``.
+        IndexError: a drawn measure has no row at ``a == 1``.
+    """
     _check_frame(frame, ["a", "measure", "value"])
     if not (frame["a"] == 1).any():
         raise ValueError("Invalid frame: no row at a = 1 to compare with")
@@ -172,7 +215,30 @@ def flatness_table(
     extra: Sequence[str] = ("train_loss", "test_accuracy", "gap"),
 ) -> pd.DataFrame:
     """Per group of ``by`` (in the frame's order): ``n`` minima and the median of each of
-    ``extra`` and ``measures``."""
+    ``extra`` and ``measures``.
+
+    Args:
+        frame: a DataFrame, one row per minimum, with the ``by``, ``extra`` and ``measures``
+            columns.
+        measures: the measure columns.
+        by: the grouping columns.
+        extra: further columns whose medians come first.
+
+    Returns:
+        A DataFrame indexed by ``by``, with ``n`` then the ``extra`` and ``measures`` columns.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: a required column is missing.
+
+    Examples:
+        >>> frame = pd.DataFrame({"label": ["sgd", "sgd", "adam"], "gap": [0.1, 0.3, 0.2],
+        ...                       "lambda_max": [4.0, 6.0, 9.0]})
+        >>> print(flatness_table(frame, ["lambda_max"], extra=["gap"]).reset_index())
+          label  n  gap  lambda_max
+        0   sgd  2  0.2         5.0
+        1  adam  1  0.2         9.0
+    """
     by, cols = list(by), [*extra, *measures]
     _check_frame(frame, [*by, *cols])
     grouped = frame.groupby(by, sort=False)

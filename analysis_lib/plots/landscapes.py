@@ -37,7 +37,27 @@ def _landscape_range(grids, vmin=None, vmax=None) -> tuple[float, float]:
 
 def landscape_levels(grids, levels: int = 12, vmin=None, vmax=None) -> np.ndarray:
     """``levels`` log-spaced contour levels from the smallest to the largest loss of ``grids``
-    (one grid or several, for a shared scale), or between ``vmin`` and ``vmax``."""
+    (one grid or several, for a shared scale), or between ``vmin`` and ``vmax``.
+
+    Args:
+        grids: a grid (anything with a ``loss`` array) or a list or tuple of grids.
+        levels: the number of levels.
+        vmin: the lowest level (None: the smallest finite positive loss).
+        vmax: the highest level (None: the largest finite positive loss).
+
+    Returns:
+        A 1-D NumPy array of ``levels`` increasing values (a tiny range when all losses are
+        equal).
+
+    Raises:
+        ValueError: no grid has a finite positive loss.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> grid = SimpleNamespace(loss=[[1.0, 0.0], [100.0, float("nan")]])
+        >>> landscape_levels(grid, 3).tolist()
+        [1.0, 10.0, 100.0]
+    """
     grids = grids if isinstance(grids, list | tuple) else [grids]
     lo, hi = _landscape_range(grids, vmin, vmax)
     if not hi > lo:
@@ -62,7 +82,23 @@ def draw_landscape_contour(
 ):
     """Contour lines of a 2-D landscape at log-spaced levels (an int: that many between the
     grid's smallest and largest loss; or the levels themselves), labelled with their loss.
-    The centre (0, 0) is marked. Returns the axes."""
+    The centre (0, 0) is marked. Returns the axes.
+
+    Args:
+        grid: a 2-D ``LandscapeGrid`` (``alphas``, ``betas``, ``loss``).
+        ax: the matplotlib Axes (None: a new figure).
+        levels: the number of levels, or the levels themselves.
+        labels: label the lines with their loss.
+        color: the line colour.
+        linewidths: the line width.
+        fmt: the format of the line labels.
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        ValueError: ``grid`` is not 2-D or has no finite positive loss.
+    """
     _check_2d(grid)
     ax = ax or plt.subplots(figsize=(5, 4.4))[1]
     if np.isscalar(levels):
@@ -92,7 +128,24 @@ def draw_landscape_filled(
 ):
     """A filled contour of a 2-D landscape on a logarithmic colour scale (``vmin``/``vmax`` fix
     it, e.g. to share it between panels), with ``lines`` labelled log-spaced contour lines over
-    it (0: none) and a colour bar. Returns (axes, the filled contour set)."""
+    it (0: none) and a colour bar. Returns (axes, the filled contour set).
+
+    Args:
+        grid: a 2-D ``LandscapeGrid``.
+        ax: the matplotlib Axes (None: a new figure).
+        levels: the number of filled levels.
+        vmin: the bottom of the colour scale (None: the grid's smallest positive loss).
+        vmax: the top of the colour scale (None: the grid's largest loss).
+        cmap: the colormap.
+        colorbar: add a colour bar.
+        lines: the number of contour lines over the fill (0: none).
+
+    Returns:
+        A tuple ``(ax, QuadContourSet)``.
+
+    Raises:
+        ValueError: ``grid`` is not 2-D or has no finite positive loss.
+    """
     _check_2d(grid)
     ax = ax or plt.subplots(figsize=(5.4, 4.4))[1]
     fill_levels = landscape_levels(grid, levels, vmin, vmax)
@@ -131,7 +184,20 @@ def _log_colorbar(cb) -> None:
 
 def draw_landscape_surface(grid, ax=None, *, cmap: str = "viridis", log: bool = True):
     """A 3-D surface of a 2-D landscape (log10 of the loss with ``log``) on 3-D axes (made
-    when ``ax`` is None). Returns the axes."""
+    when ``ax`` is None). Returns the axes.
+
+    Args:
+        grid: a 2-D ``LandscapeGrid``.
+        ax: 3-D matplotlib Axes (None: a new figure).
+        cmap: the colormap.
+        log: draw ``log10`` of the loss.
+
+    Returns:
+        The 3-D Axes.
+
+    Raises:
+        ValueError: ``grid`` is not 2-D.
+    """
     _check_2d(grid)
     if ax is None:
         ax = plt.figure(figsize=(6, 5)).add_subplot(projection="3d")
@@ -157,7 +223,22 @@ def draw_pca_path(
 ):
     """A trajectory projected on its PCA plane (``landscape.pca_directions``): the path, its
     start (circle) and end (star, at the origin); the axes name each component's explained
-    variance. Returns the axes."""
+    variance. Returns the axes.
+
+    Args:
+        directions: ``Directions`` from ``landscape.pca_directions`` (with ``path`` and
+            ``explained_variance_ratio``).
+        ax: the matplotlib Axes (None: a new figure).
+        color: the path colour.
+        label: the path's legend label (None: none).
+        axis_labels: name the axes ``PC 1`` and ``PC 2`` with their explained variance.
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        ValueError: ``directions`` has no projected path.
+    """
     path = getattr(directions, "path", None)
     if path is None:
         raise ValueError("Invalid directions: no projected path (use landscape.pca_directions)")
@@ -184,7 +265,24 @@ def plot_landscapes(
 ):
     """2-D landscapes (a dict ``label -> grid``) side by side on one logarithmic colour scale
     with one colour bar; ``paths`` (``label -> Directions`` from ``pca_directions``) are drawn
-    over their panels in ``colors[label]``. Returns (figure, axes)."""
+    over their panels in ``colors[label]``. Returns (figure, axes).
+
+    Args:
+        grids: a mapping ``label -> LandscapeGrid`` (2-D).
+        ncols: panels per row (None: all in one row).
+        paths: a mapping ``label -> Directions`` to draw over the matching panels (None: none).
+        colors: a mapping ``label -> colour`` for the paths (default white).
+        levels: the number of filled levels.
+        lines: the number of contour lines per panel (0: none).
+        title: the figure title (None: none).
+        panel_size: the size of one panel, in inches.
+
+    Returns:
+        A tuple ``(Figure, axes)``, ``axes`` a 2-D array of Axes (unused ones hidden).
+
+    Raises:
+        ValueError: ``grids`` is empty, a grid is not 2-D, or no grid has a finite positive loss.
+    """
     grids = dict(grids)
     if not grids:
         raise ValueError("Invalid grids: empty (expected a dict label -> LandscapeGrid)")
@@ -229,7 +327,23 @@ def plot_interpolation(
 ):
     """Loss (log axis) and accuracy along a linear interpolation, one line per entry of
     ``curves`` (``label -> LandscapeGrid`` from ``landscape.interpolate``, e.g. train and
-    test); alpha = 0 and 1 are marked with ``names``. Returns (figure, axes)."""
+    test); alpha = 0 and 1 are marked with ``names``. Returns (figure, axes).
+
+    Args:
+        curves: a mapping ``label -> LandscapeGrid`` of 1-D curves (``alphas``, ``loss``,
+            ``accuracy``).
+        names: the names of the end points at alpha = 0 and alpha = 1.
+        axes: two matplotlib Axes (loss, accuracy); None: a new figure.
+        colors: a mapping ``label -> colour`` (default ``C0``, ``C1``, ...).
+        title: the figure title (None: none).
+        **line_kwargs: passed on to ``Axes.plot``, overriding the defaults.
+
+    Returns:
+        A tuple ``(Figure, axes)``.
+
+    Raises:
+        ValueError: ``curves`` is empty.
+    """
     curves = dict(curves)
     if not curves:
         raise ValueError("Invalid curves: empty (expected a dict label -> LandscapeGrid)")

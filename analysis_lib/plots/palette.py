@@ -45,7 +45,16 @@ _ALPHA_SPAN = (0.12, 0.74)
 def alpha_colormap() -> mcolors.Colormap:
     """The colormap for Ada2MS's ``alpha`` in ``[0, 1]``: the part of seaborn's perceptually
     uniform ``rocket`` scale from dark (``alpha = 0``, momentum-SGD-like) to light
-    (``alpha = 1``, AdamW). Every figure that colours Ada2MS by alpha uses it."""
+    (``alpha = 1``, AdamW). Every figure that colours Ada2MS by alpha uses it.
+
+    Returns:
+        A 256-entry ``LinearSegmentedColormap`` named ``"ada2ms_alpha"``.
+
+    Examples:
+        >>> cmap = alpha_colormap()
+        >>> cmap.name, cmap.N
+        ('ada2ms_alpha', 256)
+    """
     lo, hi = _ALPHA_SPAN
     rocket = sns.color_palette("rocket", as_cmap=True)
     return mcolors.LinearSegmentedColormap.from_list(
@@ -62,6 +71,13 @@ def alpha_colors(
     ``cmap`` picks another colormap instead (a name such as ``"viridis"`` or seaborn's
     ``"crest"``, or a Colormap), evaluated at ``alpha`` (for quantities other than Ada2MS's
     alpha, which should not look like it).
+
+    Args:
+        alphas: the alpha values, each a number in ``[0, 1]``.
+        cmap: a colormap name or Colormap; None (default) is :func:`alpha_colormap`.
+
+    Returns:
+        A list of ``(r, g, b, a)`` float tuples, one per alpha.
 
     Raises:
         ValueError: an alpha is not a number in ``[0, 1]``.
@@ -85,8 +101,19 @@ def optimizer_color(name: str, alpha=None) -> str:
     :func:`alpha_colormap`), a schedule (any callable: :data:`ADA2MS_SCHEDULE_COLOR`) or
     ``None`` (the default alpha, 0.5). Returns a hex string.
 
+    Args:
+        name: the optimizer's registry name, in any case.
+        alpha: Ada2MS's alpha (a number, a callable schedule, or None); ignored for other
+            optimizers.
+
     Raises:
         ValueError: an unknown name, or an alpha outside ``[0, 1]``.
+
+    Examples:
+        >>> optimizer_color("Adam")
+        '#009e73'
+        >>> optimizer_color("ada2ms", lambda t: 1.0)
+        '#7f7f7f'
     """
     key = str(name).lower()
     if key not in OPTIMIZER_COLORS:
@@ -101,7 +128,23 @@ def optimizer_color(name: str, alpha=None) -> str:
 def optimizer_style(name: str, alpha=None) -> dict:
     """``color`` (:func:`optimizer_color`) and ``linestyle`` of an optimizer configuration:
     AdamW and Ada2MS at ``alpha = 1`` (which is AdamW) dashed, so that paths they share with
-    Adam stay visible; an alpha schedule dash-dotted; everything else solid."""
+    Adam stay visible; an alpha schedule dash-dotted; everything else solid.
+
+    Args:
+        name: the optimizer's registry name, in any case.
+        alpha: Ada2MS's alpha, as for :func:`optimizer_color`.
+
+    Returns:
+        A dict with keys ``"color"`` (hex string) and ``"linestyle"`` (a matplotlib line style).
+
+    Raises:
+        ValueError: an unknown name, or an alpha outside ``[0, 1]`` (from
+            :func:`optimizer_color`).
+
+    Examples:
+        >>> optimizer_style("adamw")
+        {'color': '#e69f00', 'linestyle': (0, (5, 2))}
+    """
     key = str(name).lower()
     style = "-"
     if key == "adamw":
@@ -128,17 +171,52 @@ def _configuration(config) -> tuple[str, object]:
 def optimizer_styles(configs) -> dict[str, dict]:
     """:func:`optimizer_style` of every configuration of a mapping ``label -> name`` or
     ``label -> (name, hyperparameters, ...)`` (a notebook's table of runs), by label; an
-    Ada2MS ``alpha`` among the hyperparameters picks its colour on the alpha scale."""
+    Ada2MS ``alpha`` among the hyperparameters picks its colour on the alpha scale.
+
+    Args:
+        configs: a mapping ``label -> name`` or ``label -> (name, hyperparameters, ...)``.
+
+    Returns:
+        A dict ``label -> {"color": ..., "linestyle": ...}``.
+
+    Raises:
+        ValueError: a configuration is neither a name nor a tuple starting with one, or its name
+            or alpha is invalid.
+    """
     return {label: optimizer_style(*_configuration(c)) for label, c in dict(configs).items()}
 
 
 def optimizer_colors(configs) -> dict[str, str]:
-    """The ``color`` of :func:`optimizer_styles`, by label."""
+    """The ``color`` of :func:`optimizer_styles`, by label.
+
+    Args:
+        configs: as for :func:`optimizer_styles`.
+
+    Returns:
+        A dict ``label -> hex colour string``.
+
+    Raises:
+        ValueError: as for :func:`optimizer_styles`.
+
+    Examples:
+        >>> optimizer_colors({"base": "adam", "a0": ("ada2ms", {"alpha": 0.0})})
+        {'base': '#009e73', 'a0': '#2d1738'}
+    """
     return {label: style["color"] for label, style in optimizer_styles(configs).items()}
 
 
 def optimizer_linestyles(configs) -> dict[str, object]:
-    """The ``linestyle`` of :func:`optimizer_styles`, by label."""
+    """The ``linestyle`` of :func:`optimizer_styles`, by label.
+
+    Args:
+        configs: as for :func:`optimizer_styles`.
+
+    Returns:
+        A dict ``label -> matplotlib line style``.
+
+    Raises:
+        ValueError: as for :func:`optimizer_styles`.
+    """
     return {label: style["linestyle"] for label, style in optimizer_styles(configs).items()}
 
 
@@ -148,7 +226,18 @@ _LINESTYLES = {"adamw": (0, (5, 2)), 1.0: (0, (5, 2)), 0.5: "-", 0.0: (0, (1.2, 
 def trajectory_style(trajectory) -> dict:
     """Line colour, style and label of a trajectory (or a :class:`~analysis_lib.trajectory.Method`
     or a :class:`~analysis_lib.trajectory.TuneResult`): :func:`optimizer_style` of its
-    optimizer and alpha, with its label."""
+    optimizer and alpha, with its label.
+
+    Args:
+        trajectory: any object with ``optimizer``, ``hparams`` and ``label`` attributes. An
+            optimizer outside the registry gets a solid dark grey (``"0.3"``).
+
+    Returns:
+        A dict with keys ``"color"``, ``"linestyle"`` and ``"label"``.
+
+    Raises:
+        ValueError: an Ada2MS ``alpha`` outside ``[0, 1]``.
+    """
     name = trajectory.optimizer
     alpha = (trajectory.hparams or {}).get("alpha")
     if name not in OPTIMIZER_COLORS:
@@ -157,13 +246,36 @@ def trajectory_style(trajectory) -> dict:
 
 
 def trajectory_list(trajectories) -> list:
-    """The trajectories of a list or of a dict's values (label -> trajectory), as a list."""
+    """The trajectories of a list or of a dict's values (label -> trajectory), as a list.
+
+    Args:
+        trajectories: a list (or other iterable) of trajectories, or a dict ``label -> trajectory``.
+
+    Returns:
+        A new list.
+
+    Examples:
+        >>> trajectory_list({"a": 1, "b": 2})
+        [1, 2]
+    """
     return list(trajectories.values()) if isinstance(trajectories, dict) else list(trajectories)
 
 
 def trajectory_styles(trajectories, colors=None) -> list[dict]:
     """:func:`trajectory_style` of each trajectory; a dict's keys become the labels and
-    ``colors`` (one per trajectory) replace the optimizer colours."""
+    ``colors`` (one per trajectory) replace the optimizer colours.
+
+    Args:
+        trajectories: a list of trajectories or a dict ``label -> trajectory``.
+        colors: optional colours, one per trajectory; they also make every line solid.
+
+    Returns:
+        A list of style dicts (``color``, ``linestyle``, ``label``), one per trajectory.
+
+    Raises:
+        ValueError: ``colors`` does not have one entry per trajectory (from ``zip(strict=True)``),
+            or an invalid Ada2MS alpha.
+    """
     items = trajectory_list(trajectories)
     styles = [trajectory_style(t) for t in items]
     if isinstance(trajectories, dict):

@@ -72,6 +72,12 @@ def figures_dir() -> Path:
     is no project root. Without the variable: ``figures/`` at the project root (the folder with
     the ``pyproject.toml`` above the ``analysis_lib`` package), or ``./figures`` when the package
     is installed elsewhere.
+
+    Returns:
+        The folder, an absolute ``Path``.
+
+    Raises:
+        OSError: the folder cannot be created.
     """
     root = _io.project_root()
     base = root if root is not None else Path.cwd()
@@ -128,6 +134,9 @@ def save(
     shared by all formats. Every file is rendered in memory first and then written atomically
     (temporary file in the same folder + ``os.replace``): a failure or an interruption never
     leaves a half-written figure behind.
+
+    Returns:
+        A :class:`SavedFigures` list of the written paths, one per format.
 
     Raises:
         ValueError: ``name`` is not a simple file stem, or a format is not a plain extension.

@@ -41,7 +41,25 @@ def sweep_style(optimizer: str, hparams: str | Mapping | None = None) -> dict:
     """``color`` and ``linestyle`` of a sweep's optimizer configuration: its name and its
     hyperparameters (a dict, or the JSON text of a trials row). An Ada2MS ``alpha`` number
     picks its colour on the alpha scale; an alpha table (a schedule such as 1 -> 0) the
-    schedule's colour. Names outside the palette are grey."""
+    schedule's colour. Names outside the palette are grey.
+
+    Args:
+        optimizer: the optimizer's name, in any case.
+        hparams: a dict of hyperparameters, their JSON text, or None (empty text: none).
+
+    Returns:
+        A dict with keys ``"color"`` and ``"linestyle"``.
+
+    Raises:
+        json.JSONDecodeError: ``hparams`` is text that is not JSON.
+        ValueError: an Ada2MS ``alpha`` number outside ``[0, 1]``.
+
+    Examples:
+        >>> sweep_style("ada2ms", '{"alpha": 0.0}')
+        {'color': '#2d1738', 'linestyle': (0, (1.2, 1.2))}
+        >>> sweep_style("lbfgs")
+        {'color': '0.45', 'linestyle': '-'}
+    """
     if isinstance(hparams, str):
         hparams = json.loads(hparams) if hparams else {}
     alpha = dict(hparams or {}).get("alpha")
@@ -88,7 +106,25 @@ def draw_lr_sensitivity(
     over the seeds that finished) with a band over seeds: ``band="range"`` from the lowest to
     the highest seed, ``"interval"`` the 95% Student-t interval of the mean. A cross along the
     bottom marks a rate where a seed diverged or failed; a large dot with a black edge marks
-    the rate ``summary`` chose. ``labels`` picks and orders the lines (default all)."""
+    the rate ``summary`` chose. ``labels`` picks and orders the lines (default all).
+
+    Args:
+        trials: the trials table (``label``, ``optimizer``, ``hparams``, ``lr``, ``status`` and
+            ``metric`` columns).
+        summary: the summary table (``label``, ``lr``) whose chosen rates are marked; None: none.
+        ax: the matplotlib Axes (None: a new figure).
+        labels: the labels to draw, in order (None: all, in the trials' order).
+        metric: the trials column drawn on y.
+        band: ``"range"`` or ``"interval"``.
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        TypeError: ``trials`` is not a DataFrame.
+        ValueError: a required column is missing, ``band`` is not one of :data:`BANDS`, or a
+            label is not in the trials.
+    """
     _check_trials(trials, ("label", "optimizer", "hparams", "lr", "status", metric))
     if band not in BANDS:
         raise ValueError(f"Invalid band: {band!r} (expected one of {BANDS})")
@@ -134,7 +170,24 @@ def plot_lr_sensitivity(
     """Learning-rate sensitivity curves (:func:`draw_lr_sensitivity`) in a grid: one row per
     entry of ``panels`` (a name such as "digits MLP" -> ``(trials, summary)``), one column per
     entry of ``groups`` (a column title -> the labels drawn there; default every label in one
-    column). Rows share the y axis range ``ylim`` when given."""
+    column). Rows share the y axis range ``ylim`` when given.
+
+    Args:
+        panels: a mapping ``row name -> (trials, summary)``; ``summary`` may be None.
+        groups: a mapping ``column title -> labels`` (None: one column with every label of the
+            first panel's trials).
+        metric: the trials column drawn on y.
+        band: ``"range"`` or ``"interval"`` (see :func:`draw_lr_sensitivity`).
+        ylim: the y limits of every panel (None: each its own).
+        title: the figure title (None: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: ``panels`` is not a non-empty mapping, or as for :func:`draw_lr_sensitivity`.
+        TypeError: as for :func:`draw_lr_sensitivity`.
+    """
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("Invalid panels: expected a non-empty mapping name -> (trials, summary)")
     if groups is None:
@@ -169,7 +222,21 @@ def draw_test_intervals(
     the chosen rate with its 95% t-interval over seeds as an error bar, and, when ``trials``
     is given, each seed's value as a small open dot. The tick labels carry the chosen lr. An
     accuracy cannot leave [0, 1] but a t-interval over a few seeds can: its bar is cut at the
-    bound, and the axis label says so."""
+    bound, and the axis label says so.
+
+    Args:
+        summary: the summary table, with ``label``, ``optimizer``, ``hparams``, ``lr`` and
+            ``{metric}_mean``, ``{metric}_low``, ``{metric}_high`` columns.
+        trials: the trials table, for the per-seed dots (None: no dots).
+        ax: the matplotlib Axes (None: a new figure).
+        metric: the metric's name in the summary's column names.
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        ValueError: ``summary`` is not a DataFrame with the needed columns.
+    """
     needed = ["label", "optimizer", "hparams", "lr", f"{metric}_mean", f"{metric}_low",
               f"{metric}_high"]  # fmt: skip
     if not isinstance(summary, pd.DataFrame) or any(c not in summary.columns for c in needed):
@@ -208,7 +275,19 @@ def plot_test_intervals(
     title: str | None = None,
 ) -> Figure:
     """The final table as a figure: :func:`draw_test_intervals` side by side, one panel per
-    entry of ``panels`` (a name -> ``(summary, trials)``)."""
+    entry of ``panels`` (a name -> ``(summary, trials)``).
+
+    Args:
+        panels: a mapping ``panel title -> (summary, trials)``; ``trials`` may be None.
+        metric: the metric's name, as for :func:`draw_test_intervals`.
+        title: the figure title (None: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: ``panels`` is not a non-empty mapping, or a summary lacks a needed column.
+    """
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("Invalid panels: expected a non-empty mapping name -> (summary, trials)")
     rows = max(len(summary) for summary, _ in panels.values())

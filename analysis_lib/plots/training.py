@@ -42,7 +42,24 @@ def draw_losses(
     converged run lies below) and 3 above it (a diverging run is followed that far); the step
     axis ends where the last run still visible on it ends. ``smooth`` (a window of steps) draws
     each loss as its centred rolling mean with a band from the rolling 10% to 90% quantile,
-    for noisy runs. Returns the axes."""
+    for noisy runs. Returns the axes.
+
+    Args:
+        problem: a toy problem (``min_value``, ``scale``).
+        trajectories: a list of trajectories or a dict ``label -> trajectory`` (``losses``,
+            ``diverged``).
+        ax: the matplotlib Axes (None: a new figure).
+        legend: add a legend.
+        colors: colours, one per trajectory (None: the optimizer palette).
+        smooth: the rolling window in steps (None or 1: raw losses).
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        ValueError: ``smooth`` is not an integer >= 1, or ``colors`` does not have one entry per
+            trajectory.
+    """
     styles = trajectory_styles(trajectories, colors)
     trajectories = trajectory_list(trajectories)
     if smooth is not None:
@@ -156,6 +173,24 @@ def draw_transition(
     minibatch run are noisy). ``beta2_hat_run`` names a run whose ``beta2_hat`` (AdamNX) is drawn
     in panel (c) as 1 - beta2_hat on a twin log axis; ``horizon`` marks AdamNX's 1 / (1 - a).
     Returns (figure, axes).
+
+    Args:
+        measurements: a tidy DataFrame with ``column``, ``step``, ``step_size_log10_iqr``,
+            ``cosine_to_momentum`` and ``preconditioner_drift`` (and ``beta2_hat`` for
+            ``beta2_hat_run``) columns.
+        colors: a mapping ``run -> colour``.
+        styles: a mapping ``run -> line style`` (default solid).
+        horizon: the step of AdamNX's horizon to mark (None: none).
+        beta2_hat_run: the run whose ``1 - beta2_hat`` is drawn in panel (c) (None: none).
+        smooth: the rolling-median window, in measurements (<= 1: raw values).
+        column: the column naming the runs.
+
+    Returns:
+        A tuple ``(Figure, axes)``, ``axes`` the three stacked Axes.
+
+    Raises:
+        ValueError: ``measurements`` has no ``column`` column.
+        KeyError: a run has no colour, or a panel's column is missing.
     """
     if column not in measurements:
         raise ValueError(f"measurements has no {column!r} column (use training.runs_frame)")
@@ -211,7 +246,19 @@ def _binned_mean(steps: np.ndarray, values: np.ndarray, bins: int = 100):
 
 def draw_step_size_cdf(sizes: np.ndarray, ax, **line_kwargs):
     """The empirical distribution function of effective step sizes against log10 of the size
-    (a single value draws one vertical step). Returns the axes."""
+    (a single value draws one vertical step). Returns the axes.
+
+    Args:
+        sizes: the effective step sizes (any shape; flattened).
+        ax: the matplotlib Axes.
+        **line_kwargs: passed on to ``Axes.step`` (e.g. ``color``, ``label``).
+
+    Returns:
+        ``ax``.
+
+    Raises:
+        ValueError: ``sizes`` is empty or holds a value that is not finite and positive.
+    """
     sizes = np.sort(np.asarray(sizes, dtype=np.float64).ravel())
     if sizes.size == 0 or not (np.isfinite(sizes) & (sizes > 0)).all():
         raise ValueError("Invalid sizes: expected finite positive step sizes")
@@ -227,7 +274,23 @@ def plot_loss_and_step_sizes(
     log-spaced bins, so the noise of small batches averages out where steps are dense) and the
     distribution of its final effective step sizes (``step_sizes``: label -> array, see
     :func:`draw_step_size_cdf`); one legend for both, on the right. ``runs``: label -> Run
-    (its ``history``); ``titles``: (loss panel, step-size panel). Returns the figure."""
+    (its ``history``); ``titles``: (loss panel, step-size panel). Returns the figure.
+
+    Args:
+        runs: a mapping ``label -> Run`` (its ``history`` with ``step`` and ``loss``).
+        step_sizes: a mapping ``label -> array`` of final effective step sizes.
+        colors: a mapping ``label -> colour``.
+        styles: a mapping ``label -> line style`` (default solid).
+        loss_ylim: the y limits of the loss panel (None: automatic).
+        titles: the two panel titles (None: defaults).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: a label's step sizes are empty, not finite or not positive.
+        KeyError: a label of ``runs`` has no colour or step sizes.
+    """
     styles = styles or {}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.3))
     for label, run in runs.items():
@@ -253,7 +316,18 @@ def plot_alpha_step_sizes(step_sizes, *, title: str | None = None) -> Figure:
     sizes of every coordinate), on the alpha scale: their histograms on a log axis (a single
     value as a vertical line) and the spread, the standard deviation of log10 of the sizes,
     against alpha with the line ``alpha x`` (spread at the largest alpha) dashed.
-    Returns the figure."""
+    Returns the figure.
+
+    Args:
+        step_sizes: a mapping ``alpha -> array`` of effective step sizes, alphas in ``[0, 1]``.
+        title: the figure title (None: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: an alpha outside ``[0, 1]``, or ``step_sizes`` is empty.
+    """
     from .palette import alpha_colors, optimizer_color
 
     alphas = list(step_sizes)
@@ -293,7 +367,16 @@ def plot_adamnx_second_moment(
     ``a = beta2^(1 - beta2)``). Right: the weight of each past ``g_i^2`` in ``v_t`` at each step
     of ``steps``, for ``beta2`` (dashed: Adam's). The curves are the closed forms
     :func:`~analysis_lib.optim.adamnx_betas`, :func:`~analysis_lib.optim.adamnx_gradient_weights`
-    and :func:`~analysis_lib.optim.adam_gradient_weights`."""
+    and :func:`~analysis_lib.optim.adam_gradient_weights`.
+
+    Args:
+        beta2s: the ``beta2`` values of the left panel.
+        beta2: the ``beta2`` of the right panel.
+        steps: the steps ``t`` whose weights the right panel draws.
+
+    Returns:
+        The matplotlib Figure.
+    """
     from ..optim import adam_gradient_weights, adamnx_betas, adamnx_gradient_weights, adamnx_horizon
     from .palette import alpha_colors
 

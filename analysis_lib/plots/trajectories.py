@@ -53,7 +53,19 @@ def draw_problem(
 ):
     """Filled contours of ``problem`` over its plot bounds (on a log colour scale when the
     problem asks for one), thin contour lines, its minima as white stars and a colour bar of
-    the loss. Returns the axes."""
+    the loss. Returns the axes.
+
+    Args:
+        problem: a toy problem (``grid``, ``levels``, ``log_scale``, ``minima``, ``bounds``).
+        ax: the matplotlib Axes (None: a new figure).
+        n: the grid resolution per axis.
+        levels: the number of contour levels.
+        colorbar: add a colour bar.
+        minima: mark the minima.
+
+    Returns:
+        The matplotlib Axes.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.5))
     xx, yy, ff = problem.grid(n)
@@ -115,7 +127,26 @@ def draw_trajectories(
     ``markers``), the start as a black circle. ``trajectories`` is a list, or a dict whose keys
     are the labels; ``colors`` replace the optimizer colours; ``linewidth`` and ``opacity``
     (thin, translucent paths let a noisy path that fills the plane show what lies beneath).
-    Returns the axes; ``legend=True`` puts a legend outside the axes, on the right."""
+    Returns the axes; ``legend=True`` puts a legend outside the axes, on the right.
+
+    Args:
+        problem: a toy problem.
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``.
+        ax: the matplotlib Axes (None: a new figure).
+        background: draw :func:`draw_problem` under the paths.
+        colorbar: give the background a colour bar.
+        markers: mark every point.
+        legend: add a legend outside the axes.
+        colors: colours, one per trajectory (None: the optimizer palette).
+        linewidth: the path width.
+        opacity: the path alpha.
+
+    Returns:
+        The matplotlib Axes.
+
+    Raises:
+        ValueError: ``colors`` does not have one entry per trajectory.
+    """
     styles = trajectory_styles(trajectories, colors)
     trajectories = trajectory_list(trajectories)
     if ax is None:
@@ -167,7 +198,25 @@ def plot_race(
     step, with one legend outside both, below them. ``trajectories`` is a list or a dict whose
     keys are the labels; ``colors`` (one per trajectory) replace the optimizer colours;
     ``smooth``, ``linewidth`` and ``opacity`` as in :func:`draw_losses` and
-    :func:`draw_trajectories` (for noisy runs)."""
+    :func:`draw_trajectories` (for noisy runs).
+
+    Args:
+        problem: a toy problem.
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``.
+        title: the figure title (None: none).
+        markers: mark every point of the paths.
+        colors: colours, one per trajectory (None: the optimizer palette).
+        smooth: the rolling window of the loss panel (None: raw).
+        linewidth: the path width.
+        opacity: the path alpha.
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: ``colors`` does not have one entry per trajectory, or ``smooth`` is not an
+            integer >= 1.
+    """
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.4), width_ratios=[1.15, 1])
     draw_trajectories(
         problem,
@@ -191,7 +240,18 @@ def plot_small_multiples(
     problem, trajectories, *, ncols: int = 4, title: str | None = None, markers: bool = True
 ) -> Figure:
     """One panel per trajectory on ``problem``'s contours (shared colour bar), titled with the
-    method and its learning rate."""
+    method and its learning rate.
+
+    Args:
+        problem: a toy problem.
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``.
+        ncols: panels per row.
+        title: the figure title (None: none).
+        markers: mark every point of the paths.
+
+    Returns:
+        The matplotlib Figure.
+    """
     trajectories = trajectory_list(trajectories)
     nrows = -(-len(trajectories) // ncols)
     fig, axes = plt.subplots(
@@ -222,7 +282,16 @@ def plot_small_multiples(
 def plot_lr_tuning(results, *, ax=None, title: str | None = None) -> Figure:
     """The tuning curves: the distance of the final point to the nearest minimum against the
     learning rate, one line per method (:class:`~analysis_lib.trajectory.TuneResult`), the
-    chosen learning rate as a large dot and diverged runs as crosses along the top."""
+    chosen learning rate as a large dot and diverged runs as crosses along the top.
+
+    Args:
+        results: a list of ``TuneResult`` or a dict of them (its values are used).
+        ax: the matplotlib Axes (None: a new figure).
+        title: the axes title (None: a default).
+
+    Returns:
+        The matplotlib Figure holding the axes.
+    """
     results = trajectory_list(results)
     if ax is None:
         fig, ax = plt.subplots(figsize=(9, 4.8))
@@ -279,7 +348,17 @@ def plot_step_sizes(
 ) -> Figure:
     """The per-coordinate effective step size η/(√d + ε) of adaptive trajectories against the
     step (log axes), one panel per coordinate; ``marks`` (label -> step) draws labelled
-    vertical lines."""
+    vertical lines.
+
+    Args:
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``; those
+            without ``step_sizes`` are left out.
+        title: the figure title (None: none).
+        marks: a mapping ``label -> step`` of vertical lines (None: none).
+
+    Returns:
+        The matplotlib Figure.
+    """
     trajectories = [t for t in trajectory_list(trajectories) if t.step_sizes is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     for i, (ax, axis) in enumerate(zip(axes, "xy", strict=True)):
@@ -302,7 +381,19 @@ def plot_step_sizes(
 def plot_alpha_sweep(problem, trajectories, *, title: str | None = None) -> Figure:
     """Ada2MS trajectories at several alphas (a mapping alpha -> trajectory) on ``problem``'s
     contours and their losses, coloured by alpha with :func:`alpha_colormap` (a colour bar
-    from SGD-like alpha = 0 to AdamW-like alpha = 1)."""
+    from SGD-like alpha = 0 to AdamW-like alpha = 1).
+
+    Args:
+        problem: a toy problem.
+        trajectories: a mapping ``alpha -> trajectory``, alphas in ``[0, 1]``.
+        title: the figure title (None: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        ValueError: an alpha outside ``[0, 1]``.
+    """
     items = sorted(trajectories.items())
     colors = alpha_colors([a for a, _ in items])
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.0), width_ratios=[1.1, 1])
@@ -340,7 +431,22 @@ def animate_trajectories(
     """A :class:`matplotlib.animation.FuncAnimation` of the trajectories appearing step by step
     on ``problem``'s contours (``frames`` frames, steps spaced evenly on a square-root scale so
     the fast early motion is not lost). Display it with ``HTML(anim.to_jshtml())``; the figure
-    is closed, so it is not also drawn as a still."""
+    is closed, so it is not also drawn as a still.
+
+    Args:
+        problem: a toy problem.
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``.
+        frames: the largest number of frames (fewer for short trajectories).
+        dpi: the figure resolution.
+        figsize: the figure size, in inches.
+        interval: the delay between frames, in milliseconds.
+
+    Returns:
+        The ``FuncAnimation``.
+
+    Raises:
+        ValueError: ``trajectories`` is empty.
+    """
     from matplotlib.animation import FuncAnimation
 
     trajectories = trajectory_list(trajectories)
@@ -378,7 +484,22 @@ def animation_html(problem, trajectories, *, frames: int = 30, dpi: int = 72, **
     """:func:`animate_trajectories` rendered as self-contained HTML/JavaScript
     (``FuncAnimation.to_jshtml``), every frame a JPEG at ``dpi`` (not the house ``savefig``
     resolution): about 20 kB a frame, so that a notebook embedding it stays small. Display it
-    with ``IPython.display.HTML``."""
+    with ``IPython.display.HTML``.
+
+    Args:
+        problem: a toy problem.
+        trajectories: a list of trajectories, or a dict ``label -> trajectory``.
+        frames: the largest number of frames.
+        dpi: the frame resolution.
+        **kwargs: passed on to :func:`animate_trajectories` (``figsize``, ``interval``).
+
+    Returns:
+        The HTML text, with element ids derived from its content (the same input gives the same
+        text).
+
+    Raises:
+        ValueError: ``trajectories`` is empty.
+    """
     anim = animate_trajectories(problem, trajectories, frames=frames, dpi=dpi, **kwargs)
     with plt.rc_context({"savefig.dpi": dpi, "animation.frame_format": "jpeg"}):
         html = anim.to_jshtml(default_mode="once")
@@ -394,7 +515,15 @@ def animation_html(problem, trajectories, *, frames: int = 30, dpi: int = 72, **
 def plot_explorer(problem, trajectory) -> Figure:
     """The explorer's view of one trajectory on ``problem``: :func:`plot_race` of its path and
     loss, titled with the method, its learning rate, the steps taken and why a diverged run
-    stopped."""
+    stopped.
+
+    Args:
+        problem: a toy problem.
+        trajectory: one trajectory.
+
+    Returns:
+        The matplotlib Figure.
+    """
     t = trajectory
     title = f"{problem.title}: {t.label}, lr = {t.lr:.3g}, {t.steps} steps"
     if t.diverged:
@@ -414,7 +543,21 @@ def draw_explorer(
     """:func:`plot_explorer` of the trajectory of ``optimizer`` on ``problem`` with the
     explorer's slider values (``beta1`` is SGD's momentum for ``"sgdm"``; ``beta2`` and
     ``alpha`` apply where the optimizer has them). The view behind :func:`trajectory_explorer`;
-    the run itself is :func:`analysis_lib.trajectory.run`."""
+    the run itself is :func:`analysis_lib.trajectory.run`.
+
+    Args:
+        problem: a toy problem.
+        optimizer: the optimizer's name (``"sgd"``, ``"sgdm"``, ``"adam"``, ``"adamw"``,
+            ``"adamnx"``, ``"ada2ms"``).
+        lr: the learning rate.
+        beta1: the first-moment (or momentum) coefficient.
+        beta2: the second-moment coefficient.
+        alpha: Ada2MS's alpha.
+        steps: the number of steps.
+
+    Returns:
+        The matplotlib Figure.
+    """
     from ..trajectory import run, slider_hparams
 
     hparams = slider_hparams(optimizer, beta1, beta2, alpha)
@@ -425,7 +568,18 @@ def trajectory_explorer(problems, *, steps: int = 200):
     """An ipywidgets explorer (returned; a notebook displays it): dropdowns for the problem
     (from ``problems``, a list of toy problems) and the optimizer, sliders for lr (log scale),
     beta1, beta2, alpha and steps; each change redraws :func:`draw_explorer`. Needs ipywidgets
-    and a live kernel."""
+    and a live kernel.
+
+    Args:
+        problems: a list of toy problems (named by ``title``).
+        steps: the initial value of the steps slider.
+
+    Returns:
+        An ``ipywidgets.interactive`` widget.
+
+    Raises:
+        ImportError: ipywidgets or IPython is not installed.
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -461,7 +615,15 @@ def trajectory_explorer(problems, *, steps: int = 200):
 
 def plot_problem_gallery(problems, *, ncols: int = 4) -> Figure:
     """Every problem's contours in one figure (one panel each, with its own colour bar), its
-    minima as stars and its suggested start as a black circle."""
+    minima as stars and its suggested start as a black circle.
+
+    Args:
+        problems: the toy problems.
+        ncols: panels per row.
+
+    Returns:
+        The matplotlib Figure.
+    """
     problems = list(problems)
     nrows = -(-len(problems) // ncols)
     # a fixed layout: constrained layout would take several passes over 2 * len(problems) axes

@@ -33,7 +33,23 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def split_indices(n: int, fractions: tuple[float, float], seed: int):
-    """Seeded (train, val, test) index arrays with val/test the given fractions of n."""
+    """Seeded (train, val, test) index arrays with val/test the given fractions of n.
+
+    Args:
+        n: the number of samples.
+        fractions: ``(val_fraction, test_fraction)``, each in [0, 1), summing to < 1.
+        seed: the seed of the permutation (numpy's ``default_rng``).
+
+    Returns:
+        Three disjoint integer arrays covering ``range(n)``; val and test sizes are rounded.
+
+    Raises:
+        ValueError: a fraction out of range, or the two summing to 1 or more.
+
+    Example:
+        >>> [len(a) for a in split_indices(10, (0.2, 0.1), seed=0)]
+        [7, 2, 1]
+    """
     val_fraction = check_float("val_fraction", fractions[0], 0.0, 1.0, high_open=True)
     test_fraction = check_float("test_fraction", fractions[1], 0.0, 1.0, high_open=True)
     if val_fraction + test_fraction >= 1.0:
@@ -47,20 +63,55 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int):
 
 
 def check_hidden(name: str, hidden) -> tuple[int, ...]:
-    """Hidden-layer widths: a sequence (possibly empty) of integers >= 1."""
+    """Hidden-layer widths: a sequence (possibly empty) of integers >= 1.
+
+    Args:
+        name: the argument's name, for the error.
+        hidden: the value to check.
+
+    Returns:
+        The widths as a tuple of ints.
+
+    Raises:
+        ValueError: not a sequence (a string is refused), or a width not an integer >= 1.
+
+    Example:
+        >>> check_hidden("hidden", [64, 32])
+        (64, 32)
+    """
     if isinstance(hidden, str) or not isinstance(hidden, Sequence | np.ndarray):
         raise ValueError(f"Invalid {name}: {hidden!r} (expected a sequence of integers >= 1)")
     return tuple(check_int(f"{name}[{i}]", h) for i, h in enumerate(hidden))
 
 
 def check_dtype(dtype) -> None:
-    """Refuse anything but a real floating-point ``torch.dtype``."""
+    """Refuse anything but a real floating-point ``torch.dtype``.
+
+    Args:
+        dtype: the value to check.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: ``dtype`` not a real floating-point ``torch.dtype``.
+    """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype.is_complex:
         raise ValueError(f"Invalid dtype: {dtype!r} (expected a real floating-point torch.dtype)")
 
 
 def check_activation(activation) -> None:
-    """Refuse an activation name that :data:`ACTIVATIONS` does not know."""
+    """Refuse an activation name that :data:`ACTIVATIONS` does not know.
+
+    Args:
+        activation: the value to check.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: ``activation`` not a key of :data:`ACTIVATIONS`.
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"Invalid activation: {activation!r} (expected one of {sorted(ACTIVATIONS)})"
@@ -69,7 +120,14 @@ def check_activation(activation) -> None:
 
 def recorded(constructor):
     """Record in ``task.arguments`` the arguments (defaults included, ``device`` left out) that
-    the task constructor was called with."""
+    the task constructor was called with.
+
+    Args:
+        constructor: a task constructor (a function returning a :class:`Task`).
+
+    Returns:
+        The wrapped constructor, with the same signature and docstring.
+    """
     signature = inspect.signature(constructor)
 
     @functools.wraps(constructor)

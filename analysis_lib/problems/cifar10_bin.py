@@ -59,7 +59,18 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read one file of CIFAR-10's binary version: records of one label byte (0-9) followed by
     3072 pixel bytes (1024 red, 1024 green, 1024 blue, rows of 32). Returns images of shape
     (n, 3, 32, 32) as uint8 and labels as int64. A file whose size is not a whole number of
-    records, or that holds a label outside 0-9, is rejected with a ValueError."""
+    records, or that holds a label outside 0-9, is rejected with a ValueError.
+
+    Args:
+        path: the batch file.
+
+    Returns:
+        ``(images, labels)``: uint8 of shape (n, 3, 32, 32) and int64 of shape (n,).
+
+    Raises:
+        ValueError: an empty file, a size not a whole number of records, or a label above 9.
+        FileNotFoundError: no such file.
+    """
     path = Path(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD_BYTES:
@@ -81,7 +92,18 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def check_sizes(folder: Path) -> None:
     """Refuse a batch file that does not hold its :data:`RECORDS_PER_FILE` records,
-    from its size, before reading anything."""
+    from its size, before reading anything.
+
+    Args:
+        folder: the ``cifar-10-batches-bin`` folder.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: a batch file of the wrong size.
+        FileNotFoundError: a batch file missing.
+    """
     want = RECORDS_PER_FILE * RECORD_BYTES
     for name in (*TRAIN_FILES, TEST_FILE):
         size = (folder / name).stat().st_size
@@ -95,7 +117,17 @@ def check_sizes(folder: Path) -> None:
 
 def find_folder(root) -> Path:
     """The folder ``cifar-10-batches-bin``: ``root`` itself or the one inside it (default
-    ``$ANALYSIS_LIB_CIFAR10``), with all six batch files there."""
+    ``$ANALYSIS_LIB_CIFAR10``), with all six batch files there.
+
+    Args:
+        root: a folder (str or path), or None for the environment variable.
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        FileNotFoundError: no ``root`` and no environment variable, or a batch file missing.
+    """
     if root is None:
         root = os.environ.get(CIFAR10_ENV_VAR)
         if root is None:
@@ -117,7 +149,19 @@ def find_folder(root) -> Path:
 def read_batches(root) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images, train labels, test images, test labels) of the copy in ``root`` (see
     :func:`find_folder`): the five training batches concatenated in order, then the test batch;
-    every file's size is checked (:func:`check_sizes`) before any is read."""
+    every file's size is checked (:func:`check_sizes`) before any is read.
+
+    Args:
+        root: as for :func:`find_folder`.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``: 50,000 and 10,000 images (uint8, (n, 3, 32, 32))
+        with their int64 labels.
+
+    Raises:
+        FileNotFoundError: as for :func:`find_folder`.
+        ValueError: a batch file of the wrong size or layout.
+    """
     folder = find_folder(root)
     check_sizes(folder)
     parts = [read_cifar10_bin(folder / f) for f in TRAIN_FILES]
@@ -129,7 +173,15 @@ def read_batches(root) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def standardised(images: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """uint8 images (n, 3, 32, 32) scaled to [0, 1] and standardised per channel with
-    :data:`MEAN` and :data:`STD`, as ``dtype``."""
+    :data:`MEAN` and :data:`STD`, as ``dtype``.
+
+    Args:
+        images: uint8 images of shape (n, 3, 32, 32).
+        dtype: the floating dtype of the result.
+
+    Returns:
+        A CPU tensor of shape (n, 3, 32, 32).
+    """
     mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1)
     return (torch.as_tensor(images, dtype=dtype) / 255.0 - mean) / std

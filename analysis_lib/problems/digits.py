@@ -19,7 +19,19 @@ def digits_arrays(
     validation and test ``fractions`` (:func:`~._construction.split_indices`), standardised with
     the training split's statistics: for ``model="mlp"`` per pixel, the pixels constant over
     the training split dropped, as (n, pixels); for ``"cnn"`` with the pixel mean and standard
-    deviation, as (n, 1, 8, 8)."""
+    deviation, as (n, 1, 8, 8).
+
+    Args:
+        model: ``"mlp"`` (per-pixel standardisation, flat) or anything else (``"cnn"``).
+        fractions: ``(val_fraction, test_fraction)``, each in [0, 1), summing to < 1.
+        seed: the seed of the split.
+
+    Returns:
+        ``(x, y, (train, val, test))``: float64 inputs, int labels and index arrays.
+
+    Raises:
+        ValueError: ``fractions`` out of range.
+    """
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -38,7 +50,20 @@ def digits_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test) of the digits, split by ``seed``: the train and test
     splits of :func:`analysis_lib.problems.tasks.digits` with no validation split (constant
-    pixels dropped, the rest standardised with the training split's statistics)."""
+    pixels dropped, the rest standardised with the training split's statistics).
+
+    Args:
+        test_fraction: the fraction of the samples in the test split, in [0, 1).
+        seed: the seed of the split (>= 0).
+        device: where the tensors are put (default: the CPU).
+        dtype: the inputs' floating dtype.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``: inputs of shape (n, pixels), int64 labels.
+
+    Raises:
+        ValueError: an argument out of range, naming it.
+    """
     from .tasks import digits
 
     task = digits(

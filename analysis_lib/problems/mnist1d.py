@@ -112,7 +112,11 @@ def _statistics() -> tuple[float, float, np.ndarray, np.ndarray]:
 
 def published() -> dict[str, np.ndarray]:
     """The published data set: ``x`` (4000, 40) and ``y`` (4000,) for training, ``x_test``
-    (1000, 40) and ``y_test`` (1000,), standardised as the package does."""
+    (1000, 40) and ``y_test`` (1000,), standardised as the package does.
+
+    Returns:
+        A dict of the four arrays (regenerated on each call).
+    """
     mean, std, x, y = _statistics()
     x = (x - mean) / std
     n = _PUBLISHED_TRAIN
@@ -122,7 +126,19 @@ def published() -> dict[str, np.ndarray]:
 def extra_examples(count: int, seed: int = PUBLISHED_SEED + 1) -> tuple[np.ndarray, np.ndarray]:
     """``count`` further examples (a multiple of 10, balanced over the classes) drawn by the same
     generator from ``seed`` (not the published 42), standardised with the published set's mean
-    and standard deviation."""
+    and standard deviation.
+
+    Args:
+        count: the number of examples (a multiple of 10, >= 10).
+        seed: the generator's seed (>= 0, not the published one).
+
+    Returns:
+        ``(x, y)``: inputs of shape (count, 40) and labels of shape (count,).
+
+    Raises:
+        ValueError: ``count`` not a multiple of 10 (or < 10), ``seed`` < 0 or the published
+            seed.
+    """
     count = check_int("count", count, 10)
     if count % 10:
         raise ValueError(f"Invalid count: {count} (expected a multiple of 10: balanced classes)")
@@ -136,7 +152,17 @@ def extra_examples(count: int, seed: int = PUBLISHED_SEED + 1) -> tuple[np.ndarr
 
 def test_examples(size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """A test set of ``size`` examples (a multiple of 10, at least 1000): the 1000 published ones,
-    then ``size - 1000`` from :func:`extra_examples`."""
+    then ``size - 1000`` from :func:`extra_examples`.
+
+    Args:
+        size: the number of test examples; 1000 or less gives the 1000 published ones.
+
+    Returns:
+        ``(x_test, y_test)``: inputs of shape (size, 40) and labels of shape (size,).
+
+    Raises:
+        ValueError: ``size`` above 1000 and not a multiple of 10.
+    """
     data = published()
     x_test, y_test = data["x_test"], data["y_test"]
     if size > len(y_test):
@@ -156,6 +182,14 @@ class ResidualMLP(nn.Module):
         self.linear3 = nn.Linear(hidden, check_int("classes", classes))
 
     def forward(self, x: Tensor) -> Tensor:
+        """The logits.
+
+        Args:
+            x: inputs of shape ``(batch, in_features)``.
+
+        Returns:
+            A tensor of shape ``(batch, classes)``.
+        """
         h = self.linear1(x).relu()
         h = h + self.linear2(h).relu()
         return self.linear3(h)
@@ -164,7 +198,18 @@ class ResidualMLP(nn.Module):
 def conv_net(channels: int = 25, classes: int = 10) -> nn.Sequential:
     """The dataset's reference CNN: three 1-D convolutions of ``channels`` channels (kernel 5,
     3, 3; stride 2; padding 1; 40 -> 19 -> 10 -> 5 positions), each followed by a ReLU, and a
-    linear classifier of the flattened ``channels * 5`` features. Inputs ``(batch, 40)``."""
+    linear classifier of the flattened ``channels * 5`` features. Inputs ``(batch, 40)``.
+
+    Args:
+        channels: the channels of each convolution (>= 1).
+        classes: the number of outputs (>= 1).
+
+    Returns:
+        The ``nn.Sequential``, freshly initialised from torch's global generator.
+
+    Raises:
+        ValueError: ``channels`` or ``classes`` < 1.
+    """
     channels, classes = check_int("channels", channels), check_int("classes", classes)
     return nn.Sequential(
         nn.Unflatten(1, (1, LENGTH)),

@@ -72,7 +72,20 @@ def mlp(
     in_features: int, hidden: Sequence[int], out_features: int, activation: str = "tanh"
 ) -> nn.Sequential:
     """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
-    the affine layers (none after the last)."""
+    the affine layers (none after the last).
+
+    Args:
+        in_features: the input width (>= 1).
+        hidden: the hidden widths, each >= 1 (may be empty: a linear model).
+        out_features: the output width (>= 1).
+        activation: a key of ``ACTIVATIONS`` (default ``"tanh"``).
+
+    Returns:
+        The ``nn.Sequential``, freshly initialised from torch's global generator.
+
+    Raises:
+        ValueError: an unknown ``activation`` or a width out of range, naming it.
+    """
     check_activation(activation)
     widths = [
         check_int("in_features", in_features),
@@ -91,7 +104,21 @@ def small_cnn(
     in_channels: int, image_size: int, num_classes: int, width: int = 16, activation: str = "relu"
 ) -> nn.Sequential:
     """Two 3x3 convolutions (``width/2`` and ``width`` channels), a 2x2 max-pool and a linear
-    classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images."""
+    classifier: a small CNN for 8x8 digits or, wider, for 32x32 CIFAR-10 images.
+
+    Args:
+        in_channels: the input channels (>= 1).
+        image_size: the side of the square input images, in pixels (>= 2).
+        num_classes: the number of outputs (>= 1).
+        width: the channels of the second convolution (>= 2).
+        activation: a key of ``ACTIVATIONS`` (default ``"relu"``).
+
+    Returns:
+        The ``nn.Sequential``, freshly initialised from torch's global generator.
+
+    Raises:
+        ValueError: an unknown ``activation`` or a size out of range, naming it.
+    """
     check_activation(activation)
     in_channels = check_int("in_channels", in_channels)
     num_classes = check_int("num_classes", num_classes)
@@ -154,7 +181,17 @@ class Task:
 
     # -- data -------------------------------------------------------------------------------------
     def split(self, split: str) -> tuple[Tensor, Tensor]:
-        """(inputs, targets) of ``split``: ``"train"``, ``"val"`` or ``"test"``."""
+        """(inputs, targets) of ``split``: ``"train"``, ``"val"`` or ``"test"``.
+
+        Args:
+            split: the split's name.
+
+        Returns:
+            ``(inputs, targets)``, the task's own tensors (not copies).
+
+        Raises:
+            ValueError: an unknown split.
+        """
         if split not in _SPLITS:
             raise ValueError(f"Invalid split: {split!r} (expected one of {_SPLITS})")
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
@@ -164,7 +201,18 @@ class Task:
     ) -> list[tuple[Tensor, Tensor]]:
         """``split`` as a list of (inputs, targets) batches in order (the probes' ``data``
         format): one batch when ``batch_size`` is None, else batches of ``batch_size`` with a
-        smaller last one."""
+        smaller last one.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            batch_size: the batch size (>= 1), or None for the whole split.
+
+        Returns:
+            A list of ``(inputs, targets)`` views.
+
+        Raises:
+            ValueError: an unknown split or ``batch_size`` < 1.
+        """
         x, y = self.split(split)
         if batch_size is None:
             return [(x, y)]
@@ -175,15 +223,33 @@ class Task:
 
     @property
     def n_train(self) -> int:
+        """The number of training samples.
+
+        Returns:
+            ``len(x_train)``.
+        """
         return len(self.x_train)
 
     @property
     def device(self) -> torch.device:
+        """Where the data lives.
+
+        Returns:
+            The device of ``x_train``.
+        """
         return self.x_train.device
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Task:
         """A copy of the task with its data on ``device`` (inputs, and regression targets, cast
-        to ``dtype`` when given). Returns ``self`` when nothing changes."""
+        to ``dtype`` when given). Returns ``self`` when nothing changes.
+
+        Args:
+            device: the target device (default: the current one).
+            dtype: the floating dtype of the inputs (and of regression targets); None keeps it.
+
+        Returns:
+            The moved :class:`Task`, or ``self``.
+        """
         device = self.device if device is None else torch.device(device)
         if device == self.device and (dtype is None or dtype == self.x_train.dtype):
             return self
@@ -197,7 +263,19 @@ class Task:
     # -- model and loss ---------------------------------------------------------------------------
     def make_model(self, seed: int = 0, device=None, dtype: torch.dtype | None = None) -> nn.Module:
         """A freshly initialised model, the same for the same ``seed``; the global random state
-        is left as it was. On the task's device and in its inputs' dtype unless given."""
+        is left as it was. On the task's device and in its inputs' dtype unless given.
+
+        Args:
+            seed: the initialisation seed (>= 0).
+            device: the model's device (default: the task's).
+            dtype: the model's dtype (default: the dtype of ``x_train``).
+
+        Returns:
+            The new ``nn.Module``.
+
+        Raises:
+            ValueError: ``seed`` < 0.
+        """
         seed = check_int("seed", seed, 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -208,18 +286,42 @@ class Task:
         )
 
     def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """The mean loss of a batch."""
+        """The mean loss of a batch.
+
+        Args:
+            outputs: the model's outputs, shape ``(batch, ...)``.
+            targets: the batch's targets (class indices or float values).
+
+        Returns:
+            A 0-dim tensor: cross-entropy (with ``label_smoothing``) or mean squared error.
+        """
         if self.loss == "cross_entropy":
             return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
         return F.mse_loss(outputs, targets)
 
     @property
     def has_accuracy(self) -> bool:
+        """Whether :meth:`accuracy` is defined.
+
+        Returns:
+            True for a classification (cross-entropy) task.
+        """
         return self.loss == "cross_entropy"
 
     def accuracy(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The fraction of correctly classified samples of a batch (classification tasks):
-        :func:`analysis_lib._evaluation.accuracy`, the default accuracy of every probe."""
+        :func:`analysis_lib._evaluation.accuracy`, the default accuracy of every probe.
+
+        Args:
+            outputs: the model's logits, shape ``(batch, classes)``.
+            targets: the class indices, shape ``(batch,)``.
+
+        Returns:
+            A 0-dim tensor in [0, 1].
+
+        Raises:
+            ValueError: a regression task.
+        """
         if not self.has_accuracy:
             raise ValueError(f"task {self.name!r} is a regression task: it has no accuracy")
         return accuracy(outputs, targets)
@@ -230,7 +332,19 @@ class Task:
     ) -> dict[str, float]:
         """Mean loss (and accuracy) of ``model`` over ``split``, in eval mode, weighted by batch
         size, without building a graph. Every submodule's own train/eval flag is restored
-        afterwards."""
+        afterwards.
+
+        Args:
+            model: the model evaluated.
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            batch_size: the evaluation batch size (>= 1), or None for the whole split at once.
+
+        Returns:
+            ``{"loss": ...}``, with ``"accuracy"`` for a classification task.
+
+        Raises:
+            ValueError: an unknown or empty split, or ``batch_size`` < 1.
+        """
         data = self.data(split, batch_size)
         if len(self.split(split)[0]) == 0:
             raise ValueError(f"the {split} split of task {self.name!r} is empty")
@@ -279,6 +393,25 @@ def digits(
     standard deviation, and :func:`small_cnn` with ``width`` channels.
     ``label_smoothing`` > 0 keeps every sample's gradient from vanishing once the training set
     is fitted, so long runs stay in a regime of gradient noise instead of memorisation.
+
+    Args:
+        model: ``"mlp"`` or ``"cnn"``.
+        hidden: the MLP's hidden widths (each >= 1).
+        activation: the MLP's activation, a key of ``ACTIVATIONS`` (the CNN uses ReLU).
+        width: the CNN's channels (>= 2).
+        val_fraction: the fraction of the samples in the validation split, in [0, 1).
+        test_fraction: the fraction in the test split, in [0, 1); the two sum to < 1.
+        label_smoothing: the cross-entropy's label smoothing, in [0, 1).
+        seed: the seed of the split (>= 0); the model's initialisation is seeded by
+            :meth:`Task.make_model`.
+        device: where the data is put (default: the CPU).
+        dtype: the inputs' floating dtype.
+
+    Returns:
+        The :class:`Task` (``"digits-mlp"`` or ``"digits-cnn"``), its arguments recorded.
+
+    Raises:
+        ValueError: an argument out of range or unknown, naming it.
     """
     seed = check_int("seed", seed, 0)
     check_dtype(dtype)
@@ -337,6 +470,24 @@ def mnist1d(
     ``model="mlp"``: the dataset's reference MLP (:class:`~analysis_lib.problems.mnist1d.ResidualMLP`,
     ``hidden`` units, about 15k parameters); ``"cnn"``: its reference CNN
     (:func:`~analysis_lib.problems.mnist1d.conv_net`, ``channels`` channels, about 5k).
+
+    Args:
+        model: ``"mlp"`` or ``"cnn"``.
+        hidden: the MLP's hidden units (>= 1).
+        channels: the CNN's channels (>= 1).
+        val_fraction: the fraction of the 4,000 published training examples held out for
+            validation, in [0, 1).
+        test_size: the number of test examples (>= 1000, a multiple of 10).
+        label_smoothing: the cross-entropy's label smoothing, in [0, 1).
+        seed: the seed of the validation split (>= 0).
+        device: where the data is put (default: the CPU).
+        dtype: the inputs' floating dtype.
+
+    Returns:
+        The :class:`Task` (``"mnist1d-mlp"`` or ``"mnist1d-cnn"``), its arguments recorded.
+
+    Raises:
+        ValueError: an argument out of range or unknown, naming it.
     """
     from . import mnist1d as generator
 
@@ -407,7 +558,28 @@ def teacher_student(
     initialised teacher MLP (drawn from ``seed``) whose outputs are scaled to unit variance.
     The student is an MLP with ``student_hidden`` widths; the Bayes-optimal mean squared error
     on the test split is ``noise**2`` (``info["bayes_mse"]``), and ``task.teacher`` is the
-    noiseless target function (float64)."""
+    noiseless target function (float64).
+
+    Args:
+        input_dim: the dimension of x (>= 1).
+        teacher_hidden: the teacher's hidden widths (each >= 1).
+        student_hidden: the student's hidden widths (each >= 1).
+        n_train: the training samples (>= 1).
+        n_val: the validation samples (>= 0).
+        n_test: the test samples (>= 0).
+        noise: the standard deviation of the label noise (>= 0), in units of the teacher's
+            output standard deviation.
+        activation: both networks' activation, a key of ``ACTIVATIONS``.
+        seed: the seed of the teacher and the data (>= 0).
+        device: where the data is put (default: the CPU).
+        dtype: the floating dtype of inputs and targets.
+
+    Returns:
+        The regression :class:`Task` ``"teacher-student"`` (``loss="mse"``), arguments recorded.
+
+    Raises:
+        ValueError: an argument out of range or unknown, naming it.
+    """
     seed = check_int("seed", seed, 0)
     check_dtype(dtype)
     check_activation(activation)
@@ -465,6 +637,25 @@ def cifar10(
     training images (seeded), for quick studies. Images are scaled to [0, 1] and standardised
     per channel. ``model="cnn"`` is :func:`small_cnn` with ``width`` channels; ``"mlp"`` a
     3072-512-10 ReLU MLP on the flattened image.
+
+    Args:
+        root: the folder of the binary batches, or the folder holding it; None reads
+            ``$ANALYSIS_LIB_CIFAR10``.
+        model: ``"cnn"`` or ``"mlp"``.
+        width: the CNN's channels (>= 2).
+        val_fraction: the fraction of the 50,000 training images held out, in [0, 1).
+        subset: the number of training images kept (>= 1), or None for all.
+        seed: the seed of the split and the subset (>= 0).
+        device: where the data is put (default: the CPU).
+        dtype: the inputs' floating dtype.
+
+    Returns:
+        The :class:`Task` (``"cifar10-cnn"`` or ``"cifar10-mlp"``), its arguments recorded.
+
+    Raises:
+        ValueError: an argument out of range or unknown, or a batch file of the wrong size or
+            layout.
+        FileNotFoundError: no ``root`` and no ``$ANALYSIS_LIB_CIFAR10``, or a batch file missing.
     """
     seed = check_int("seed", seed, 0)
     check_dtype(dtype)

@@ -81,7 +81,22 @@ class ToyProblem:
 
     # -- evaluation -----------------------------------------------------------------------------
     def value(self, points: Tensor) -> Tensor:
-        """f at ``points`` of shape ``(..., 2)``; the result has shape ``(...)``."""
+        """f at ``points`` of shape ``(..., 2)``; the result has shape ``(...)``.
+
+        Args:
+            points: a tensor (or array-like) of shape ``(..., 2)``, the last axis (x, y).
+
+        Returns:
+            ``scale * fn(x, y)``, a tensor of shape ``(...)``.
+
+        Raises:
+            ValueError: the last axis of ``points`` is not of size 2.
+
+        Example:
+            >>> import torch
+            >>> rosenbrock().value(torch.tensor([[1.0, 1.0], [0.0, 0.0]])).tolist()
+            [0.0, 1.0]
+        """
         points = torch.as_tensor(points)
         if points.shape[-1:] != (2,):
             raise ValueError(f"Invalid points: shape {tuple(points.shape)} (expected (..., 2))")
@@ -90,7 +105,17 @@ class ToyProblem:
 
     def value_and_grad(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """(f, ∇f) at ``points`` of shape ``(..., 2)``, both detached; the gradient by autograd.
-        Points are floating-point tensors (integers are converted to the default dtype)."""
+        Points are floating-point tensors (integers are converted to the default dtype).
+
+        Args:
+            points: a tensor (or array-like) of shape ``(..., 2)``.
+
+        Returns:
+            ``(f, g)``: f of shape ``(...)`` and the gradient g of shape ``(..., 2)``.
+
+        Raises:
+            ValueError: the last axis of ``points`` is not of size 2.
+        """
         points = torch.as_tensor(points)
         if not points.is_floating_point():
             points = points.to(torch.get_default_dtype())
@@ -101,13 +126,33 @@ class ToyProblem:
         return f.detach(), g
 
     def gradient(self, points: Tensor) -> Tensor:
-        """∇f at ``points`` of shape ``(..., 2)`` (autograd), shape ``(..., 2)``."""
+        """∇f at ``points`` of shape ``(..., 2)`` (autograd), shape ``(..., 2)``.
+
+        Args:
+            points: a tensor (or array-like) of shape ``(..., 2)``.
+
+        Returns:
+            The gradient, a detached tensor of shape ``(..., 2)``.
+
+        Raises:
+            ValueError: the last axis of ``points`` is not of size 2.
+        """
         return self.value_and_grad(points)[1]
 
     def noisy_gradient(self, gradient: Tensor, generator: torch.Generator) -> Tensor:
         """``gradient`` plus this problem's gradient noise, ``scale * noise * N(0, I)``, drawn
         from ``generator`` with one draw of shape ``(2,)`` (the same noise for every point of a
-        batch: a batch of learning rates then sees common random numbers)."""
+        batch: a batch of learning rates then sees common random numbers).
+
+        Args:
+            gradient: the exact gradient, shape ``(..., 2)``.
+            generator: the torch generator the noise is drawn from (not used when ``noise`` is
+                0).
+
+        Returns:
+            The noisy gradient, of the dtype and device of ``gradient`` (``gradient`` itself
+            for a deterministic problem).
+        """
         if self.noise == 0.0:
             return gradient
         xi = torch.randn(2, generator=generator, dtype=torch.float64)
@@ -115,20 +160,45 @@ class ToyProblem:
 
     # -- variants -------------------------------------------------------------------------------
     def scaled(self, factor: float) -> ToyProblem:
-        """The same problem with the loss (and its gradient noise) multiplied by ``factor`` > 0."""
+        """The same problem with the loss (and its gradient noise) multiplied by ``factor`` > 0.
+
+        Args:
+            factor: the multiplier (> 0), compounded with the current ``scale``.
+
+        Returns:
+            A new :class:`ToyProblem`.
+
+        Raises:
+            ValueError: ``factor`` not a positive number.
+        """
         factor = check_positive("factor", factor)
         return replace(self, scale=self.scale * factor)
 
     def with_noise(self, std: float) -> ToyProblem:
         """The same problem made stochastic: each gradient gets Gaussian noise of standard
-        deviation ``std`` per coordinate (``std = 0`` makes it deterministic again)."""
+        deviation ``std`` per coordinate (``std = 0`` makes it deterministic again).
+
+        Args:
+            std: the noise's standard deviation (>= 0), before ``scale``; it replaces the
+                current ``noise``.
+
+        Returns:
+            A new :class:`ToyProblem`.
+
+        Raises:
+            ValueError: ``std`` negative or not a number.
+        """
         std = check_float("std", std, 0.0)
         return replace(self, noise=std)
 
     def config(self) -> dict[str, Any]:
         """Everything that defines the problem, as JSON-able data (used for cache keys; the plot
         bounds are included because they set where a run counts as diverged);
-        :func:`toy_problem` rebuilds it from ``name`` and ``params``."""
+        :func:`toy_problem` rebuilds it from ``name`` and ``params``.
+
+        Returns:
+            A dict with ``name``, ``params``, ``scale``, ``noise`` and ``bounds``.
+        """
         return {
             "name": self.name,
             "params": dict(self.params),
@@ -140,7 +210,11 @@ class ToyProblem:
     # -- geometry -------------------------------------------------------------------------------
     @property
     def label(self) -> str:
-        """The title, with the loss scale and the noise when they are not the defaults."""
+        """The title, with the loss scale and the noise when they are not the defaults.
+
+        Returns:
+            The label as a string.
+        """
         extra = []
         if self.scale != 1.0:
             extra.append(f"loss × {self.scale:g}")
@@ -152,8 +226,18 @@ class ToyProblem:
         """Euclidean distance of each of ``points`` (shape ``(..., 2)``) to the nearest known
         minimum; NaN where the point is not finite.
 
+        Args:
+            points: an array-like of shape ``(..., 2)``.
+
+        Returns:
+            A float64 array of shape ``(...)``.
+
         Raises:
             ValueError: the problem has no known minima.
+
+        Example:
+            >>> rosenbrock().distance_to_minimum([[1.0, 1.0], [4.0, 5.0]]).tolist()
+            [0.0, 5.0]
         """
         if not self.minima:
             raise ValueError(f"Problem {self.name!r} has no minima (it is unbounded below)")
@@ -163,7 +247,18 @@ class ToyProblem:
 
     def inside(self, points, factor: float = 1.0) -> np.ndarray:
         """Whether each of ``points`` lies in the plot bounds enlarged ``factor`` times about
-        their centre (False for non-finite points)."""
+        their centre (False for non-finite points).
+
+        Args:
+            points: an array-like of shape ``(..., 2)``.
+            factor: the enlargement of the bounds (> 0; 1 is the plot itself).
+
+        Returns:
+            A boolean array of shape ``(...)``.
+
+        Raises:
+            ValueError: ``factor`` not a positive number.
+        """
         factor = check_positive("factor", factor)
         p = np.asarray(points, dtype=np.float64)
         (x0, x1), (y0, y1) = self.bounds
@@ -173,7 +268,18 @@ class ToyProblem:
             return (np.abs(p - centre) <= half).all(-1)
 
     def grid(self, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(X, Y, F) on an ``n`` x ``n`` grid over the plot bounds, for contour plots."""
+        """(X, Y, F) on an ``n`` x ``n`` grid over the plot bounds, for contour plots.
+
+        Args:
+            n: the number of points along each axis (>= 2).
+
+        Returns:
+            ``(X, Y, F)``, float64 arrays of shape ``(n, n)`` (``"xy"`` indexing), F with the
+            loss ``scale``.
+
+        Raises:
+            ValueError: ``n`` < 2.
+        """
         n = check_int("n", n, 2)
         (x0, x1), (y0, y1) = self.bounds
         x = torch.linspace(x0, x1, n, dtype=torch.float64)
@@ -184,7 +290,18 @@ class ToyProblem:
 
     def levels(self, n: int = 15, grid: int = 200) -> np.ndarray:
         """``n`` contour levels over the plot bounds: log-spaced between a small value above
-        the minimum and the largest value when :attr:`log_scale`, else evenly spaced."""
+        the minimum and the largest value when :attr:`log_scale`, else evenly spaced.
+
+        Args:
+            n: the number of levels (>= 1).
+            grid: the size of the :meth:`grid` the range is read from (>= 2).
+
+        Returns:
+            A float array of ``n`` increasing levels.
+
+        Raises:
+            ValueError: ``n`` < 1 or ``grid`` < 2.
+        """
         n = check_int("n", n, 1)
         _, _, f = self.grid(grid)
         lo, hi = float(np.min(f)), float(np.max(f))
@@ -199,7 +316,18 @@ class ToyProblem:
 # -- the problems -----------------------------------------------------------------------------
 def rosenbrock(a: float = 1.0, b: float = 100.0) -> ToyProblem:
     """Rosenbrock's banana valley (a - x)² + b (y - x²)²; minimum (a, a²). The valley is easy to
-    find and slow to follow: the curvature across it is ~10³ times that along it."""
+    find and slow to follow: the curvature across it is ~10³ times that along it.
+
+    Args:
+        a: the x of the minimum (a finite number).
+        b: the steepness of the valley walls (> 0).
+
+    Returns:
+        The :class:`ToyProblem`.
+
+    Raises:
+        ValueError: ``a`` not finite or ``b`` not positive.
+    """
     a = check_float("a", a)
     b = check_positive("b", b)
     return ToyProblem(
@@ -218,7 +346,11 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> ToyProblem:
 
 def beale() -> ToyProblem:
     """Beale's function; minimum (3, 0.5) at the end of a long, flat, curved valley, with steep
-    walls (values up to ~10⁵ at the corners of the plot)."""
+    walls (values up to ~10⁵ at the corners of the plot).
+
+    Returns:
+        The :class:`ToyProblem`.
+    """
 
     def fn(x, y):
         return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
@@ -247,7 +379,11 @@ _HIMMELBLAU_MINIMA = (
 
 def himmelblau() -> ToyProblem:
     """Himmelblau's function (x² + y - 11)² + (x + y² - 7)²: four global minima (value 0). Which
-    one an optimizer reaches depends on where its first steps take it."""
+    one an optimizer reaches depends on where its first steps take it.
+
+    Returns:
+        The :class:`ToyProblem`.
+    """
     return ToyProblem(
         name="himmelblau",
         title="Himmelblau",
@@ -264,7 +400,17 @@ def himmelblau() -> ToyProblem:
 def rastrigin(amplitude: float = 10.0) -> ToyProblem:
     """Rastrigin's egg box 2A + Σ (xᵢ² - A cos 2πxᵢ): a bowl covered in local minima near the
     integer points; the global minimum is the origin. The suggested start lies in the basin of
-    the local minimum next to it, near (1, -1)."""
+    the local minimum next to it, near (1, -1).
+
+    Args:
+        amplitude: A, the depth of the local minima (> 0).
+
+    Returns:
+        The :class:`ToyProblem`.
+
+    Raises:
+        ValueError: ``amplitude`` not a positive number.
+    """
     amp = check_positive("amplitude", amplitude)
     two_pi = 2 * math.pi
     return ToyProblem(
@@ -290,6 +436,16 @@ def rotated_quadratic(condition: float = 20.0, angle: float = 30.0) -> ToyProble
 
     The valley is not aligned with the coordinates, so per-coordinate scaling (Adam) cannot
     undo the ill-conditioning; compare :func:`badly_scaled`.
+
+    Args:
+        condition: the condition number of A (>= 1).
+        angle: the direction of the valley floor, in degrees from the x-axis.
+
+    Returns:
+        The :class:`ToyProblem`.
+
+    Raises:
+        ValueError: ``condition`` < 1 or ``angle`` not finite.
     """
     kappa = check_positive("condition", condition)
     if kappa < 1:
@@ -318,7 +474,11 @@ def rotated_quadratic(condition: float = 20.0, angle: float = 30.0) -> ToyProble
 
 def saddle() -> ToyProblem:
     """The saddle x² - y², unbounded below: no minimum, only the question of how fast an
-    optimizer that starts almost on the ridge escapes along y."""
+    optimizer that starts almost on the ridge escapes along y.
+
+    Returns:
+        The :class:`ToyProblem` (no ``minima``, ``min_value`` None).
+    """
     return ToyProblem(
         name="saddle",
         title="Saddle",
@@ -336,7 +496,17 @@ def badly_scaled(ratio: float = 100.0) -> ToyProblem:
     """½ (ratio·x² + y²): an axis-aligned bowl in which the x-gradient is ``ratio`` times the
     y-gradient at the start (1, 1). Gradient descent's step size is capped by the steep x
     direction (lr < 2/ratio) and crawls along y; per-coordinate scaling (Adam) takes equal
-    steps in both coordinates."""
+    steps in both coordinates.
+
+    Args:
+        ratio: the ratio of the x-curvature to the y-curvature (> 0).
+
+    Returns:
+        The :class:`ToyProblem`.
+
+    Raises:
+        ValueError: ``ratio`` not a positive number.
+    """
     r = check_positive("ratio", ratio)
     return ToyProblem(
         name="badly_scaled",
@@ -365,12 +535,28 @@ TOY_PROBLEMS: dict[str, Callable[..., ToyProblem]] = {
 
 
 def toy_problem(name: str, **params) -> ToyProblem:
-    """The problem called ``name`` (a key of :data:`TOY_PROBLEMS`), built with ``params``."""
+    """The problem called ``name`` (a key of :data:`TOY_PROBLEMS`), built with ``params``.
+
+    Args:
+        name: the problem's key, e.g. ``"rosenbrock"``.
+        **params: the factory's keyword arguments.
+
+    Returns:
+        The :class:`ToyProblem`.
+
+    Raises:
+        ValueError: an unknown ``name``, or a parameter the factory refuses.
+        TypeError: a keyword the factory does not take.
+    """
     if name not in TOY_PROBLEMS:
         raise ValueError(f"Invalid name: {name!r} (known: {', '.join(TOY_PROBLEMS)})")
     return TOY_PROBLEMS[name](**params)
 
 
 def toy_problems() -> list[ToyProblem]:
-    """Every problem with its default parameters, in the order of :data:`TOY_PROBLEMS`."""
+    """Every problem with its default parameters, in the order of :data:`TOY_PROBLEMS`.
+
+    Returns:
+        A list of :class:`ToyProblem`.
+    """
     return [factory() for factory in TOY_PROBLEMS.values()]

@@ -56,7 +56,27 @@ def average_sharpness(
     ``N(0, rho^2 diag(theta^2))`` when ``adaptive``, by Monte Carlo with ``samples`` seeded
     antithetic pairs ``(delta, -delta)`` (the pair's mean cancels the gradient term, so its
     variance is that of the curvature term alone), with the standard error of the mean over
-    the pairs. Costs ``2 samples + 1`` forward passes, vectorised over draws."""
+    the pairs. Costs ``2 samples + 1`` forward passes, vectorised over draws.
+
+    Args:
+        model, loss_fn, data: as the curvature probes (:class:`analysis_lib.curvature.
+            HessianOperator`): ``loss_fn(outputs, targets)`` is a batch's mean loss.
+        rho: the standard deviation of the perturbation, > 0 (relative with ``adaptive``).
+        adaptive: scale the noise by ``|theta|`` (default False).
+        samples: the number of antithetic pairs, >= 2 (default 64).
+        seed: an integer >= 0 for the draws (default 0).
+        params: restrict to these parameter names or module prefixes (None: all).
+
+    Returns:
+        A :class:`SharpnessResult` with ``stderr`` and ``details["increases"]``, each pair's
+        mean increase.
+
+    Raises:
+        ValueError: an invalid argument (the message names it), a reduced-precision model, a
+            ``rho`` the model's dtype cannot represent, or bad ``data``.
+        NonFiniteError: the loss at the parameters, a batch, or any pair of perturbed losses is
+            not finite.
+    """
     start = time.perf_counter()
     settings = checked(
         rho=(rho, check_positive),
@@ -113,7 +133,27 @@ def sigma_flatness(
     ``4^(2^-iterations) - 1``). A non-finite increase counts as above the threshold. When no
     sigma up to ``4^30 sigma_init`` crosses, sigma is inf and the value 0; when even
     ``4^-30 sigma_init`` does, the value is inf. ``details``: the sigma, and every
-    ``(sigma, increase)`` evaluated."""
+    ``(sigma, increase)`` evaluated.
+
+    Args:
+        model, loss_fn, data: as for :func:`average_sharpness`.
+        threshold: the allowed expected loss increase, > 0 (default 0.1).
+        adaptive: scale the noise by ``|theta|`` (default False).
+        samples: the number of antithetic pairs, >= 1 (default 8).
+        sigma_init: the first sigma tried, > 0 (default 0.01).
+        iterations: the bisection steps, >= 0 (default 10).
+        seed: an integer >= 0 for the draws (default 0).
+        params: restrict to these parameter names or module prefixes (None: all).
+
+    Returns:
+        A :class:`SharpnessResult` with ``value = 1 / sigma^2`` and ``stderr`` None.
+
+    Raises:
+        ValueError: an invalid argument (the message names it), a reduced-precision model, a
+            ``sigma_init`` the model's dtype cannot represent, or bad ``data``.
+        NonFiniteError: the loss at the parameters or a batch is not finite, or no sigma tried
+            gives a finite increase.
+    """
     start = time.perf_counter()
     settings = checked(
         threshold=(threshold, check_positive),

@@ -45,7 +45,25 @@ def epsilon_sharpness(
     ``restarts`` seeded uniform starts in the box (at an exact minimum the gradient at ``y = 0``
     vanishes, so starting there would not move). Each evaluation is one forward and one
     backward pass. ``stderr`` is None; ``perturbation`` is the best ``y``; ``details["max_loss"]``
-    the maximum found."""
+    the maximum found.
+
+    Args:
+        model, loss_fn, data: as for :func:`~analysis_lib.sharpness.average_sharpness`.
+        epsilon: the relative size of the box, > 0 (default 1e-3).
+        maxiter: L-BFGS-B iterations per restart, >= 1 (default 20).
+        restarts: random starts, >= 1 (default 1).
+        seed: an integer >= 0 for the starts (default 0).
+        params: restrict to these parameter names or module prefixes (None: all).
+
+    Returns:
+        A :class:`SharpnessResult` with ``measure="epsilon"``.
+
+    Raises:
+        ValueError: an invalid argument (the message names it), a reduced-precision model, an
+            ``epsilon`` the model's dtype cannot represent, or bad ``data``.
+        NonFiniteError: the loss at the parameters or a batch is not finite, or no restart found
+            a finite perturbed loss.
+    """
     start = time.perf_counter()
     settings = checked(
         epsilon=(epsilon, check_positive),

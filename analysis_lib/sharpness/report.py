@@ -54,6 +54,29 @@ def sharpness_report(
     ``backward_passes`` (sharpness measures), ``hessian_matvecs`` and ``seconds``. The settings
     are the arguments: record them beside the row. Every measure is seeded with ``seed``.
     ``progress``: the curvature probes' progress bars (None: unless ``TQDM_DISABLE``).
+
+    Args:
+        model, loss_fn, data: as for :func:`~analysis_lib.sharpness.worst_case_sharpness`
+            (``data`` is read once, into a list).
+        rho, adaptive_rho: the radii of the worst-case measures, > 0.
+        average_rho, adaptive_average_rho: the radii of the average measures, > 0.
+        epsilon: the box of :func:`~analysis_lib.sharpness.epsilon_sharpness`, > 0.
+        sigma_threshold: the threshold of :func:`~analysis_lib.sharpness.sigma_flatness`, > 0.
+        m: the batch size of m-sharpness for the worst-case measures, or None (whole data).
+        steps, restarts: ascent steps (>= 1) and random starts (>= 1) of the worst-case measures.
+        samples: antithetic pairs of the average measures, >= 2.
+        eigen_tol: the Lanczos tolerance of ``lambda_max``, > 0.
+        trace_matvecs: the Hutch++ product budget (at least 4).
+        seed: an integer >= 0 seeding every measure.
+        progress: show the curvature probes' progress bars.
+
+    Returns:
+        The row, a dict with the keys above.
+
+    Raises:
+        ValueError: an invalid argument (checked before any work; the message names it), or
+            what a measure refuses (a reduced-precision model, bad ``data``).
+        NonFiniteError: a measure meets a loss or product that is not finite.
     """
 
     start = time.perf_counter()

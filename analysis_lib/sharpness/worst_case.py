@@ -169,6 +169,13 @@ def worst_case_sharpness(
         (shape ``(n,)``; ``(N // m, n)`` for m-sharpness), ``details`` the best value of each
         restart (``"restart_values"``) and, for m-sharpness, each batch's maximum
         (``"batch_values"``).
+
+    Raises:
+        ValueError: an invalid argument (the message names it), a reduced-precision model, a
+            ``rho`` or ``step_size`` the model's dtype cannot represent, an ``m`` larger than the
+            data, or bad ``data``.
+        NonFiniteError: the loss at the parameters or a batch is not finite, or no perturbed
+            loss is.
     """
     start = time.perf_counter()
     settings = checked(

@@ -49,7 +49,23 @@ def _values(values: Any, name: str) -> np.ndarray:
 
 def t_interval(values: Any, confidence: float = 0.95) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of ``values`` (NaN dropped) and its Student-t interval,
-    ``mean -/+ t_{(1+confidence)/2, n-1} s / sqrt(n)``; NaN ends with fewer than two values."""
+    ``mean -/+ t_{(1+confidence)/2, n-1} s / sqrt(n)``; NaN ends with fewer than two values.
+
+    Args:
+        values: numbers (any array-like, flattened); NaN entries are dropped.
+        confidence: the interval's coverage, strictly between 0 and 1.
+
+    Returns:
+        ``(mean, low, high)`` as floats; all NaN when no value is left, ``low`` and ``high``
+        NaN with a single value.
+
+    Raises:
+        ValueError: ``confidence`` outside (0, 1), or ``values`` not numbers or infinite.
+
+    Example:
+        >>> [round(x, 6) for x in t_interval([1.0, 2.0, 3.0])]
+        [2.0, -0.484138, 4.484138]
+    """
     confidence = check_confidence(confidence)
     a = _values(values, "values")
     a = a[~np.isnan(a)]
@@ -67,7 +83,21 @@ def t_interval(values: Any, confidence: float = 0.95) -> tuple[float, float, flo
 def holm(pvalues: Any) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (NaN entries are left out of the
     family and stay NaN): the i-th smallest of ``m`` becomes ``max_{j<=i} min(1, (m-j+1) p_(j))``,
-    so rejecting where the adjusted value is below alpha controls the family-wise error."""
+    so rejecting where the adjusted value is below alpha controls the family-wise error.
+
+    Args:
+        pvalues: p-values (any array-like, flattened), each in [0, 1] or NaN.
+
+    Returns:
+        The adjusted p-values as a float array, in the input's order (NaN where the input is).
+
+    Raises:
+        ValueError: ``pvalues`` not numbers, infinite, or outside [0, 1].
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03]).tolist()
+        [0.03, 0.06, 0.06]
+    """
     p = _values(pvalues, "pvalues")
     if ((p < 0) | (p > 1)).any():
         raise ValueError("Invalid pvalues: values outside [0, 1]")
@@ -112,7 +142,22 @@ def paired_difference(
     initialisation and batch order), as pairs: the per-seed differences' mean, t-interval and
     paired t-test (scipy's ``ttest_rel``), no variance floor; pairs where either is NaN are
     dropped. With identical differences (``sd = 0``) the interval is a point and ``p`` is 0 or
-    1: say so rather than trust it, as with any two seeds."""
+    1: say so rather than trust it, as with any two seeds.
+
+    Args:
+        a: one configuration's values, one per seed.
+        b: the other's, in the same seed order as ``a`` (same length).
+        confidence: the coverage of the interval of the mean difference, in (0, 1).
+        alpha: the test level used for ``detectable``, in (0, 1).
+        power: the power used for ``detectable``, in (``alpha``, 1).
+
+    Returns:
+        A :class:`PairedResult` of ``a - b``.
+
+    Raises:
+        ValueError: ``a`` or ``b`` not numbers or infinite, of different lengths, fewer than two
+            complete pairs, or ``confidence``, ``alpha`` or ``power`` out of range.
+    """
     xa, xb = _values(a, "a"), _values(b, "b")
     if xa.shape != xb.shape:
         raise ValueError(f"Invalid b: {xb.size} values for {xa.size} values of a (paired)")
@@ -137,7 +182,24 @@ def detectable_difference(n: int, sd: float, *, alpha: float = 0.05, power: floa
     """The smallest true mean difference that a two-sided paired t-test at level ``alpha`` over
     ``n`` pairs whose differences have standard deviation ``sd`` rejects with probability
     ``power``: the ``delta`` at which the noncentral t distribution (``n - 1`` degrees of
-    freedom, noncentrality ``delta sqrt(n) / sd``) puts ``power`` beyond the critical values."""
+    freedom, noncentrality ``delta sqrt(n) / sd``) puts ``power`` beyond the critical values.
+
+    Args:
+        n: the number of pairs (>= 2).
+        sd: the standard deviation of the per-pair differences (>= 0), in the values' units.
+        alpha: the two-sided test level, in (0, 1).
+        power: the required probability of rejecting, in (``alpha``, 1).
+
+    Returns:
+        The detectable difference, in the units of ``sd`` (0.0 when ``sd`` is 0).
+
+    Raises:
+        ValueError: an argument out of range, naming it.
+
+    Example:
+        >>> round(detectable_difference(10, 1.0), 4)
+        0.996
+    """
     n = check_int("n", n, 2)
     sd = check_float("sd", sd, 0.0)
     alpha = check_float("alpha", alpha, 0.0, 1.0, low_open=True, high_open=True)
@@ -183,7 +245,24 @@ def binomial_detectable_difference(
     ``n_test`` examples, that a two-sided z-test at ``alpha`` detects with ``power``, treating
     the two models' errors as independent (``sd = sqrt(2 p (1 - p) / n_test)``; errors that
     coincide on the same examples make the real threshold smaller): what the size of the test
-    set alone allows, however many seeds."""
+    set alone allows, however many seeds.
+
+    Args:
+        accuracy: the accuracy ``p`` near which the two are compared, in [0, 1].
+        n_test: the number of test examples (>= 1).
+        alpha: the two-sided test level, in (0, 1).
+        power: the required probability of detecting, in (``alpha``, 1).
+
+    Returns:
+        The detectable difference in accuracy, as a fraction (not percentage points).
+
+    Raises:
+        ValueError: an argument out of range, naming it.
+
+    Example:
+        >>> round(binomial_detectable_difference(0.9, 10000), 6)
+        0.011886
+    """
     p = check_float("accuracy", accuracy, 0.0, 1.0)
     n_test = check_int("n_test", n_test, 1)
     alpha = check_float("alpha", alpha, 0.0, 1.0, low_open=True, high_open=True)
@@ -208,7 +287,27 @@ def paired_comparisons(
     same seed, are paired): one row per comparison with ``a``, ``b``, ``n``, ``mean``
     (``a - b``), ``low``, ``high``, ``p``, ``p_holm`` (Holm over the whole table),
     ``detectable`` and ``supported`` (``p_holm < alpha``). A group with two rows of one ``pair``
-    value is refused (ambiguous pairing)."""
+    value is refused (ambiguous pairing).
+
+    Args:
+        frame: a DataFrame in long form, one row per group and pair value.
+        value: the column compared.
+        by: the column naming the groups (e.g. the optimizer).
+        pair: the column whose equal values are paired (default ``"seed"``).
+        baseline: a value of ``by`` to compare every other group against; None compares every
+            pair of groups.
+        confidence: the coverage of each interval, in (0, 1).
+        alpha: the level for ``supported`` and ``detectable``, in (0, 1).
+        power: the power for ``detectable``, in (``alpha``, 1).
+
+    Returns:
+        A DataFrame with one row per comparison and the columns listed above.
+
+    Raises:
+        ValueError: ``frame`` not a DataFrame or lacking a column, two rows of one group with
+            the same ``pair`` value, ``baseline`` not a group, fewer than two complete pairs in
+            a comparison, or an argument out of range.
+    """
     check_columns(frame, [value, by, pair], "value, by or pair")
     duplicated = frame.duplicated([by, pair])
     if duplicated.any():
@@ -251,7 +350,24 @@ def welch(a: Any, b: Any, floor: float = 0.0) -> tuple[float, float, float]:
     counts of ``1 / resolution``). With ``t = d / sqrt(va/n + vb/m)`` and the
     Welch-Satterthwaite degrees of freedom ``(va/n + vb/m)^2 / ((va/n)^2/(n-1) + (vb/m)^2/(m-1))``.
     Both spreads zero (no floor, each sample constant): the spread is unknown, so ``p`` and the
-    interval are NaN."""
+    interval are NaN.
+
+    Args:
+        a: the first sample (array-like of numbers; NaN dropped).
+        b: the second sample.
+        floor: the lower bound of each sample's variance (>= 0), in squared units of the values.
+
+    Returns:
+        ``(p, low, high)`` as floats; all NaN when both spreads are zero.
+
+    Raises:
+        ValueError: ``floor`` negative, a sample not numbers or infinite, or with fewer than
+            two values.
+
+    Example:
+        >>> [round(x, 4) for x in welch([1, 2, 3, 4], [2, 3, 4, 5])]
+        [0.3153, -3.2337, 1.2337]
+    """
     floor = check_float("floor", floor, 0.0)
     xa, xb = _values(a, "a"), _values(b, "b")
     xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]

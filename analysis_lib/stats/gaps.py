@@ -16,7 +16,26 @@ def generalization_gaps(
     (``(1 - test_accuracy) - (1 - train_accuracy)``, the literature's generalisation gap), and
     ``loss_gap``, the test loss minus the training loss. Read from the columns
     ``{train}_accuracy``, ``{test}_accuracy``, ``{train}_loss`` and ``{test}_loss`` (a sweep's
-    trials table has them); ``test="val"`` measures against the validation split."""
+    trials table has them); ``test="val"`` measures against the validation split.
+
+    Args:
+        frame: a DataFrame with the four columns named above; it is not modified.
+        train: the prefix of the training columns (default ``"train"``).
+        test: the prefix of the columns measured against (default ``"test"``).
+
+    Returns:
+        A copy of ``frame`` with the columns ``error_gap`` and ``loss_gap`` added.
+
+    Raises:
+        ValueError: ``frame`` not a DataFrame, or lacking one of the four columns.
+
+    Example:
+        >>> import pandas as pd
+        >>> f = pd.DataFrame(dict(train_accuracy=[1.0], test_accuracy=[0.9],
+        ...                       train_loss=[0.01], test_loss=[0.31]))
+        >>> generalization_gaps(f)[["error_gap", "loss_gap"]].round(6).to_dict("records")
+        [{'error_gap': 0.1, 'loss_gap': 0.3}]
+    """
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"Invalid frame: {type(frame).__name__} (expected a DataFrame)")
     columns = [f"{train}_accuracy", f"{test}_accuracy", f"{train}_loss", f"{test}_loss"]

@@ -127,6 +127,18 @@ def kendall_tau(
     each minimum); the bootstrap then resamples clusters, then observations within each drawn
     cluster, instead of observations; at least 2 clusters.
 
+    Args:
+        x: the first variable (e.g. a sharpness measure), one value per observation.
+        y: the second (e.g. the generalisation gap), the same length as ``x``.
+        clusters: one label per observation for the cluster bootstrap; None resamples the
+            observations themselves.
+        n_boot: the number of bootstrap resamples (>= 1).
+        confidence: the coverage of the percentile interval, in (0, 1).
+        seed: the seed of the bootstrap's generator (>= 0).
+
+    Returns:
+        A :class:`TauResult`: tau-b, its interval, ``n`` and the bootstrap's settings.
+
     Raises:
         ValueError: x, y (or clusters) of different lengths, infinite values, fewer than 3
             pairs or 2 clusters, or ``n_boot`` < 1, ``confidence`` outside (0, 1), ``seed`` < 0.
@@ -171,7 +183,24 @@ def tau_table(
     """One row per measure: ``measure``, ``tau``, ``low``, ``high``, ``n`` of
     :func:`kendall_tau` of ``frame[measure]`` against ``frame[against]``, every measure with the
     same ``seed`` (and, with ``clusters`` a column name, the cluster bootstrap over it). Tidy,
-    for a table or the titles of a scatter plot."""
+    for a table or the titles of a scatter plot.
+
+    Args:
+        frame: a DataFrame with the columns of ``measures``, ``against`` and ``clusters``.
+        measures: the columns to correlate, one row each.
+        against: the column they are correlated with (default ``"gap"``).
+        clusters: a column of cluster labels for the cluster bootstrap, or None.
+        n_boot: the number of bootstrap resamples (>= 1).
+        confidence: the coverage of each interval, in (0, 1).
+        seed: the seed of every measure's bootstrap (>= 0).
+
+    Returns:
+        A DataFrame with the columns ``measure``, ``tau``, ``low``, ``high`` and ``n``.
+
+    Raises:
+        TypeError: ``frame`` not a DataFrame.
+        ValueError: a column not in the frame, or any :func:`kendall_tau` refusal.
+    """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"Invalid frame: expected a DataFrame, got {type(frame).__name__}")
     missing = [c for c in [*measures, against, *([clusters] if clusters else [])] if c not in frame]
@@ -255,6 +284,24 @@ def granulated_kendall(
     replacement (``n_boot`` times, seeded) and averaged; ``psi``'s resample is the mean of the
     axes' resampled means. Groups are the units: they differ in the other axes' values, and are
     the independent pieces of the design that each axis' coefficient averages over.
+
+    Args:
+        frame: one row per minimum, with the columns named by the other arguments.
+        measure: the column of the measure.
+        target: the column it is correlated with (e.g. the generalisation gap).
+        axes: the columns varied in the population (a non-empty list, each once).
+        fixed: further columns held equal within a group without being axes (e.g. ``"seed"``).
+        n_boot: the number of bootstrap resamples (>= 1).
+        confidence: the coverage of the percentile intervals, in (0, 1).
+        seed: the seed of the bootstrap's generator (>= 0).
+
+    Returns:
+        A :class:`GranulatedResult`.
+
+    Raises:
+        ValueError: ``axes`` empty, a string, repeated or overlapping ``fixed``; ``frame`` not a
+            DataFrame or lacking a column; infinite values; or ``n_boot``, ``confidence`` or
+            ``seed`` out of range.
     """
     if isinstance(axes, str) or not len(axes):
         raise ValueError(f"Invalid axes: {axes!r} (expected a non-empty list of column names)")

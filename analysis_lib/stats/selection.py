@@ -29,6 +29,26 @@ def choose_lr(
     for ``"val_accuracy"``. An lr where any seed failed (diverged), or with fewer than
     ``seeds`` rows, or whose mean is not finite, counts as the worst, so a rate that works
     only for lucky seeds is never chosen. Ties go to the smaller lr. NaN when every lr failed.
+
+    Args:
+        frame: the per-(lr, seed) results, with the columns ``lr``, ``selection`` and ``failed``.
+        selection: the score column, ``"val_loss"`` (lower is better) or ``"val_accuracy"``.
+        failed: the boolean column marking failed runs (default ``"diverged"``).
+        seeds: the number of rows an lr needs to be eligible (>= 1); None: no minimum.
+
+    Returns:
+        The chosen learning rate as a float, or NaN when no lr is eligible.
+
+    Raises:
+        ValueError: ``selection`` not one of the two names, a missing column, or ``seeds`` < 1.
+        TypeError: ``frame`` not a DataFrame.
+
+    Example:
+        >>> import pandas as pd
+        >>> f = pd.DataFrame(dict(lr=[0.1, 0.1, 0.01, 0.01], val_loss=[0.5, None, 0.7, 0.8],
+        ...                       diverged=[False, True, False, False]))
+        >>> choose_lr(f)
+        0.01
     """
     if selection not in ("val_loss", "val_accuracy"):
         raise ValueError(

@@ -27,6 +27,19 @@ def _seconds(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the sweep and print its summary (see the module docstring).
+
+    Args:
+        argv: the arguments after the program name (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 when the sweep ran; 2 for a bad config, output folder, ``--workers``
+        or scheduler (a ``ValueError`` or ``ConnectionError``), after printing the message to
+        stderr; 1 for another ``OSError`` while it ran.
+
+    Raises:
+        SystemExit: from argparse, for bad or missing arguments and for ``--help``.
+    """
     from .scheduler import DEFAULT_CONNECT_TIMEOUT
 
     parser = argparse.ArgumentParser(

@@ -68,7 +68,19 @@ def _check_frame(frame, name: str, columns) -> None:
 
 def chosen_trials(trials: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The trials (status ``ok``) of each optimizer label at the learning rate that ``summary``
-    chose for it, in the summary's order of labels; labels whose every lr failed have none."""
+    chose for it, in the summary's order of labels; labels whose every lr failed have none.
+
+    Args:
+        trials: the trials table (``label``, ``lr``, ``status``, ``seed`` columns).
+        summary: the summary table (``label``, ``lr``; a NaN lr: no chosen rate).
+
+    Returns:
+        A DataFrame with the trials' columns, one row per chosen trial (empty when none).
+
+    Raises:
+        TypeError: ``trials`` or ``summary`` is not a DataFrame.
+        ValueError: a required column is missing.
+    """
     _check_frame(trials, "trials", _NEEDED_TRIALS)
     _check_frame(summary, "summary", ("label", "lr"))
     parts = []
@@ -85,7 +97,28 @@ def chosen_trials(trials: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 def chosen_lr_position(trials: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per label: the chosen lr, its grid's ends, its index in the grid and ``position``:
     ``"interior"``, ``"lowest"`` or ``"highest"`` (an edge: the grid may not contain the best
-    rate), or ``"none"`` when every lr failed."""
+    rate), or ``"none"`` when every lr failed.
+
+    Args:
+        trials: the trials table (``label``, ``lr``, ``status``, ``seed`` columns).
+        summary: the summary table (``label``, ``lr``).
+
+    Returns:
+        A DataFrame, one row per summary label, with columns ``label``, ``lr``, ``lr_min``,
+        ``lr_max``, ``grid_size``, ``index`` (-1 for ``"none"``) and ``position``.
+
+    Raises:
+        TypeError: ``trials`` or ``summary`` is not a DataFrame.
+        ValueError: a required column is missing, or a summary label has no trials.
+
+    Examples:
+        >>> trials = pd.DataFrame({"label": ["sgd"] * 3, "lr": [0.01, 0.1, 1.0],
+        ...                        "status": "ok", "seed": 0})
+        >>> summary = pd.DataFrame({"label": ["sgd"], "lr": [0.1]})
+        >>> print(chosen_lr_position(trials, summary).to_string(index=False))
+        label  lr  lr_min  lr_max  grid_size  index position
+          sgd 0.1    0.01     1.0          3      1 interior
+    """
     _check_frame(trials, "trials", _NEEDED_TRIALS)
     _check_frame(summary, "summary", ("label", "lr"))
     rows = []
@@ -115,7 +148,23 @@ def lr_robustness(
     seeds; an lr where a seed failed never qualifies) is within ``tolerance`` of the label's
     best: ``points`` counts them, ``lr_low`` and ``lr_high`` are the smallest and largest,
     ``decades`` = log10(lr_high / lr_low) (0 when only the best rate qualifies) and
-    ``contiguous`` says whether no grid point between them falls short."""
+    ``contiguous`` says whether no grid point between them falls short.
+
+    Args:
+        sensitivity: an :func:`~analysis_lib.sweep.lr_sensitivity` table (``label``, ``lr``,
+            ``failed`` and ``metric_name`` columns).
+        tolerance: how far below the best mean a rate may be and still count (>= 0).
+        metric_name: the column compared.
+
+    Returns:
+        A DataFrame, one row per label, with columns ``label``, ``best``, ``points``,
+        ``lr_low``, ``lr_high``, ``decades`` and ``contiguous`` (NaN and 0 where no rate
+        qualifies).
+
+    Raises:
+        TypeError: ``sensitivity`` is not a DataFrame.
+        ValueError: a required column is missing, or ``tolerance`` is negative or NaN.
+    """
     _check_frame(sensitivity, "sensitivity", ("label", "lr", "failed", metric_name))
     check_float("tolerance", tolerance, 0.0, allow_inf=True)
     rows = []
@@ -170,7 +219,25 @@ def pairwise_differences(
     each sample's variance is then floored at ``resolution**2 / 12``, the variance of rounding
     to that step (Sheppard's correction), so seeds that all land on the same count do not make
     a spread of zero. Without it, two samples that are each constant get ``p = NaN`` and are
-    not supported."""
+    not supported.
+
+    Args:
+        trials: the trials table (``label``, ``lr``, ``status``, ``seed`` and ``metric``).
+        summary: the summary table (``label``, ``lr``).
+        metric: the trials column compared.
+        level: the family-wise error rate, in ``(0, 1)``.
+        resolution: the metric's smallest step (> 0), or None for no variance floor.
+
+    Returns:
+        A DataFrame, one row per pair, with columns ``a``, ``b``, ``mean_a``, ``mean_b``,
+        ``n_a``, ``n_b``, ``diff``, ``diff_low``, ``diff_high``, ``p``, ``p_holm``,
+        ``supported`` and ``intervals_overlap``.
+
+    Raises:
+        TypeError: ``trials`` or ``summary`` is not a DataFrame.
+        ValueError: a required column is missing, ``level`` is not in ``(0, 1)``, or
+            ``resolution`` is not positive.
+    """
     _check_frame(trials, "trials", (*_NEEDED_TRIALS, metric))
     check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
     if resolution is not None:

@@ -165,31 +165,45 @@ class SweepConfig:
 
     @property
     def name(self) -> str:
+        """The sweep's name (default: the TOML file's stem)."""
         return self.data["name"]
 
     @property
     def selection(self) -> str:
+        """How an lr is chosen: one of :data:`SELECTIONS`."""
         return self.data["selection"]
 
     @property
     def seeds(self) -> list[int]:
+        """The seeds, as a new list."""
         return list(self.data["seeds"])
 
     @property
     def optimizers(self) -> list[dict]:
+        """The normalised optimizer entries (``name``, ``label``, ``lrs``, ``hparams``)."""
         return self.data["optimizers"]
 
     @property
     def measurements(self) -> list[str]:
+        """The measurement names, as a new list."""
         return list(self.data["measurements"])
 
     def canonical(self) -> str:
+        """The configuration as canonical JSON (:func:`analysis_lib.io.canonical_json`).
+
+        Returns:
+            The JSON text of ``data``, the same for equal configurations.
+        """
         return canonical_json(self.data)
 
     def trials(self) -> list[Trial]:
         """The sweep's trials, in the order optimizer x lr x seed: one frozen :class:`Trial`
         each, built here once from the checked configuration; each has its ``key`` (a hash of
-        everything that determines its result)."""
+        everything that determines its result).
+
+        Returns:
+            A new list of :class:`Trial`, ``len(optimizers) * len(lrs) * len(seeds)`` long.
+        """
         d = self.data
         budget = d["budget"]
         return [
@@ -422,6 +436,25 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
 
     ``check_task`` builds the task once (cheap for digits) to check its arguments and the
     batch size against the training set. Raises :class:`ConfigError` naming the bad key.
+
+    Args:
+        source: a path to a TOML file (``str`` or ``Path``), or the configuration as a dict.
+        check_task: build the task to check its arguments and the batch size.
+
+    Returns:
+        The validated :class:`SweepConfig`.
+
+    Raises:
+        ConfigError: a missing, unreadable or non-UTF-8 file, invalid TOML, or any invalid
+            entry (its ``key`` names the entry, e.g. ``"budget.steps"``).
+
+    Examples:
+        >>> config = load_config({"name": "demo", "seeds": [0, 1], "task": {"name": "digits"},
+        ...                       "budget": {"steps": 10},
+        ...                       "optimizers": [{"name": "sgd", "lrs": [0.1, 0.3]}]},
+        ...                      check_task=False)
+        >>> config.name, config.selection, len(config.trials())
+        ('demo', 'val_loss', 4)
     """
     raw, default_name = _read(source)
     _unknown(raw, _TOP_KEYS, "")

@@ -196,7 +196,19 @@ def _why(e: OSError) -> str:
 
 # -- writing --------------------------------------------------------------------------------------
 def row_checksum(header: list[str], fields: list[str]) -> str:
-    """16 hex digits of the SHA-256 of a row's fields (as written) under their column names."""
+    """16 hex digits of the SHA-256 of a row's fields (as written) under their column names.
+
+    Args:
+        header: the column names, as written.
+        fields: the row's fields, as written (text).
+
+    Returns:
+        A 16-character lower-case hex string.
+
+    Examples:
+        >>> row_checksum(["a", "b"], ["1", "x"])
+        '9d00ab01bc6a1906'
+    """
     data = json.dumps([header, fields], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
@@ -209,7 +221,16 @@ def _columns(rows: list[dict]) -> list[str]:
 
 def trials_csv(rows: list[dict]) -> bytes:
     """The bytes of ``trials.csv`` for ``rows``: pandas' CSV (floats as their shortest
-    round-trip repr, NaN as an empty field) with a checksum column appended to every row."""
+    round-trip repr, NaN as an empty field) with a checksum column appended to every row.
+
+    Args:
+        rows: the trial rows (dicts, e.g. :meth:`Trial.row`); measurement columns missing from a
+            row are left empty.
+
+    Returns:
+        The UTF-8 bytes of the table: the base columns, the measured columns in sorted order, the
+        tail columns, then the checksum column.
+    """
     text = pd.DataFrame(rows, columns=_columns(rows)).to_csv(index=False, lineterminator="\n")
     records = list(csv.reader(StringIO(text, newline="")))
     header = records[0]
@@ -388,6 +409,14 @@ def read_trials_file(path: str | os.PathLike, trials: Mapping[str, Trial] | None
     docstring); ``trials`` (key -> trial of the sweep's configuration), when given, is what
     each row's key and configuration columns must match. Returns ``(frame, checksummed)``.
 
+    Args:
+        path: the ``trials.csv`` file.
+        trials: a mapping ``key -> Trial`` the rows must match (None: no such check).
+
+    Returns:
+        A tuple ``(frame, checksummed)``: the DataFrame without the checksum column, and whether
+        the file had one.
+
     Raises:
         ConfigError: the file cannot be read or is not a trials table, or a row is bad; the
             message names the file and, for a row, its line.
@@ -417,13 +446,27 @@ def read_trials_file(path: str | os.PathLike, trials: Mapping[str, Trial] | None
 
 
 def write_trials(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write ``trials.csv`` (:func:`trials_csv`) whole and atomically."""
+    """Write ``trials.csv`` (:func:`trials_csv`) whole and atomically.
+
+    Args:
+        path: the file to write.
+        rows: the trial rows, as for :func:`trials_csv`.
+
+    Raises:
+        OSError: the file cannot be written (the old file, if any, is left as it was).
+    """
     write_atomically(Path(path), trials_csv(rows))
 
 
 def stored_config(stored: str | os.PathLike) -> SweepConfig:
     """The configuration kept in a sweep folder's ``config.json`` (the normalised data a sweep
     wrote, taken as it is: its measurements need not be registered here).
+
+    Args:
+        stored: the path of ``config.json``.
+
+    Returns:
+        The :class:`SweepConfig` of the stored data.
 
     Raises:
         ConfigError: the file cannot be read or does not hold a sweep's configuration.
@@ -451,6 +494,13 @@ def read_trials(path: str | os.PathLike) -> pd.DataFrame:
     Every row is checked whole before it counts (see this module's docstring): all its fields,
     its checksum, a key found once and, when the folder's ``config.json`` is there, a key that
     is a trial of that configuration with that trial's configuration.
+
+    Args:
+        path: a ``trials.csv`` file, or the sweep folder that holds one.
+
+    Returns:
+        The trials DataFrame (one row per trial, without the checksum column; ``message`` is
+        ``""`` where empty).
 
     Raises:
         ConfigError: the file (or the folder's ``config.json``) is unreadable or not what a

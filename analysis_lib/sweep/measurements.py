@@ -33,7 +33,15 @@ _PROBE_BATCH = 1024  # the probes see the whole training split, in batches of th
 
 def lambda_max(model: nn.Module, task) -> dict[str, float]:
     """The largest Hessian eigenvalue of the training loss (Lanczos, seeded), with its
-    residual (some true eigenvalue lies within it)."""
+    residual (some true eigenvalue lies within it).
+
+    Args:
+        model: the trained model.
+        task: its task (``loss_fn``, ``data``).
+
+    Returns:
+        ``{"lambda_max": ..., "lambda_max_residual": ...}``.
+    """
     res = hessian_eigenvalues(
         model, task.loss_fn, task.data("train", _PROBE_BATCH), k=1, tol=1e-4, max_matvecs=100,
         seed=0, progress=False,
@@ -43,7 +51,15 @@ def lambda_max(model: nn.Module, task) -> dict[str, float]:
 
 def hessian_trace(model: nn.Module, task) -> dict[str, float]:
     """The trace of the Hessian of the training loss (Hutch++, 60 products, seeded) and its
-    standard error."""
+    standard error.
+
+    Args:
+        model: the trained model.
+        task: its task (``loss_fn``, ``data``).
+
+    Returns:
+        ``{"hessian_trace": ..., "hessian_trace_stderr": ...}``.
+    """
     res = _trace(
         model, task.loss_fn, task.data("train", _PROBE_BATCH), matvecs=60, seed=0, progress=False
     )
@@ -64,7 +80,16 @@ def sharpness_subset(model: nn.Module, task) -> dict[str, float]:
     split is already a seeded shuffle of the data), in one batch: worst-case, adaptive
     worst-case, average, adaptive average, epsilon and sigma sharpness, lambda_max and the
     Hessian's trace, all of the loss on that subset (its ``loss`` column), and the report's
-    wall time as ``sharpness_seconds``."""
+    wall time as ``sharpness_seconds``.
+
+    Args:
+        model: the trained model.
+        task: its task, a dataclass with ``x_train``, ``y_train`` and ``n_train``.
+
+    Returns:
+        The report's row as a dict ``column -> number``, with ``sharpness_seconds`` in place of
+        ``seconds``.
+    """
     n = min(SHARPNESS_SAMPLES, task.n_train)
     subset = replace(task, x_train=task.x_train[:n], y_train=task.y_train[:n])
     row = sharpness_measurement(**SHARPNESS_SETTINGS)(model, subset)
@@ -81,7 +106,17 @@ MEASUREMENTS: dict[str, Measurement] = {
 
 
 def register_measurement(name: str, fn: Measurement, *, replace: bool = False) -> None:
-    """Make ``fn`` available to configs as ``name`` (``replace=True`` to redefine one)."""
+    """Make ``fn`` available to configs as ``name`` (``replace=True`` to redefine one).
+
+    Args:
+        name: the name configs use, a Python identifier.
+        fn: a callable ``(model, task) -> dict[str, float]``.
+        replace: allow redefining a registered name.
+
+    Raises:
+        ValueError: ``name`` is not an identifier or is already registered without ``replace``,
+            or ``fn`` is not callable.
+    """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"Invalid name: {name!r} (expected an identifier)")
     if not callable(fn):

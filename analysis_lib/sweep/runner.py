@@ -147,6 +147,30 @@ def run_sweep(
     row of a resumed ``trials.csv`` is checked whole (see :mod:`analysis_lib.sweep.folder`); a
     bad row, or a file that is not a trials table, is refused with the file and line named
     (ConfigError) before anything runs, never counted.
+
+    Args:
+        config: a :class:`SweepConfig`, or what :func:`load_config` reads (a TOML path or a dict).
+        out: the output folder (created if missing; resumed or extended when it holds this sweep).
+        client: a ``distributed.Client`` to run the trials on (None: see above).
+        scheduler: a Dask scheduler address (None: ``$DASK_SCHEDULER_ADDRESS``, else a
+            ``LocalCluster``).
+        workers: the ``LocalCluster``'s worker processes, an integer >= 1 (None: one per core).
+        serial: run the trials here, one by one (not with ``client`` or ``scheduler``).
+        progress: show a progress bar.
+        connect_timeout: seconds (> 0) to wait for ``scheduler``.
+
+    Returns:
+        A :class:`SweepResult`: ``trials`` (the trials table), ``summary``
+        (:func:`~analysis_lib.sweep.summarize`, empty with no trials), ``ran`` and ``skipped``
+        (trial counts) and ``out`` (the folder as a ``Path``).
+
+    Raises:
+        ConfigError: an invalid config, an unusable output folder (a file, not creatable,
+            read-only, locked by another sweep) or a bad ``trials.csv`` or ``config.json``.
+        ValueError: bad ``workers``, ``connect_timeout`` or ``serial`` with a client or
+            scheduler, or ``out`` holds another sweep.
+        ConnectionError: the scheduler does not answer as Dask within ``connect_timeout``.
+        OSError: a file cannot be written while the sweep runs.
     """
     if not isinstance(config, SweepConfig):
         config = load_config(config)

@@ -28,7 +28,26 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 def check_timeout(value, name: str = "connect_timeout") -> float:
     """``value`` as a finite number of seconds > 0 (the library's one argument rule), else a
-    ValueError naming ``name``."""
+    ValueError naming ``name``.
+
+    Args:
+        value: the number of seconds.
+        name: the argument's name, for the message.
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ValueError: ``value`` is not a finite number > 0.
+
+    Examples:
+        >>> check_timeout(2)
+        2.0
+        >>> check_timeout(0, "timeout")
+        Traceback (most recent call last):
+        ...
+        ValueError: Invalid timeout: 0 (expected a finite number > 0)
+    """
     return check_float(name, value, 0.0, low_open=True)
 
 
@@ -97,6 +116,10 @@ def _handshake(address: str, timeout: float) -> BaseException | None:
 def probe_scheduler(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
     """Check within about ``timeout`` seconds that a Dask scheduler answers at ``address``.
 
+    Args:
+        address: the scheduler's address, e.g. ``"tcp://host:8786"``.
+        timeout: seconds to wait, > 0.
+
     Raises:
         ConnectionError: it does not; the message names the address and what is there.
         ValueError: ``timeout`` is not a number of seconds > 0.
@@ -148,8 +171,16 @@ def connect_scheduler(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT):
     """A ``distributed.Client`` of the scheduler at ``address``, after :func:`probe_scheduler`
     found one there; Dask's own connect timeout is ``timeout`` too.
 
+    Args:
+        address: the scheduler's address, e.g. ``"tcp://host:8786"``.
+        timeout: seconds to wait, > 0.
+
+    Returns:
+        A connected ``distributed.Client``; the caller closes it.
+
     Raises:
         ConnectionError: no Dask scheduler answers at ``address`` within ``timeout`` seconds.
+        ValueError: ``timeout`` is not a number of seconds > 0.
     """
     import dask
     from distributed import Client

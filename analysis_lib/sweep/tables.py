@@ -22,7 +22,20 @@ __all__ = ["lr_sensitivity", "mean_interval", "summarize"]
 def mean_interval(values) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of ``values`` and its 95% Student-t interval
     (:func:`analysis_lib.stats.t_interval`); NaN ends for fewer than 2 values, and for values
-    that are not all finite (a NaN or infinite measurement), whose mean is then NumPy's."""
+    that are not all finite (a NaN or infinite measurement), whose mean is then NumPy's.
+
+    Args:
+        values: the sample, array-like of numbers.
+
+    Returns:
+        A tuple of three floats ``(mean, low, high)``.
+
+    Examples:
+        >>> [round(x, 4) for x in mean_interval([1.0, 2.0, 3.0])]
+        [2.0, -0.4841, 4.4841]
+        >>> mean_interval([1.0])
+        (1.0, nan, nan)
+    """
     values = np.asarray(values, dtype=float)
     if np.isfinite(values).all():
         return t_interval(values)
@@ -32,7 +45,19 @@ def mean_interval(values) -> tuple[float, float, float]:
 def lr_sensitivity(trials: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
     """One row per (label, lr): mean and 95% t-interval of ``metric`` over the seeds that
     finished (``n``), and ``failed``, the number of seeds that diverged or raised. Tidy, for a
-    plot of ``metric`` against lr with one line (and band) per optimizer."""
+    plot of ``metric`` against lr with one line (and band) per optimizer.
+
+    Args:
+        trials: the trials table (``label``, ``optimizer``, ``lr``, ``status`` and ``metric``).
+        metric: the column averaged.
+
+    Returns:
+        A DataFrame with columns ``label``, ``optimizer``, ``lr``, ``n``, ``failed``, ``mean``,
+        ``low`` and ``high``, sorted by label and lr.
+
+    Raises:
+        ValueError: ``metric`` is not a column of ``trials``.
+    """
     if metric not in trials.columns:
         raise ValueError(f"Invalid metric: {metric!r} (not a column of the trials table)")
     out = []
@@ -65,6 +90,21 @@ def summarize(
     raised or missing (fewer than ``seeds`` trials) counts as the worst, so an lr that works
     only for lucky seeds is never chosen; ties go to the smaller lr. When every lr of an
     optimizer failed, its lr and numbers are NaN and ``status`` says so.
+
+    Args:
+        trials: the trials table (``label``, ``optimizer``, ``hparams``, ``lr``, ``status``,
+            the selection column, ``test_loss`` and ``test_accuracy``).
+        selection: ``"val_loss"`` or ``"val_accuracy"``.
+        seeds: the number of seeds a complete lr has (None: not checked).
+
+    Returns:
+        A DataFrame, one row per label, with columns ``label``, ``optimizer``, ``hparams``,
+        ``lr``, ``lrs``, ``failed_trials``, ``seeds``, ``{selection}_mean``,
+        ``test_loss_mean``/``_low``/``_high``, ``test_accuracy_mean``/``_low``/``_high`` and
+        ``status``.
+
+    Raises:
+        ValueError: ``selection`` is neither of the two.
     """
     if selection not in ("val_loss", "val_accuracy"):
         raise ValueError(f"Invalid selection: {selection!r}")

@@ -88,7 +88,19 @@ TAIL_COLUMNS = ("seconds", "worker", "device", "version")
 def resolve_hparams(hparams: Mapping, steps: int) -> dict:
     """The keyword arguments for ``make_optimizer``: an ``alpha`` table becomes an
     :class:`~analysis_lib.optim.ExponentialAlpha` (``within`` reaches ``final`` within that
-    fraction at the last step), arrays become tuples."""
+    fraction at the last step), arrays become tuples.
+
+    Args:
+        hparams: the checked hyperparameters of a configuration (plain TOML values).
+        steps: the trial's step budget, for an ``alpha`` table with ``within``.
+
+    Returns:
+        A new dict of keyword arguments.
+
+    Examples:
+        >>> resolve_hparams({"betas": [0.9, 0.99], "eps": 1e-8}, 100)
+        {'betas': (0.9, 0.99), 'eps': 1e-08}
+    """
     out = {}
     for k, v in hparams.items():
         if k == "alpha" and isinstance(v, dict):
@@ -104,7 +116,19 @@ def resolve_hparams(hparams: Mapping, steps: int) -> dict:
 
 
 def make_task(spec: Mapping) -> _tasks.Task:
-    """The task of a trial: ``tasks.<spec["name"]>(**spec["args"])`` on the CPU."""
+    """The task of a trial: ``tasks.<spec["name"]>(**spec["args"])`` on the CPU.
+
+    Args:
+        spec: a mapping with ``name`` (a factory of :mod:`analysis_lib.problems.tasks`) and
+            ``args`` (its keyword arguments).
+
+    Returns:
+        The :class:`~analysis_lib.problems.tasks.Task`.
+
+    Raises:
+        AttributeError: ``spec["name"]`` is not a task factory.
+        KeyError: ``spec`` lacks ``name`` or ``args``.
+    """
     return getattr(_tasks, spec["name"])(**spec["args"])
 
 
@@ -135,7 +159,13 @@ class Trial:
 
     def spec(self) -> dict[str, Any]:
         """The trial's configuration as plain data: what its key hashes. The target entries are
-        there only for a budget with a target, so other sweeps keep their keys."""
+        there only for a budget with a target, so other sweeps keep their keys.
+
+        Returns:
+            A new dict (``task``, ``optimizer``, ``label``, ``hparams``, ``lr``, ``seed``,
+            ``steps``, ``batch_size``, ``schedule``, ``measurements``, ``divergence_factor``, and
+            ``target_train_loss`` and ``check_every`` with a target).
+        """
         spec = {
             "task": self.task,
             "optimizer": self.optimizer,
@@ -155,12 +185,35 @@ class Trial:
 
     @cached_property
     def key(self) -> str:
-        """A hash of everything that determines the trial's result (:meth:`spec`)."""
+        """A hash of everything that determines the trial's result (:meth:`spec`).
+
+        Returns:
+            16 hex digits (:func:`analysis_lib.io.config_key` of :meth:`spec`).
+        """
         return config_key(self.spec())
 
     def row(self, status: str = "ok", message: str = "") -> dict:
         """The trial's row of ``trials.csv``: its configuration columns, ``status`` and
-        ``message``, and empty metrics (what a trial that never reported looks like)."""
+        ``message``, and empty metrics (what a trial that never reported looks like).
+
+        Args:
+            status: one of :data:`STATUSES`.
+            message: what happened (empty for ``ok``).
+
+        Returns:
+            A dict ``column -> value``: ``key``, the :data:`CONFIG_COLUMNS` (``task``, ``hparams``
+            and ``schedule`` as sorted JSON text), ``status``, ``message``, ``steps_taken`` = 0,
+            ``target_train_loss`` and ``target_reached`` = False with a target, and NaN
+            :data:`METRICS`.
+
+        Examples:
+            >>> trial = Trial(task={"name": "digits", "args": {}}, optimizer="sgd", label="sgd",
+            ...               hparams={}, lr=0.1, seed=0, steps=10, batch_size=None,
+            ...               schedule={"kind": "constant"}, measurements=(), divergence_factor=1000.0)
+            >>> row = trial.row("error", "boom")
+            >>> row["key"] == trial.key, row["task"], row["status"], row["steps_taken"]
+            (True, '{"args": {}, "name": "digits"}', 'error', 0)
+        """
         nan = float("nan")
         row: dict[str, Any] = {"key": self.key}
         for column in CONFIG_COLUMNS:
@@ -239,6 +292,18 @@ def run_trial(trial: Trial, measures: Mapping | None = None, worker: str = "seri
 
     ``measures`` maps the trial's measurement names to their callables (the runner looks them
     up in :data:`~analysis_lib.sweep.MEASUREMENTS`); ``worker`` is written to the row.
+
+    Args:
+        trial: the trial.
+        measures: a mapping ``measurement name -> callable`` (None: none; a trial that names a
+            measurement missing here ends with status ``error``).
+        worker: the ``worker`` column's value.
+
+    Returns:
+        The row (:meth:`Trial.row`) filled in: ``status`` ``ok``, ``diverged`` or ``error`` (an
+        exception in training or a measurement is caught and its message written, never raised),
+        the metrics, the measurement columns, ``seconds``, ``worker``, ``device`` and
+        ``version``.
     """
     start = time.perf_counter()
     device = default_device()

@@ -53,7 +53,22 @@ class Recorder:
 
     def measure(self, due, step: int, model, opt, batch) -> StopTraining | None:
         """Call the callbacks ``due`` at ``step`` and record their numbers as one row; the
-        first :class:`StopTraining` raised (its numbers recorded too) is returned."""
+        first :class:`StopTraining` raised (its numbers recorded too) is returned.
+
+        Args:
+            due: the callbacks to call, in order.
+            step: the step just taken.
+            model: the model trained.
+            opt: its optimizer.
+            batch: the step's ``(inputs, targets)``.
+
+        Returns:
+            The first :class:`StopTraining` raised, or None.
+
+        Raises:
+            ValueError: a callback returned something other than a dict of names -> numbers,
+                or a value that another callback of this step gave differently for its key.
+        """
         row: dict[str, float] = {"step": step}
         stop = None
         for cb in due:
@@ -68,6 +83,12 @@ class Recorder:
         return stop
 
     def state(self) -> dict[str, Any]:
+        """What a checkpoint saves of the records.
+
+        Returns:
+            A dict with ``records`` (a float64 tensor, one row per history row),
+            ``measurements``, ``first_loss`` and ``callback_seconds``.
+        """
         records = torch.tensor(self.rows, dtype=torch.float64)
         return {
             "records": records.reshape(len(self.rows), len(Row._fields)),
@@ -77,12 +98,26 @@ class Recorder:
         }
 
     def load(self, ck: dict[str, Any]) -> None:
+        """Restore the records from a checkpoint's :meth:`state`.
+
+        Args:
+            ck: a dict with the keys of :meth:`state`.
+
+        Returns:
+            None.
+        """
         self.rows = [Row(*r) for r in ck["records"].tolist()]
         self.measurements = ck["measurements"]
         self.first_loss = ck["first_loss"]
         self.callback_seconds.update(ck["callback_seconds"])
 
     def history(self) -> pd.DataFrame:
+        """``run.history``: one row per recorded step.
+
+        Returns:
+            A DataFrame with the columns of ``Row`` (``accuracy`` dropped for a regression task),
+            ``step`` as int64.
+        """
         columns = list(Row._fields)
         values = np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), len(columns))
         history = pd.DataFrame(values, columns=columns)
@@ -90,6 +125,11 @@ class Recorder:
         return history if self.classify else history.drop(columns="accuracy")
 
     def measurements_frame(self) -> pd.DataFrame:
+        """``run.measurements``: one row per step at which some callback ran.
+
+        Returns:
+            A DataFrame with ``step`` (int64) and the callbacks' columns (empty if none ran).
+        """
         frame = pd.DataFrame(self.measurements)
         if len(frame):
             frame["step"] = frame["step"].astype(np.int64)

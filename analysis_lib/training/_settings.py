@@ -64,7 +64,12 @@ class Settings:
 
     @property
     def config(self) -> dict[str, Any]:
-        """``run.config``: the settings as JSON-able values."""
+        """``run.config``: the settings as JSON-able values.
+
+        Returns:
+            A dict with the task, optimizer, lr, hyperparameters, batch size, seed, schedule,
+            divergence factor and ``record_every``.
+        """
         return {
             "task": self.task.name,
             "task_info": _describe(list(self.task.info.items())),
@@ -81,7 +86,20 @@ class Settings:
 
 def checked(s: Settings) -> Settings:
     """``s`` with every argument checked (a ValueError or TypeError naming it) before any work
-    starts, in its final form."""
+    starts, in its final form.
+
+    Args:
+        s: the :class:`Settings` as :func:`~analysis_lib.training.train` received them.
+
+    Returns:
+        A new :class:`Settings`: the task moved to the device, the optimizer's name, the label,
+        the checkpoint path and the callbacks filled in.
+
+    Raises:
+        TypeError: ``task`` not a Task.
+        ValueError: an argument out of range (e.g. ``batch_size`` larger than the training
+            set), a non-callable ``lr_schedule``, or bad checkpoint settings or callbacks.
+    """
     if not isinstance(s.task, Task):
         raise TypeError(f"task must be an analysis_lib Task, got {type(s.task).__name__}")
     steps = check_int("steps", s.steps, 1)

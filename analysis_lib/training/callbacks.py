@@ -45,6 +45,11 @@ class Callback:
 
     @property
     def name(self) -> str:
+        """The callback's name: the key of its time in ``run.callback_seconds``.
+
+        Returns:
+            The class name.
+        """
         return type(self).__name__
 
     def __call__(
@@ -57,9 +62,22 @@ class Callback:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint saves of the callback (nothing by default).
+
+        Returns:
+            A dict of tensors and plain data.
+        """
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (nothing by default).
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+
+        Returns:
+            None.
+        """
         pass
 
 
@@ -116,7 +134,14 @@ class TargetLoss(Callback):
         self.column = f"target_{split}_loss"
 
     def loss(self, model: nn.Module) -> float:
-        """The mean loss of ``model`` over the split, in eval mode."""
+        """The mean loss of ``model`` over the split, in eval mode.
+
+        Args:
+            model: the model measured (the task's data is moved to its device).
+
+        Returns:
+            The loss as a float.
+        """
         device = next(model.parameters()).device
         if self.task.device != device:  # moved once, not at every call
             self.task = self.task.to(device)
@@ -158,9 +183,22 @@ class TransitionCallback(Callback):
         return measures
 
     def state_dict(self) -> dict[str, Any]:
+        """The previous preconditioner, so that a resumed run measures the same drift.
+
+        Returns:
+            ``{"previous": tensor}``, or ``{}`` before the first measurement.
+        """
         return {} if self._previous is None else {"previous": self._previous}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+
+        Returns:
+            None.
+        """
         self._previous = state.get("previous")
 
 

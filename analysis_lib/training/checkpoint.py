@@ -89,7 +89,15 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
     """Write ``checkpoint`` (a dict :func:`torch.save` can store) to ``path`` atomically (through
     :func:`analysis_lib.io.write_atomically`: synced, then renamed), behind a header with the
-    SHA-256 of its bytes, so that :func:`load_checkpoint` detects truncation and corruption."""
+    SHA-256 of its bytes, so that :func:`load_checkpoint` detects truncation and corruption.
+
+    Args:
+        path: the file written (replaced if it exists).
+        checkpoint: the dict saved.
+
+    Returns:
+        None.
+    """
     buf = BytesIO()
     torch.save(checkpoint, buf)
     body = buf.getvalue()
@@ -310,6 +318,13 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict[str, Any
     """The checkpoint :func:`~analysis_lib.training.train` wrote to ``path``, checked against its
     checksum and read with ``torch.load(weights_only=True)`` (nothing is unpickled).
 
+    Args:
+        path: the checkpoint file.
+        map_location: as for :func:`torch.load` (e.g. a device); None keeps the saved devices.
+
+    Returns:
+        The checked checkpoint dict.
+
     Raises:
         FileNotFoundError: there is no file at ``path``.
         CheckpointError: the file is unreadable, truncated, corrupted, of another format or
@@ -349,7 +364,23 @@ def run_identity(
     task, model, opt, *, name, lr, hparams, lr_schedule, batch_size, seed, extra
 ) -> dict[str, Any]:
     """What the task, the model, the optimizer as constructed (its class and every param
-    group's hyperparameters) and the run's settings are, as JSON-able values."""
+    group's hyperparameters) and the run's settings are, as JSON-able values.
+
+    Args:
+        task: the run's :class:`~analysis_lib.problems.tasks.Task`.
+        model: the freshly initialised model.
+        opt: the optimizer as constructed.
+        name: the optimizer's name.
+        lr: the learning rate given (or None).
+        hparams: the further optimizer hyperparameters.
+        lr_schedule: the learning-rate schedule, or None.
+        batch_size: the batch size (None: full batch).
+        seed: the run's seed.
+        extra: further entries merged in at the top level.
+
+    Returns:
+        A nested dict of JSON values (as a checkpoint gives it back).
+    """
     groups = []
     for i, g in enumerate(opt.param_groups):
         desc = {k: _identified(v, f"param_groups[{i}][{k!r}]") for k, v in g.items()}
@@ -393,7 +424,15 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
 
 def identity_differences(saved: dict, now: dict) -> list[str]:
     """The entries in which two identities differ, ``'key' (checkpoint ..., now ...)``, in the
-    order of the identity."""
+    order of the identity.
+
+    Args:
+        saved: the checkpoint's identity.
+        now: this run's identity (:func:`run_identity`).
+
+    Returns:
+        A list of strings, empty when the two agree.
+    """
     a, b = _flatten(saved, "", {}), _flatten(now, "", {})
     diffs = []
     for key in [*b, *(k for k in a if k not in b)]:  # in the order of the identity
@@ -419,6 +458,17 @@ class Schedules:
         self.values: dict[str, list[float]] = {k: [] for k in self.fns}
 
     def upto(self, step: int) -> dict[str, Tensor]:
+        """Each schedule's values at steps 1..``step`` (computed once and kept).
+
+        Args:
+            step: the last step (>= 0).
+
+        Returns:
+            key -> a float64 tensor of ``step`` values.
+
+        Raises:
+            ValueError: a schedule raised at some step.
+        """
         for key, fn in self.fns.items():
             values = self.values[key]
             for t in range(len(values) + 1, step + 1):
@@ -432,6 +482,20 @@ class Schedules:
         return {k: torch.tensor(v[:step], dtype=torch.float64) for k, v in self.values.items()}
 
     def check(self, saved: dict[str, Tensor], step: int, path: Path) -> None:
+        """Refuse a checkpoint whose schedules differ from this run's at steps 1..``step``.
+
+        Args:
+            saved: the checkpoint's schedule values (:meth:`upto` when it was written).
+            step: the checkpoint's step.
+            path: the checkpoint file, named in the error.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: a schedule only one of the runs has, or a value that differs (naming
+                the first step), or a schedule that raised.
+        """
         now = self.upto(step)
         for key in sorted(saved.keys() | now.keys()):
             if key not in saved or key not in now:
@@ -461,12 +525,31 @@ class Checkpoint:
         self.path, self.identity, self.schedules = path, identity, schedules
 
     def exists(self) -> bool:
+        """Whether the file exists.
+
+        Returns:
+            True when there is a file at ``path``.
+        """
         return self.path.exists()
 
     def load(self, steps: int, map_location=None) -> dict[str, Any]:
         """The file's checkpoint, when it was written by this run's configuration at a step
         <= ``steps`` (else a ValueError says what differs; :class:`CheckpointError` for a file
-        that cannot be read)."""
+        that cannot be read).
+
+        Args:
+            steps: the number of steps of this run.
+            map_location: as for :func:`torch.load`.
+
+        Returns:
+            The checked checkpoint dict.
+
+        Raises:
+            FileNotFoundError: there is no file.
+            CheckpointError: the file cannot be read (see :func:`load_checkpoint`).
+            ValueError: another configuration's checkpoint, one beyond ``steps``, or one whose
+                schedules differ.
+        """
         ck = load_checkpoint(self.path, map_location=map_location)
         diffs = identity_differences(ck["identity"], self.identity)
         if diffs:
@@ -484,7 +567,18 @@ class Checkpoint:
         return ck
 
     def save(self, step: int, parts: dict[str, Any]) -> None:
-        """Save ``parts`` (model, optimizer, records, ...) as the checkpoint of ``step``."""
+        """Save ``parts`` (model, optimizer, records, ...) as the checkpoint of ``step``.
+
+        Args:
+            step: the step the run is at.
+            parts: the state to save, merged with the format, identity, schedules and step.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: a schedule raised (see :meth:`Schedules.upto`).
+        """
         save_checkpoint(
             self.path,
             {

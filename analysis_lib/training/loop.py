@@ -63,17 +63,43 @@ class Run:
 
     @property
     def final_loss(self) -> float:
-        """The training loss of the last step's batch (NaN for a diverged run)."""
+        """The training loss of the last step's batch (NaN for a diverged run).
+
+        Returns:
+            The loss as a float.
+        """
         return float("nan") if self.diverged else float(self.history["loss"].iloc[-1])
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Loss (and accuracy) of the trained model over a split of the task."""
+        """Loss (and accuracy) of the trained model over a split of the task.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"`` (see :meth:`Task.evaluate`).
+
+        Returns:
+            ``{"loss": ..., "accuracy": ...}`` (no accuracy for a regression task).
+
+        Raises:
+            ValueError: an unknown split.
+        """
         return self.task.evaluate(self.model, split)
 
 
 def runs_frame(runs: Iterable[Run], which: str = "history", column: str = "run") -> pd.DataFrame:
     """The ``history`` (or ``measurements``) of several runs in one tidy frame, with the runs'
-    labels in ``column``: ready for ``seaborn.lineplot(..., hue=column)``."""
+    labels in ``column``: ready for ``seaborn.lineplot(..., hue=column)``.
+
+    Args:
+        runs: the :class:`Run` objects (at least one).
+        which: ``"history"`` or ``"measurements"``.
+        column: the name of the column that holds each run's ``label``.
+
+    Returns:
+        The frames concatenated, with a fresh index.
+
+    Raises:
+        ValueError: an unknown ``which``, or no runs.
+    """
     if which not in ("history", "measurements"):
         raise ValueError(f"Invalid which: {which!r} (expected 'history' or 'measurements')")
     frames = [getattr(r, which).assign(**{column: r.label}) for r in runs]
@@ -400,6 +426,15 @@ def train(
             digits MLP, ``record_every=10`` makes the loop as fast as a bare one.
         progress: show a progress bar (``TQDM_DISABLE=1`` silences it too).
         **hparams: further optimizer hyperparameters (``betas``, ``alpha``, ``momentum``...).
+
+    Returns:
+        The :class:`Run`: its model, optimizer, ``history``, ``measurements`` and outcome.
+
+    Raises:
+        TypeError: ``task`` not a Task.
+        ValueError: a bad argument, naming it, before the first step; or a checkpoint written
+            by another run.
+        CheckpointError: a checkpoint file that cannot be read.
     """
     s = checked(
         Settings(

@@ -26,7 +26,22 @@ __all__ = ["LrSweep", "choose_lr", "cosine_schedule", "lr_sweep"]
 @dataclass(frozen=True)
 class cosine_schedule:  # lower case: used like a function
     """Learning-rate multiplier for step t = 1..steps: linear warm-up over ``warmup`` steps,
-    then a cosine decay from 1 to ``final``. Pass it as ``train(..., lr_schedule=...)``."""
+    then a cosine decay from 1 to ``final``. Pass it as ``train(..., lr_schedule=...)``.
+
+    Args:
+        steps: the number of steps of the schedule (>= 1); later steps stay at ``final``.
+        warmup: the number of warm-up steps, an integer in [0, ``steps``).
+        final: the multiplier reached at ``steps``, in [0, 1].
+
+    Raises:
+        ValueError: ``steps`` < 1, ``warmup`` outside [0, ``steps``) or ``final`` outside
+            [0, 1], naming the argument.
+
+    Example:
+        >>> s = cosine_schedule(10, warmup=2, final=0.1)
+        >>> [round(s(t), 4) for t in (1, 2, 6, 10)]
+        [0.5, 1.0, 0.55, 0.1]
+    """
 
     steps: int
     warmup: int = 0
@@ -107,6 +122,22 @@ def lr_sweep(
     the rate on the validation split with :func:`choose_lr` (lowest mean validation loss over
     the seeds; a rate where any seed diverged counts as the worst; ties to the smaller rate).
     ``lrs`` must be distinct numbers > 0, ``seeds`` distinct integers >= 0.
+
+    Args:
+        task: the :class:`~analysis_lib.problems.tasks.Task` to train on.
+        optimizer: the optimizer's registered name.
+        lrs: the learning rates to try (distinct, > 0; run in increasing order).
+        steps: the number of training steps of each run.
+        seeds: the seeds to run at each rate (distinct integers >= 0).
+        **train_kwargs: further arguments of :func:`train` (not ``lr`` or ``seed``).
+
+    Returns:
+        An :class:`LrSweep`: the per-(lr, seed) frame, the chosen rate and its runs.
+
+    Raises:
+        TypeError: ``task`` not a Task.
+        ValueError: ``optimizer`` not a name, ``lr`` or ``seed`` in ``train_kwargs``, ``lrs`` or
+            ``seeds`` empty, repeated or out of range; or any refusal of :func:`train`.
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be an analysis_lib Task, got {type(task).__name__}")

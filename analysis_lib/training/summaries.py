@@ -24,6 +24,20 @@ def tail_statistic(run: Run, column: str, *, last: float = 0.1, statistic: str =
     fraction of ``run``: the rows of ``run.history`` (if it has the column, else of
     ``run.measurements``) whose step ``t`` satisfies ``t > (1 - last) * run.steps``. NaN values
     are skipped; NaN when no value is left.
+
+    Args:
+        run: the finished :class:`~analysis_lib.training.loop.Run`.
+        column: a column of ``run.history`` or ``run.measurements``.
+        last: the fraction of the steps at the end, in (0, 1].
+        statistic: ``"mean"`` or ``"median"``.
+
+    Returns:
+        The statistic as a float.
+
+    Raises:
+        TypeError: ``run`` not a Run.
+        ValueError: ``last`` outside (0, 1], an unknown ``statistic``, or ``column`` in neither
+            frame.
     """
     if not isinstance(run, Run):
         raise TypeError(f"run must be an analysis_lib Run, got {type(run).__name__}")
@@ -56,6 +70,20 @@ def run_summary(
     * for each ``name: column`` of ``late``: the median of ``measurements[column]`` over the
       last ``last`` of the steps (a median: callbacks' measures are noisy and heavy-tailed);
     * ``seconds``: the wall-clock time of the training loop.
+
+    Args:
+        run: the finished :class:`~analysis_lib.training.loop.Run`.
+        late: output name -> a column of ``run.measurements`` (or ``run.history``); None: none.
+        last: the fraction of the steps at the end, in (0, 1].
+        splits: the splits to evaluate the final model on (default: the validation split).
+
+    Returns:
+        A dict of name -> float, in the order above.
+
+    Raises:
+        TypeError: ``run`` not a Run.
+        ValueError: ``splits`` a string or not a sequence, ``last`` out of range, or a column
+            of ``late`` in neither frame.
     """
     if isinstance(splits, str) or not isinstance(splits, Iterable):
         raise ValueError(f"Invalid splits: {splits!r} (expected a sequence of split names)")
@@ -100,6 +128,24 @@ def record_gradients(
     (``torch.randint(len(targets), (batch_size,), generator=g)``, ``g`` a CPU generator seeded
     with ``seed``), computes ``loss_fn(model(inputs[idx]), targets[idx])``, records the gradients
     and the loss, then steps. ``model`` and ``optimizer`` are trained in place.
+
+    Args:
+        model: the module trained.
+        optimizer: an optimizer over ``model``'s parameters.
+        loss_fn: ``loss_fn(outputs, targets)`` -> a scalar loss.
+        inputs: the training inputs, indexed along the first axis.
+        targets: the training targets, as many as ``inputs``.
+        steps: the number of steps (>= 1).
+        batch_size: the minibatch size (>= 1).
+        seed: the seed of the minibatch draws (>= 0).
+
+    Returns:
+        A :class:`GradientHistory` of ``steps`` gradient lists and losses.
+
+    Raises:
+        TypeError: ``model`` not a Module or ``optimizer`` not an Optimizer.
+        ValueError: ``steps``, ``batch_size`` or ``seed`` out of range, or ``inputs`` and
+            ``targets`` of different lengths or empty.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -55,7 +55,17 @@ _DTYPE = torch.float64
 
 # -- validation -------------------------------------------------------------------------------
 def check_problem(problem: Any) -> None:
-    """Refuse anything but a :class:`~analysis_lib.problems.toy.ToyProblem`."""
+    """Refuse anything but a :class:`~analysis_lib.problems.toy.ToyProblem`.
+
+    Args:
+        problem: the object to check.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: ``problem`` not a ToyProblem.
+    """
     if not isinstance(problem, ToyProblem):
         raise ValueError(f"Invalid problem: {problem!r} (expected a ToyProblem)")
 
@@ -152,11 +162,24 @@ class Settings:
 
     @property
     def adaptive(self) -> bool:
-        """Whether the optimizer has per-coordinate effective step sizes to record."""
+        """Whether the optimizer has per-coordinate effective step sizes to record.
+
+        Returns:
+            True for an adaptive (Adam-family) optimizer.
+        """
         return self.optimizer in ADAPTIVE
 
     def trajectory(self, sim: Simulation, row: int, lr: float) -> Trajectory:
-        """Row ``row`` of ``sim`` (run at ``lr``) as a :class:`Trajectory`."""
+        """Row ``row`` of ``sim`` (run at ``lr``) as a :class:`Trajectory`.
+
+        Args:
+            sim: the :class:`Simulation` of a grid of learning rates.
+            row: the index of the grid point.
+            lr: its learning rate, recorded in the trajectory's ``hparams``.
+
+        Returns:
+            The :class:`Trajectory`, cut at the run's last valid point (arrays copied).
+        """
         n = int(sim.last[row])
         points = sim.points[: n + 1, row].copy()
         return Trajectory(
@@ -175,7 +198,24 @@ class Settings:
 
 
 def settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams) -> Settings:
-    """Check the arguments that :func:`run`, :func:`run_batch` and :func:`tune_lr` share."""
+    """Check the arguments that :func:`run`, :func:`run_batch` and :func:`tune_lr` share.
+
+    Args:
+        problem: the toy problem.
+        optimizer: a registered optimizer name (any case).
+        steps: the number of steps (>= 1).
+        start: the starting point, or None for the problem's.
+        seed: the seed of the gradient noise (>= 0).
+        clip: the gradient-norm clip (> 0), or None.
+        bounds_factor: the enlargement of the plot bounds beyond which a run diverges (>= 1).
+        hparams: the optimizer's other hyperparameters (``weight_decay`` set to 0 if absent).
+
+    Returns:
+        The checked :class:`Settings`.
+
+    Raises:
+        ValueError: a bad argument, naming it.
+    """
     check_problem(problem)
     key = _check_optimizer(optimizer)
     steps = check_int("steps", steps, 1)
@@ -203,7 +243,14 @@ class Simulation:
     step_sizes: np.ndarray | None = None  # (T, G, 2), when recorded
 
     def row(self, i: int) -> Simulation:
-        """Grid point ``i`` alone, as a grid of one."""
+        """Grid point ``i`` alone, as a grid of one.
+
+        Args:
+            i: the index of the grid point.
+
+        Returns:
+            A new :class:`Simulation` whose grid axis has length 1.
+        """
 
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[[i]] if a.ndim == 1 else a[:, [i]]
@@ -211,19 +258,45 @@ class Simulation:
         return Simulation(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """The arrays by field name (``prefix`` prepended), the ones not recorded left out."""
+        """The arrays by field name (``prefix`` prepended), the ones not recorded left out.
+
+        Args:
+            prefix: prepended to each key (e.g. ``"best_"``).
+
+        Returns:
+            A dict of name -> array (the arrays themselves, not copies).
+        """
         named = {f.name: getattr(self, f.name) for f in fields(self)}
         return {prefix + k: a for k, a in named.items() if a is not None}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "") -> Simulation:
-        """The inverse of :meth:`arrays`."""
+        """The inverse of :meth:`arrays`.
+
+        Args:
+            arrays: a mapping that holds the arrays under ``prefix + field name``.
+            prefix: the prefix given to :meth:`arrays`.
+
+        Returns:
+            The :class:`Simulation` (a field missing from ``arrays`` is None).
+        """
         return cls(**{f.name: arrays.get(prefix + f.name) for f in fields(cls)})
 
 
 def simulate(s: Settings, lrs: np.ndarray, *, batched: bool, record_step_sizes: bool) -> Simulation:
     """Run ``s.optimizer`` at each of the G learning rates ``lrs`` from ``s.start`` for
-    ``s.steps`` steps, as one batched run (``batched``) or, for G = 1, the real optimizer."""
+    ``s.steps`` steps, as one batched run (``batched``) or, for G = 1, the real optimizer.
+
+    Args:
+        s: the checked :class:`Settings`.
+        lrs: the learning rates, a 1-D float64 array of length G.
+        batched: simulate the grid as one batched run; False runs the optimizer itself.
+        record_step_sizes: record the per-coordinate effective step sizes.
+
+    Returns:
+        The :class:`Simulation`; each run stops at its first non-finite value or exit from the
+        enlarged bounds.
+    """
     steps, problem = s.steps, s.problem
     layout = _Layout(s.optimizer, s.start, lrs, batched, s.hparams)
     g_count = layout.g
@@ -337,7 +410,19 @@ def run_batch(
 ) -> list[Trajectory]:
     """:func:`run` at each learning rate of ``lrs``, evaluated as one batched run (see the
     module docstring); the result equals running each learning rate on its own, to rounding.
-    ``hparams`` must not contain ``lr``."""
+    ``hparams`` must not contain ``lr``.
+
+    Args:
+        lrs: the learning rates (> 0).
+        record_step_sizes: record the effective step sizes (adaptive optimizers only).
+        Other arguments as for :func:`run`.
+
+    Returns:
+        One :class:`Trajectory` per learning rate, in the order of ``lrs``.
+
+    Raises:
+        ValueError: ``lr`` in ``hparams``, bad ``lrs``, or a bad argument of :func:`run`.
+    """
     if "lr" in hparams:
         raise ValueError("Invalid hparams: 'lr' (give the learning rates as lrs)")
     s = settings(problem, optimizer, steps, start, seed, clip, bounds_factor, hparams)

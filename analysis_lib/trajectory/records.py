@@ -45,7 +45,19 @@ STOP_REASONS = ("completed", "non-finite", "left the region")
 
 def method_label(optimizer: str, hparams: Mapping[str, Any] | None = None) -> str:
     """A display name: ``"Adam"``, ``"SGD+momentum"``, ``"Ada2MS α=0.5"``, ... (the registry's
-    display name; a name the registry does not know is shown as it is)."""
+    display name; a name the registry does not know is shown as it is).
+
+    Args:
+        optimizer: the optimizer's name (any case).
+        hparams: its hyperparameters; only Ada2MS's ``alpha`` shows in the label.
+
+    Returns:
+        The label as a string.
+
+    Example:
+        >>> method_label("ada2ms", {"alpha": 0.5}), method_label("sgdm")
+        ('Ada2MS α=0.5', 'SGD+momentum')
+    """
     key = optimizer.lower() if isinstance(optimizer, str) else optimizer
     name = OPTIMIZERS[key].display if key in OPTIMIZERS else optimizer
     alpha = (hparams or {}).get("alpha")
@@ -63,7 +75,11 @@ class Method:
 
     @property
     def label(self) -> str:
-        """The display name (see :func:`method_label`)."""
+        """The display name (see :func:`method_label`).
+
+        Returns:
+            The label as a string.
+        """
         return method_label(self.optimizer, self.hparams)
 
 
@@ -115,28 +131,48 @@ class Trajectory:
 
     @property
     def label(self) -> str:
-        """The display name of the method (see :func:`method_label`)."""
+        """The display name of the method (see :func:`method_label`).
+
+        Returns:
+            The label as a string.
+        """
         return method_label(self.optimizer, self.hparams)
 
     @property
     def lr(self) -> float:
-        """The learning rate."""
+        """The learning rate.
+
+        Returns:
+            ``hparams["lr"]`` as a float.
+        """
         return float(self.hparams["lr"])
 
     @property
     def steps(self) -> int:
-        """The number of steps taken (fewer than asked for when the run diverged)."""
+        """The number of steps taken (fewer than asked for when the run diverged).
+
+        Returns:
+            The number of points minus one.
+        """
         return len(self.points) - 1
 
     @property
     def final_point(self) -> np.ndarray:
-        """The last point."""
+        """The last point.
+
+        Returns:
+            An array of shape ``(2,)`` (a view into ``points``).
+        """
         return self.points[-1]
 
     @property
     def final_distance(self) -> float:
         """Distance of the final point to the nearest minimum (inf when the run diverged, NaN
-        when the problem has no minima)."""
+        when the problem has no minima).
+
+        Returns:
+            The distance as a float.
+        """
         if not self.problem.minima:
             return math.nan
         return (
@@ -146,7 +182,11 @@ class Trajectory:
     def to_frame(self) -> pd.DataFrame:
         """One row per point: method, optimizer, lr, step, x, y, loss, grad_norm, step_length
         (of the step that led there; NaN at the start), and the effective step sizes
-        ``step_size_x``, ``step_size_y`` when recorded."""
+        ``step_size_x``, ``step_size_y`` when recorded.
+
+        Returns:
+            A DataFrame of ``steps + 1`` rows.
+        """
         n = len(self.points)
         data = {
             "method": self.label,
@@ -167,7 +207,17 @@ class Trajectory:
 
 def trajectories_frame(trajectories: Iterable[Trajectory]) -> pd.DataFrame:
     """The tidy frame of several trajectories (one row per point; see
-    :meth:`Trajectory.to_frame`)."""
+    :meth:`Trajectory.to_frame`).
+
+    Args:
+        trajectories: the :class:`Trajectory` objects (at least one).
+
+    Returns:
+        Their frames concatenated, with a fresh index.
+
+    Raises:
+        ValueError: no trajectories (pandas has nothing to concatenate).
+    """
     return pd.concat([t.to_frame() for t in trajectories], ignore_index=True)
 
 
@@ -206,16 +256,28 @@ class TuneResult:
 
     @property
     def label(self) -> str:
-        """The display name of the method."""
+        """The display name of the method.
+
+        Returns:
+            The label as a string (see :func:`method_label`).
+        """
         return method_label(self.optimizer, self.hparams)
 
     @property
     def best_lr(self) -> float:
-        """The chosen learning rate (NaN when every run diverged)."""
+        """The chosen learning rate (NaN when every run diverged).
+
+        Returns:
+            The learning rate as a float.
+        """
         return math.nan if self.best_index is None else float(self.lrs[self.best_index])
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per learning rate: method, lr, final_distance, mean_loss, diverged, best."""
+        """One row per learning rate: method, lr, final_distance, mean_loss, diverged, best.
+
+        Returns:
+            A DataFrame with one row per grid point, ``best`` True at the chosen one only.
+        """
         best = np.zeros(len(self.lrs), dtype=bool)
         if self.best_index is not None:
             best[self.best_index] = True
@@ -242,6 +304,22 @@ def slider_hparams(optimizer: str, beta1: float, beta2: float, alpha: float) -> 
 
     ``run(problem, optimizer, steps, lr=lr, **slider_hparams(optimizer, b1, b2, a))`` then runs
     it. Unknown names raise ``ValueError``; the values are checked by the optimizer itself.
+
+    Args:
+        optimizer: a registered optimizer name (any case).
+        beta1: the momentum slider's value.
+        beta2: the second-moment slider's value.
+        alpha: the alpha slider's value.
+
+    Returns:
+        A dict of hyperparameters (floats; empty for plain SGD).
+
+    Raises:
+        ValueError: an unknown optimizer name.
+
+    Example:
+        >>> slider_hparams("ada2ms", 0.9, 0.999, 0.5)
+        {'betas': (0.9, 0.999), 'alpha': 0.5}
     """
     spec = optimizer_spec(optimizer)
     if spec.family == "momentum":

@@ -42,7 +42,24 @@ _CACHE_VERSION = 1
 
 def lr_grid(low: float = 1e-5, high: float = 10.0, per_decade: int = 4) -> np.ndarray:
     """A log-spaced learning-rate grid from ``low`` to ``high`` with ``per_decade`` points per
-    factor of ten (both ends included)."""
+    factor of ten (both ends included).
+
+    Args:
+        low: the smallest learning rate (> 0).
+        high: the largest (> ``low``).
+        per_decade: the number of points per factor of ten (>= 1); the count is rounded, with
+            at least the two ends.
+
+    Returns:
+        The grid as a float array, increasing.
+
+    Raises:
+        ValueError: ``low`` or ``high`` not positive, ``high`` <= ``low``, or ``per_decade`` < 1.
+
+    Example:
+        >>> lr_grid(1e-3, 1.0, 1).tolist()
+        [0.001, 0.01, 0.1, 1.0]
+    """
     low = check_positive("low", low)
     high = check_positive("high", high)
     per_decade = check_int("per_decade", per_decade, 1)
@@ -142,6 +159,10 @@ def tune_lr(
             :func:`run` at that learning rate to rounding.
         Other arguments as for :func:`run`.
 
+    Returns:
+        A :class:`TuneResult`: each rate's final distance, mean loss, divergence and final
+        point, the chosen index (None when every rate diverged) and, with ``keep_best``, ``best``.
+
     Raises:
         ValueError: a bad argument, or a problem without known minima (nothing to tune
             against).
@@ -191,7 +212,12 @@ class Comparison:
 
     def table(self) -> pd.DataFrame:
         """One row per method: lr, tuned (bool), steps run, final loss, final distance to the
-        nearest minimum, diverged."""
+        nearest minimum, diverged.
+
+        Returns:
+            A DataFrame with the columns ``method``, ``lr``, ``tuned``, ``steps``,
+            ``final_loss``, ``final_distance`` and ``diverged``.
+        """
         rows = []
         for label, t in self.trajectories.items():
             rows.append(
@@ -233,7 +259,28 @@ def compare(
     :func:`run` at that learning rate to rounding), or at the common learning rate ``lr`` when
     it is given (e.g. for a problem without minima). A method whose every grid point diverged
     runs at the smallest learning rate of the grid, with a warning. ``progress`` shows a
-    progress bar over the methods (``tqdm.auto``), silenced by ``TQDM_DISABLE=1``."""
+    progress bar over the methods (``tqdm.auto``), silenced by ``TQDM_DISABLE=1``.
+
+    Args:
+        problem: the :class:`~analysis_lib.problems.toy.ToyProblem` to run on.
+        methods: :class:`Method` entries or optimizer names (their labels distinct).
+        steps: the number of steps of each run.
+        grid: the learning rates to tune over (default :func:`lr_grid`).
+        lr: one learning rate (> 0) for every method instead of tuning; None tunes.
+        start: the starting point (default: the problem's).
+        seed: the seed of the gradient noise.
+        cache: use the on-disk cache of the tuning scores.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`Comparison`: the problem, each method's trajectory and, for tuned methods,
+        its :class:`TuneResult`.
+
+    Raises:
+        ValueError: a bad ``problem``, a ``methods`` entry neither a Method nor a name,
+            duplicate labels, ``lr`` not positive, a bad ``grid``, or any refusal of
+            :func:`tune_lr` or :func:`run`.
+    """
     check_problem(problem)
     methods = [_as_method(m) for m in methods]
     labels = [m.label for m in methods]
