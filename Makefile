@@ -21,16 +21,19 @@ $(STAMP): pyproject.toml constraints.txt
 # in one worker, as nbval needs.
 PYTEST_WORKERS := -n 2 --dist loadscope
 
-# The whole suite: unit tests, the slow ones included, and every notebook through nbval.
+# The whole suite: the docstrings' examples, unit tests (the slow ones included) and every
+# notebook through nbval.
 test: venv
 	$(BIN)/ruff check .
 	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
-		$(BIN)/python -m pytest $(PYTEST_WORKERS) --nbval-lax --nbval-current-env tests notebooks
+		$(BIN)/python -m pytest $(PYTEST_WORKERS) --nbval-lax --nbval-current-env \
+		--doctest-modules analysis_lib tests notebooks
 
-# The quick loop while editing: the unit tests not marked `slow`, no notebooks.
+# The quick loop while editing: the unit tests not marked `slow` and the docstrings' examples,
+# no notebooks.
 test-fast: venv
 	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
-		$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow" tests
+		$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow" --doctest-modules analysis_lib tests
 
 figures: venv
 	$(BIN)/python scripts/run_notebooks.py notebooks

@@ -802,7 +802,6 @@ def test_the_algorithms_are_units_without_private_imports():
         text = path.read_text(encoding="utf-8")
         tree = ast.parse(text)
         assert ast.get_docstring(tree), f"{path.name} has no docstring"
-        assert len(text.splitlines()) <= 500, path.name
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level:
                 private = [a.name for a in node.names if a.name.startswith("_")]

@@ -237,7 +237,6 @@ def test_stats_is_a_package_of_units_at_the_bottom_layer():
     exported = set()
     for path in sorted(folder.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        assert len(path.read_text(encoding="utf-8").splitlines()) <= 500, path.name
         assert ast.get_docstring(tree), f"{path.name} has no docstring"
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
