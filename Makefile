@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# Two pytest-xdist workers; --dist loadscope keeps each notebook's cells (and each test module)
-# in one worker, as nbval needs.
+# Two pytest-xdist workers for the quick loop; --dist loadscope keeps each test module in one
+# worker. The whole suite runs in one process: its Dask tests fork worker processes, and a fork
+# of an xdist worker (which runs execnet's I/O thread) once hung (see the README).
 PYTEST_WORKERS := -n 2 --dist loadscope
 
 # The whole suite: the docstrings' examples, unit tests (the slow ones included) and every
@@ -26,7 +27,7 @@ PYTEST_WORKERS := -n 2 --dist loadscope
 test: venv
 	$(BIN)/ruff check .
 	QUICK=1 TQDM_DISABLE=1 ANALYSIS_LIB_FIGURES=$(TEST_FIGURES) \
-		$(BIN)/python -m pytest $(PYTEST_WORKERS) --nbval-lax --nbval-current-env \
+		$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		--doctest-modules analysis_lib tests notebooks
 
 # The quick loop while editing: the unit tests not marked `slow` and the docstrings' examples,
