@@ -24,10 +24,13 @@ A configuration::
     batch_size = 64                 # leave out for the full batch
     target_train_loss = 0.05        # optional: stop a trial at the first check where the loss
     check_every = 10                #   over the whole training split is <= this (default 10)
+    anneal_steps = 300              # optional, with a target and a constant schedule: at the
+                                    #   target, anneal the rate linearly over this many steps, then
+                                    #   stop (analysis_lib.training.AnnealAtTarget)
 
     [schedule]                      # shared by every trial (default: constant)
     kind = "cosine"                 # "constant" or "cosine": linear warm-up, then cosine decay
-    warmup = 30
+    warmup = 30                     #   (a constant schedule takes a warm-up too)
     final = 0.0
 
     [[optimizers]]
@@ -221,6 +224,7 @@ class SweepConfig:
                 divergence_factor=d["divergence_factor"],
                 target_train_loss=budget.get("target_train_loss"),
                 check_every=budget.get("check_every"),
+                anneal_steps=budget.get("anneal_steps"),
             )
             for opt in d["optimizers"]
             for lr in opt["lrs"]
@@ -305,7 +309,11 @@ def _budget_spec(value: Any) -> dict:
     ``check_every`` (steps between checks, default 10). The target keys are in the spec only
     when given, so a config without them keeps its trial keys."""
     budget = _table(value, "budget")
-    _unknown(budget, {"steps", "batch_size", "target_train_loss", "check_every"}, "budget")
+    _unknown(
+        budget,
+        {"steps", "batch_size", "target_train_loss", "check_every", "anneal_steps"},
+        "budget",
+    )
     if "steps" not in budget:
         raise ConfigError("budget.steps", "missing")
     steps = _int(budget["steps"], "budget.steps", 1)
@@ -321,8 +329,19 @@ def _budget_spec(value: Any) -> dict:
         if every > steps:
             raise ConfigError("budget.check_every", f"{every} is above budget.steps = {steps}")
         spec.update(target_train_loss=target, check_every=every)
-    elif "check_every" in budget:
-        raise ConfigError("budget.check_every", "only a budget with target_train_loss takes it")
+        if "anneal_steps" in budget:
+            anneal = _int(budget["anneal_steps"], "budget.anneal_steps", 1)
+            if anneal % every:
+                raise ConfigError(
+                    "budget.anneal_steps", f"{anneal} is not a multiple of check_every = {every}"
+                )
+            if anneal >= steps:
+                raise ConfigError("budget.anneal_steps", f"{anneal} is not below steps = {steps}")
+            spec["anneal_steps"] = anneal
+    else:
+        for key in ("check_every", "anneal_steps"):
+            if key in budget:
+                raise ConfigError(f"budget.{key}", "only a budget with target_train_loss takes it")
     return spec
 
 
@@ -333,12 +352,14 @@ def _schedule_spec(value: Any, steps: int) -> dict:
     if kind not in _SCHEDULES:
         raise ConfigError("schedule.kind", f"expected one of {_SCHEDULES}, got {kind!r}")
     if kind == "constant":
-        if set(schedule) - {"kind"}:
-            raise ConfigError(
-                f"schedule.{sorted(set(schedule) - {'kind'})[0]}",
-                "only a cosine schedule takes warmup and final",
-            )
-        return {"kind": "constant"}
+        if "final" in schedule:
+            raise ConfigError("schedule.final", "only a cosine schedule takes final")
+        if "warmup" not in schedule:
+            return {"kind": "constant"}  # the spec of configs without a warm-up stays as it was
+        warmup = _int(schedule["warmup"], "schedule.warmup", 0)
+        if warmup >= steps:
+            raise ConfigError("schedule.warmup", f"{warmup} is not below budget.steps = {steps}")
+        return {"kind": "constant", "warmup": warmup}
     warmup = _int(schedule.get("warmup", 0), "schedule.warmup", 0)
     if warmup >= steps:
         raise ConfigError("schedule.warmup", f"{warmup} is not below budget.steps = {steps}")
@@ -473,6 +494,11 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
     task_spec = _task_spec(raw["task"])
     budget = _budget_spec(raw["budget"])
     schedule = _schedule_spec(raw.get("schedule", {"kind": "constant"}), budget["steps"])
+    if "anneal_steps" in budget and schedule["kind"] != "constant":
+        raise ConfigError(
+            "budget.anneal_steps",
+            "needs a constant schedule (with an optional warm-up): the anneal is its end",
+        )
     optimizers = _optimizers(raw["optimizers"], budget["steps"])
     data = {
         "name": name,

@@ -317,6 +317,12 @@ def _configuration_matches(row: dict[str, str], trial: Trial) -> list[str]:
                 wrong.append("target_train_loss")
         except ValueError:
             wrong.append("target_train_loss")
+    if trial.anneal_steps is not None:
+        try:
+            if float(row.get("anneal_steps", "")) != trial.anneal_steps:
+                wrong.append("anneal_steps")
+        except ValueError:
+            wrong.append("anneal_steps")
     return wrong
 
 

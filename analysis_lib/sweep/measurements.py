@@ -24,6 +24,7 @@ __all__ = [
     "Measurement",
     "register_measurement",
     "sharpness_subset",
+    "sharpness_train",
 ]
 
 Measurement = Callable[[nn.Module, object], dict]
@@ -97,11 +98,31 @@ def sharpness_subset(model: nn.Module, task) -> dict[str, float]:
     return row
 
 
+def sharpness_train(model: nn.Module, task) -> dict[str, float]:
+    """As :func:`sharpness_subset` (the same settings, :data:`SHARPNESS_SETTINGS`), but on the
+    whole training split in one batch: no sampling error from a subset, at the cost of a pass
+    over every training sample per probe (about 2 s for MNIST-1D's MLP, 17 s for its CNN, on
+    one CPU thread).
+
+    Args:
+        model: the trained model.
+        task: its task (``x_train``, ``y_train``).
+
+    Returns:
+        The report's row as a dict ``column -> number``, with ``sharpness_seconds`` in place of
+        ``seconds``.
+    """
+    row = sharpness_measurement(**SHARPNESS_SETTINGS)(model, task)
+    row["sharpness_seconds"] = row.pop("seconds")
+    return row
+
+
 #: The measurements a config may name.
 MEASUREMENTS: dict[str, Measurement] = {
     "lambda_max": lambda_max,
     "hessian_trace": hessian_trace,
     "sharpness_subset": sharpness_subset,
+    "sharpness_train": sharpness_train,
 }
 
 

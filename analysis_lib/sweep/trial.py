@@ -23,6 +23,12 @@ where the mean loss over the whole training split is at most the target
 stopped, or the full budget), ``target_train_loss`` and ``target_reached`` (True or False; a
 run that never reaches the target is trained, evaluated and measured at the end of its budget
 like any other, and says so here).
+
+A budget with ``anneal_steps`` too trains at the schedule's constant rate (after its warm-up)
+until the target, then anneals the rate linearly over that many steps and stops
+(:class:`~analysis_lib.training.AnnealAtTarget`): the row has ``anneal_steps``,
+``anneal_started`` (the step at which the target was reached, NaN if never) and ``final_lr``
+(the rate of the last step taken: ``lr / anneal_steps`` for a run annealed to its end).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from .. import __version__
@@ -41,7 +47,7 @@ from ..cluster import one_torch_thread
 from ..io import config_key
 from ..optim import ExponentialAlpha
 from ..problems import tasks as _tasks
-from ..training import TargetLoss, cosine_schedule, train
+from ..training import AnnealAtTarget, TargetLoss, cosine_schedule, train
 
 __all__ = [
     "BASE_COLUMNS",
@@ -153,6 +159,7 @@ class Trial:
     divergence_factor: float
     target_train_loss: float | None = None
     check_every: int | None = None
+    anneal_steps: int | None = None
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -181,6 +188,8 @@ class Trial:
         }
         if self.target_train_loss is not None:
             spec.update(target_train_loss=self.target_train_loss, check_every=self.check_every)
+        if self.anneal_steps is not None:
+            spec["anneal_steps"] = self.anneal_steps
         return spec
 
     @cached_property
@@ -222,6 +231,8 @@ class Trial:
         row.update(status=status, message=message, steps_taken=0)
         if self.target_train_loss is not None:
             row.update(target_train_loss=self.target_train_loss, target_reached=False)
+        if self.anneal_steps is not None:
+            row.update(anneal_steps=self.anneal_steps, anneal_started=nan, final_lr=nan)
         row.update({metric: nan for metric in METRICS})
         return row
 
@@ -239,17 +250,31 @@ def _task(spec: Mapping) -> object:
     return _TASK_CACHE[key]
 
 
+def _warmup(warmup: int, step: int) -> float:
+    return min(1.0, step / warmup)
+
+
 def _schedule(spec: Mapping, steps: int):
     if spec["kind"] == "constant":
-        return None
+        return partial(_warmup, spec["warmup"]) if spec.get("warmup") else None
     return cosine_schedule(steps, warmup=spec["warmup"], final=spec["final"])
 
 
 def _train(trial: Trial, device):
-    """The training run of ``trial`` and whether it watched a target loss."""
+    """The training run of ``trial`` and its target callback (None without a target)."""
     task = _task(trial.task)
     callbacks = []
-    if trial.target_train_loss is not None:
+    schedule = _schedule(trial.schedule, trial.steps)
+    if trial.anneal_steps is not None:
+        watch = AnnealAtTarget(
+            task,
+            trial.target_train_loss,
+            trial.anneal_steps,
+            every=trial.check_every,
+            warmup=trial.schedule.get("warmup", 0),
+        )
+        callbacks, schedule = [watch], watch.schedule
+    elif trial.target_train_loss is not None:
         callbacks = [TargetLoss(task, trial.target_train_loss, every=trial.check_every)]
     run = train(
         task,
@@ -257,7 +282,7 @@ def _train(trial: Trial, device):
         trial.steps,
         batch_size=trial.batch_size,
         lr=trial.lr,
-        lr_schedule=_schedule(trial.schedule, trial.steps),
+        lr_schedule=schedule,
         seed=trial.seed,
         device=device,
         divergence_factor=trial.divergence_factor,
@@ -266,7 +291,7 @@ def _train(trial: Trial, device):
         progress=False,
         **resolve_hparams(trial.hparams, trial.steps),
     )
-    return run, bool(callbacks)
+    return run, (callbacks[0] if callbacks else None)
 
 
 def _measure(row: dict, run, names, measures: Mapping | None) -> None:
@@ -310,9 +335,14 @@ def run_trial(trial: Trial, measures: Mapping | None = None, worker: str = "seri
     row = trial.row()
     with one_torch_thread():
         try:
-            run, targeted = _train(trial, device)
+            run, watch = _train(trial, device)
             row["steps_taken"] = run.steps
-            if targeted:
+            if isinstance(watch, AnnealAtTarget):
+                row["target_reached"] = watch.started is not None
+                if watch.started is not None:
+                    row["anneal_started"] = float(watch.started)
+                row["final_lr"] = float(run.history["lr"].iloc[-1])
+            elif watch is not None:
                 row["target_reached"] = run.stopped_at is not None
             if run.diverged:
                 row["status"] = "diverged"

@@ -17,7 +17,8 @@ The package, one unit per module (everything public is importable from here):
 
 * :mod:`.loop`: :func:`train`, its result :class:`Run`, :func:`runs_frame`;
 * :mod:`.callbacks`: :class:`Callback` (the contract a callback follows), :class:`StopTraining`,
-  :class:`TargetLoss`, :class:`TransitionCallback`, :class:`EvaluateCallback`;
+  :class:`TargetLoss`, :class:`AnnealAtTarget`, :class:`TransitionCallback`,
+  :class:`EvaluateCallback`;
 * :mod:`.lr`: :class:`cosine_schedule`, :func:`lr_sweep` and :class:`LrSweep`; the rule that
   chooses the rate, :func:`choose_lr`, lives in :mod:`analysis_lib.stats`;
 * :mod:`.summaries`: :func:`tail_statistic`, :func:`run_summary`, :func:`record_gradients` and
@@ -30,13 +31,21 @@ The package, one unit per module (everything public is importable from here):
 
 from __future__ import annotations
 
-from .callbacks import Callback, EvaluateCallback, StopTraining, TargetLoss, TransitionCallback
+from .callbacks import (
+    AnnealAtTarget,
+    Callback,
+    EvaluateCallback,
+    StopTraining,
+    TargetLoss,
+    TransitionCallback,
+)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .loop import Run, runs_frame, train
 from .lr import LrSweep, choose_lr, cosine_schedule, lr_sweep
 from .summaries import GradientHistory, record_gradients, run_summary, tail_statistic
 
 __all__ = [
+    "AnnealAtTarget",
     "Callback",
     "CheckpointError",
     "EvaluateCallback",

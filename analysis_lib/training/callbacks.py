@@ -162,6 +162,93 @@ class TargetLoss(Callback):
         return {self.column: value}
 
 
+class AnnealAtTarget(TargetLoss):
+    """Train at a constant rate until the loss over the whole ``split`` reaches ``target``,
+    then anneal the rate linearly and stop: a run that ends at a matched loss *and* at the end
+    of its learning-rate schedule, so that runs of different optimizers compared at that loss
+    are not caught at different phases of their schedules.
+
+    Use one object as both the callback and the schedule
+    (``train(..., lr_schedule=cb.schedule, callbacks=[cb])``). Its factor on the initial rate,
+    before step t:
+
+        warm-up (t <= warmup):      t / warmup
+        before the target:          1
+        after it was reached at s:  (anneal_steps - (t - s) + 1) / anneal_steps,  t = s+1 .. s+anneal_steps
+
+    so the last step (s + anneal_steps, where the run stops) takes ``1 / anneal_steps`` of the
+    initial rate. The check runs every ``every`` steps (``anneal_steps`` is a multiple of it, so
+    the stop falls on a check). A run whose budget ends before the anneal does stops there,
+    unannealed: ``annealed`` is False. Records ``target_<split>_loss`` at every check before the
+    target, and ``anneal_started`` (the step s) at the stop.
+
+    The schedule has state (the step s): a checkpointed run resumed with a fresh object would
+    not know s, so do not combine it with ``checkpoint=``.
+
+    Args:
+        task: the task whose split is measured.
+        target: the loss that starts the anneal.
+        anneal_steps: the length of the linear anneal (>= 1, a multiple of ``every``).
+        every: steps between checks.
+        warmup: steps of linear warm-up at the start (>= 0).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: the evaluation's batch size (None: one batch).
+
+    Raises:
+        ValueError: an argument out of range, naming it.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        target: float,
+        anneal_steps: int,
+        every: int = 10,
+        warmup: int = 0,
+        split: str = "train",
+        batch_size: int | None = 4096,
+    ) -> None:
+        super().__init__(task, target, every, split, batch_size)
+        self.anneal_steps = check_int("anneal_steps", anneal_steps, 1)
+        if self.anneal_steps % self.every:
+            raise ValueError(
+                f"Invalid anneal_steps: {anneal_steps} (expected a multiple of every = {every})"
+            )
+        self.warmup = check_int("warmup", warmup, 0)
+        self.started: int | None = None  # the step at which the target was reached
+        self.annealed = False  # whether the anneal ran to its end (the run stopped there)
+
+    def schedule(self, step: int) -> float:
+        """The factor on the initial learning rate before ``step`` (see the class).
+
+        Args:
+            step: the step about to be taken (1-based).
+
+        Returns:
+            The factor, in (0, 1].
+        """
+        if self.started is not None:
+            return max(self.anneal_steps - (step - self.started) + 1, 1) / self.anneal_steps
+        if step <= self.warmup:
+            return step / self.warmup
+        return 1.0
+
+    def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
+        if self.started is None:
+            value = self.loss(model)
+            if value <= self.target:
+                self.started = step
+            return {self.column: value}
+        if step >= self.started + self.anneal_steps:
+            self.annealed = True
+            raise StopTraining(
+                f"annealed over {self.anneal_steps} steps after the {self.split} loss reached "
+                f"{self.target:g} at step {self.started}",
+                {"anneal_started": float(self.started)},
+            )
+        return {}
+
+
 class TransitionCallback(Callback):
     """How SGD-like an Adam-family optimizer (AdamW, Adam, AdamNX, Ada2MS; torch's SGD as the
     reference) is at the measured steps: the spread of its per-coordinate effective step sizes,

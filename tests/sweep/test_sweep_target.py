@@ -142,3 +142,20 @@ def test_the_population_measurement_in_a_trial_row():
     row = run_trial(trial, MEASUREMENTS)
     assert row["status"] == "ok", row["message"]
     assert row["worst_case"] >= 0 and row["lambda_max"] > 0 and row["sharpness_seconds"] > 0
+
+
+def test_the_whole_split_measurement_is_the_report_on_every_training_sample():
+    from analysis_lib.sharpness import sharpness_report
+    from analysis_lib.sweep import MEASUREMENTS
+    from analysis_lib.sweep.measurements import SHARPNESS_SETTINGS
+
+    task = make_task(TASK)
+    model = task.make_model(seed=1)
+    row = MEASUREMENTS["sharpness_train"](model, task)
+    ref = sharpness_report(
+        model, task.loss_fn, [(task.x_train, task.y_train)], progress=False, **SHARPNESS_SETTINGS
+    )
+    for k in ("loss", "worst_case", "worst_case_adaptive", "average", "epsilon", "lambda_max"):
+        assert row[k] == pytest.approx(ref[k], rel=1e-6), k
+    assert row["loss"] == pytest.approx(task.evaluate(model, "train")["loss"], rel=1e-5)
+    assert row["sharpness_seconds"] > 0 and "seconds" not in row
