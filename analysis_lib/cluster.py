@@ -5,11 +5,12 @@ chunks of a loss surface) on single-threaded worker processes.
 client or scheduler, and what to hand to ``landscape.surface_2d(..., client=...)`` on one
 machine. It differs from a default ``LocalCluster`` in three ways:
 
-* **How workers start** (:func:`start_method`): forked on Linux when no other Dask cluster or
-  client is alive in this process, so that they inherit the imported library and start in a
-  fraction of a second instead of importing torch afresh; from a forkserver with torch preloaded
-  when another cluster's threads are running (a fork then can copy a lock one of them holds and
-  hang the worker; a script then needs the usual ``if __name__ == "__main__":`` guard, as with
+* **How workers start** (:func:`start_method`): forked on Linux when this process runs no
+  other thread (and no Dask cluster or client is alive in it), so that they inherit the imported
+  library and start in a fraction of a second instead of importing torch afresh; from a
+  forkserver with torch preloaded when another thread runs (another cluster's, a test runner's
+  I/O thread, a Jupyter kernel's: a fork then can copy a lock one of them holds and hang the
+  worker; a script then needs the usual ``if __name__ == "__main__":`` guard, as with
   Dask's default ``spawn``); spawned where CUDA is in play (a CUDA context survives neither)
   or off Linux.
 * **Housekeeping** (:data:`COMPUTE_CONFIG`): Dask's default cluster samples every worker's stack
@@ -36,6 +37,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -69,13 +71,14 @@ def start_method() -> str:
 
     Returns:
         ``"spawn"`` off Linux or once CUDA is available or initialised; else ``"forkserver"``
-        while a Dask client or cluster of this process is alive, ``"fork"`` otherwise.
+        while another Python thread runs in this process or a Dask client or cluster of it is
+        alive, ``"fork"`` otherwise.
     """
     import torch
 
     if sys.platform != "linux" or torch.cuda.is_initialized() or torch.cuda.is_available():
         return "spawn"
-    return "forkserver" if _dask_alive() else "fork"
+    return "forkserver" if threading.active_count() > 1 or _dask_alive() else "fork"
 
 
 def _dask_alive() -> bool:

@@ -309,16 +309,20 @@ def test_a_sweep_is_extended_by_a_config_holding_all_its_trials(tmp_path):
 
 @pytest.mark.slow
 def test_workers_are_forked_only_when_no_other_dask_runs_here(tmp_path, cluster):
-    """Forking while another cluster's threads run can hang a worker on a copied lock: with the
-    module's cluster alive, the sweep's own LocalCluster starts its workers from a forkserver,
-    and gives the serial table."""
+    """Forking while another thread runs can hang a worker on a copied lock: with the module's
+    cluster alive (or any other thread, as a test runner's I/O thread), the sweep's own
+    LocalCluster starts its workers from a forkserver, and gives the serial table."""
     from analysis_lib.cluster import start_method
 
-    alone = subprocess.run(
-        [sys.executable, "-c", "from analysis_lib.cluster import start_method as m; print(m())"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout.strip()  # fmt: skip
-    assert alone == ("fork" if sys.platform == "linux" else "spawn")
+    def method(code: str = "") -> str:
+        code += "from analysis_lib.cluster import start_method as m; print(m())"
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.strip()
+
+    assert method() == ("fork" if sys.platform == "linux" else "spawn")
+    threaded = "import threading, time; threading.Thread(target=time.sleep, args=(30,), daemon=True).start(); "
+    assert method(threaded) == ("forkserver" if sys.platform == "linux" else "spawn")
     if sys.platform == "linux":
         assert start_method() == "forkserver"
     cfg = tiny(seeds=[0])
