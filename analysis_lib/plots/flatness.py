@@ -2,7 +2,8 @@
 each measure against the generalisation gap over a population of minima, with Kendall's tau in
 the panel titles (:func:`plot_flatness_scatter`); how each measure moves under Dinh et al.'s
 rescaling (:func:`plot_rescaling`); and a table of the population per optimizer
-(:func:`flatness_table`). Colours: one per optimizer configuration, from the sweep's
+(:func:`flatness_table`); rank correlations with their intervals as a forest plot
+(:func:`plot_forest`). Colours: one per optimizer configuration, from the sweep's
 ``optimizer`` and ``hparams`` columns (:func:`~analysis_lib.plots.sweep_style`)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "draw_measure_scatter",
     "flatness_table",
     "plot_flatness_scatter",
+    "plot_forest",
     "plot_rescaling",
 ]
 
@@ -37,6 +39,9 @@ MEASURE_LABELS = {
     "lambda_max": "λmax of the Hessian",
     "hessian_trace": "trace of the Hessian",
     "gap": "gap (test − train loss)",
+    "loss_gap": "loss gap (test − train loss)",
+    "error_gap": "error gap (test − train error)",
+    "train_loss": "training loss",
 }
 #: Okabe & Ito's colour-blind safe set, for lines that are measures, not optimizers.
 _MEASURE_COLORS = [
@@ -245,3 +250,86 @@ def flatness_table(
     table = grouped[cols].median()
     table.insert(0, "n", grouped.size())
     return table
+
+
+def plot_forest(
+    frame: pd.DataFrame,
+    *,
+    row: str = "measure",
+    column: str | None = None,
+    hue: str | None = None,
+    estimate: str = "tau",
+    low: str = "low",
+    high: str = "high",
+    xlabel: str = "Kendall's τ",
+    title: str | None = None,
+) -> Figure:
+    """A forest plot: one line per value of ``row`` (top to bottom in the frame's order), the
+    ``estimate`` as a dot and its interval ``[low, high]`` as a bar, a dashed line at 0; one
+    panel per value of ``column`` (None: one panel), and the values of ``hue`` (e.g. the
+    population a coefficient was computed on) side by side within a line, each its own colour
+    and marker, with a legend. The x axis is shared and spans [-1, 1] (rank correlations).
+
+    Args:
+        frame: one row per estimate, with the ``row``, ``estimate``, ``low`` and ``high``
+            columns (and ``column`` and ``hue`` when given).
+        row: the column naming each line (e.g. the measure); its values are labelled with
+            :data:`MEASURE_LABELS` where they are keys of it.
+        column: the column whose values give the panels (None: one panel).
+        hue: the column whose values are drawn side by side (None: one series).
+        estimate: the column of the point estimates.
+        low: the column of the intervals' lower ends.
+        high: the column of the intervals' upper ends.
+        xlabel: the x axis label.
+        title: the figure title (None: none).
+
+    Returns:
+        The matplotlib Figure.
+
+    Raises:
+        TypeError: ``frame`` is not a DataFrame.
+        ValueError: a required column is missing, or ``frame`` is empty.
+
+    Examples:
+        >>> f = pd.DataFrame({"measure": ["lambda_max", "epsilon"], "tau": [0.3, -0.1],
+        ...                   "low": [0.1, -0.3], "high": [0.5, 0.1]})
+        >>> fig = plot_forest(f)
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['λmax of the Hessian', 'ε-sharpness (Keskar)']
+        >>> plt.close(fig)
+    """
+    needed = [row, estimate, low, high] + [c for c in (column, hue) if c is not None]
+    _check_frame(frame, needed)
+    if frame.empty:
+        raise ValueError("Invalid frame: empty")
+    panels = [None] if column is None else list(dict.fromkeys(frame[column]))
+    lines = list(dict.fromkeys(frame[row]))
+    series = [None] if hue is None else list(dict.fromkeys(frame[hue]))
+    width = 0.7 / len(series)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels) + 1.8, 0.36 * len(lines) * max(1, len(series) / 2) + 1.4),
+        squeeze=False, sharey=True, sharex=True, constrained_layout=True,
+    )  # fmt: skip
+    for ax, panel in zip(axes[0], panels, strict=True):
+        part = frame if panel is None else frame[frame[column] == panel]
+        for k, name in enumerate(series):
+            sub = part if name is None else part[part[hue] == name]
+            offset = (k - (len(series) - 1) / 2) * width
+            y = [lines.index(v) + offset for v in sub[row]]
+            est, lo, hi = (sub[c].to_numpy(dtype=float) for c in (estimate, low, high))
+            ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt=_MARKERS[k % len(_MARKERS)],
+                        ms=5, capsize=2.5, lw=1.4, color=_MEASURE_COLORS[k % len(_MEASURE_COLORS)],
+                        label=None if name is None else str(name))  # fmt: skip
+        ax.axvline(0.0, color="0.4", lw=0.9, ls="--", zorder=0)
+        ax.set_xlim(-1.0, 1.0)
+        ax.set_xlabel(xlabel)
+        if panel is not None:
+            ax.set_title(str(panel), fontsize="medium")
+    axes[0, 0].set_yticks(range(len(lines)), [_label(str(v)) for v in lines])
+    axes[0, 0].set_ylim(len(lines) - 0.5, -0.5)
+    if hue is not None:
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
+                   ncols=min(len(series), 4))  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    return fig

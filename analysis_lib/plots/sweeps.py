@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .._checks import check_int
 from .palette import OPTIMIZER_COLORS, optimizer_style
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "sweep_style",
 ]
 
-BANDS = ("range", "interval")
+BANDS = ("range", "interval", "binomial")
 
 
 def _alpha_schedule(step: int) -> float:  # stands for a table-given alpha schedule
@@ -78,12 +79,17 @@ def _check_trials(trials, columns=("label", "optimizer", "hparams", "lr", "statu
         raise ValueError(f"Invalid trials: missing columns {missing}")
 
 
-def _band(trials: pd.DataFrame, metric: str, band: str) -> pd.DataFrame:
+def _band(trials: pd.DataFrame, metric: str, band: str, n_test: int | None = None) -> pd.DataFrame:
     """:func:`lr_sensitivity` of ``metric``, with ``low``/``high`` replaced by the min and max
-    over the finished seeds when ``band="range"``."""
+    over the finished seeds when ``band="range"``, and by the mean -/+ 1.96 binomial standard
+    errors of an accuracy measured on ``n_test`` samples when ``band="binomial"``."""
     from ..sweep.tables import lr_sensitivity  # the sweep machinery loads only when drawn
 
     sens = lr_sensitivity(trials, metric)
+    if band == "binomial":
+        p = sens["mean"].clip(0.0, 1.0)
+        se = np.sqrt(p * (1.0 - p) / n_test)
+        sens["low"], sens["high"] = sens["mean"] - 1.96 * se, sens["mean"] + 1.96 * se
     if band == "range":
         ok = trials[trials["status"] == "ok"].groupby(["label", "lr"])[metric]
         ends = ok.agg(["min", "max"])
@@ -101,10 +107,13 @@ def draw_lr_sensitivity(
     labels: Sequence[str] | None = None,
     metric: str = "val_accuracy",
     band: str = "range",
+    n_test: int | None = None,
 ) -> Axes:
     """``metric`` against the learning rate (log x), one line per optimizer label (the mean
-    over the seeds that finished) with a band over seeds: ``band="range"`` from the lowest to
-    the highest seed, ``"interval"`` the 95% Student-t interval of the mean. A cross along the
+    over the seeds that finished) with a band: ``band="range"`` from the lowest to the highest
+    seed, ``"interval"`` the 95% Student-t interval of the mean over seeds, ``"binomial"`` the
+    test set's own sampling error (mean -/+ 1.96 sqrt(p (1 - p) / n_test), for an accuracy
+    measured on ``n_test`` samples: how far another test set of that size could move it). A cross along the
     bottom marks a rate where a seed diverged or failed; a large dot with a black edge marks
     the rate ``summary`` chose. ``labels`` picks and orders the lines (default all).
 
@@ -115,26 +124,29 @@ def draw_lr_sensitivity(
         ax: the matplotlib Axes (None: a new figure).
         labels: the labels to draw, in order (None: all, in the trials' order).
         metric: the trials column drawn on y.
-        band: ``"range"`` or ``"interval"``.
+        band: ``"range"``, ``"interval"`` or ``"binomial"``.
+        n_test: the test set's size, for ``band="binomial"`` (>= 1).
 
     Returns:
         The matplotlib Axes.
 
     Raises:
         TypeError: ``trials`` is not a DataFrame.
-        ValueError: a required column is missing, ``band`` is not one of :data:`BANDS`, or a
-            label is not in the trials.
+        ValueError: a required column is missing, ``band`` is not one of :data:`BANDS`, a
+            label is not in the trials, or ``band="binomial"`` without a valid ``n_test``.
     """
     _check_trials(trials, ("label", "optimizer", "hparams", "lr", "status", metric))
     if band not in BANDS:
         raise ValueError(f"Invalid band: {band!r} (expected one of {BANDS})")
+    if band == "binomial":
+        n_test = check_int("n_test", n_test, 1)
     known = list(dict.fromkeys(trials["label"]))
     labels = known if labels is None else list(labels)
     unknown = [label for label in labels if label not in known]
     if unknown:
         raise ValueError(f"Invalid labels: {unknown} are not labels of the trials")
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
-    sens = _band(trials[trials["label"].isin(labels)], metric, band)
+    sens = _band(trials[trials["label"].isin(labels)], metric, band, n_test)
     chosen = {} if summary is None else dict(zip(summary["label"], summary["lr"], strict=True))
     for label in labels:
         rows = sens[sens["label"] == label]
@@ -152,7 +164,8 @@ def draw_lr_sensitivity(
         if math.isfinite(lr) and (rows["lr"] == lr).any():
             ax.plot([lr], rows.loc[rows["lr"] == lr, "mean"], marker="o", ms=10, mec="black",
                     mew=1.2, color=style["color"], ls="none", zorder=4)  # fmt: skip
-    what = "min–max over seeds" if band == "range" else "95% t-interval"
+    what = {"range": "min–max over seeds", "interval": "95% t-interval",
+            "binomial": f"±1.96 binomial s.e., {n_test} samples"}[band]  # fmt: skip
     ax.set(xscale="log", xlabel="learning rate (log scale)",
            ylabel=f"{metric.replace('_', ' ')}\n(mean; band: {what})")  # fmt: skip
     return ax
@@ -164,6 +177,7 @@ def plot_lr_sensitivity(
     *,
     metric: str = "val_accuracy",
     band: str = "range",
+    n_test: int | None = None,
     ylim: tuple[float, float] | None = None,
     title: str | None = None,
 ) -> Figure:
@@ -177,7 +191,8 @@ def plot_lr_sensitivity(
         groups: a mapping ``column title -> labels`` (None: one column with every label of the
             first panel's trials).
         metric: the trials column drawn on y.
-        band: ``"range"`` or ``"interval"`` (see :func:`draw_lr_sensitivity`).
+        band: ``"range"``, ``"interval"`` or ``"binomial"`` (see :func:`draw_lr_sensitivity`).
+        n_test: the test set's size, for ``band="binomial"``.
         ylim: the y limits of every panel (None: each its own).
         title: the figure title (None: none).
 
@@ -198,7 +213,8 @@ def plot_lr_sensitivity(
     for i, (name, (trials, summary)) in enumerate(panels.items()):
         for j, (group, labels) in enumerate(groups.items()):
             ax = axes[i, j]
-            draw_lr_sensitivity(trials, summary, ax=ax, labels=labels, metric=metric, band=band)
+            draw_lr_sensitivity(trials, summary, ax=ax, labels=labels, metric=metric, band=band,
+                                n_test=n_test)  # fmt: skip
             ax.set_title(f"{name}: {group}" if group else name)
             if ylim is not None:
                 ax.set_ylim(*ylim)

@@ -11,6 +11,7 @@ import pandas as pd
 
 matplotlib.use("Agg")
 
+import matplotlib.collections
 import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import pytest
@@ -125,3 +126,33 @@ def test_linear_axis_keeps_few_ticks_for_long_labels():
     lo, hi = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
     assert ax.get_xscale() == "linear" and 2 <= len(ticks) <= 4, ticks
+
+
+def test_forest_plot_draws_each_interval_on_its_line_and_series():
+    frame = pd.DataFrame({
+        "measure": ["lambda_max", "epsilon", "lambda_max", "epsilon"],
+        "population": ["MLP", "MLP", "CNN", "CNN"],
+        "tau": [0.3, -0.1, 0.5, 0.0], "low": [0.1, -0.3, 0.2, -0.4], "high": [0.5, 0.1, 0.7, 0.3],
+    })  # fmt: skip
+    fig = plots.plot_forest(frame, hue="population", xlabel="τ with the error gap")
+    (ax,) = fig.axes
+    assert ax.get_xlim() == (-1.0, 1.0) and ax.get_xlabel() == "τ with the error gap"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        plots.MEASURE_LABELS["lambda_max"], plots.MEASURE_LABELS["epsilon"]]  # fmt: skip
+    bars = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+    segments = [seg for c in bars for seg in c.get_segments() if seg[0][1] == seg[1][1]]
+    spans = sorted((round(s[0][0], 6), round(s[1][0], 6)) for s in segments)
+    assert spans == sorted(zip(frame["low"], frame["high"], strict=True))
+    ys = {(round(s[0][0], 6), round(s[1][0], 6)): s[0][1] for s in segments}
+    assert ys[(0.1, 0.5)] < 0 < ys[(0.2, 0.7)] < 1  # line 0, the two series side by side
+    assert ys[(-0.3, 0.1)] < 1 < ys[(-0.4, 0.3)]
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["MLP", "CNN"]
+    plt.close(fig)
+    two = plots.plot_forest(frame, column="population")
+    assert [a.get_title() for a in two.axes] == ["MLP", "CNN"]
+    plt.close(two)
+    with pytest.raises(ValueError, match="missing columns"):
+        plots.plot_forest(frame.drop(columns="low"))
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_forest(frame[:0])

@@ -126,6 +126,19 @@ def test_interval_band_is_the_t_interval(trials):
     )
 
 
+def test_binomial_band_is_the_test_sets_sampling_error(trials):
+    ax = plots.draw_lr_sensitivity(trials, labels=["AdamW"], band="binomial", n_test=400)
+    assert "binomial" in ax.get_ylabel() and "400" in ax.get_ylabel()
+    p = trials[(trials["label"] == "AdamW") & (trials["lr"] == LRS[0])]["val_accuracy"].mean()
+    half = 1.96 * math.sqrt(p * (1 - p) / 400)
+    ys = ax.collections[0].get_paths()[0].vertices
+    at = ys[np.isclose(ys[:, 0], LRS[0]), 1]
+    assert at.min() == pytest.approx(p - half) and at.max() == pytest.approx(p + half)
+    for bad in (None, 0, 2.5, True):
+        with pytest.raises(ValueError, match="n_test"):
+            plots.draw_lr_sensitivity(trials, labels=["AdamW"], band="binomial", n_test=bad)
+
+
 def test_plot_lr_sensitivity_is_a_grid_of_tasks_by_groups(trials):
     summary = summarize(trials)
     groups = {"baselines": ["SGD", "AdamW"], "Ada2MS": ["AdamW", "Ada2MS alpha=0.25"]}
