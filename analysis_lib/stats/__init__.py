@@ -17,6 +17,11 @@ sweeps and the notebooks. One unit per module:
   :func:`binomial_detectable_difference` (the smallest true difference that the seeds or the
   size of the test set would detect with the stated power, printed beside every "no
   difference").
+* :mod:`~analysis_lib.stats.claims`: :class:`Claim` (one claim of a paper: ``a`` better than,
+  or not worse by more than a margin than, ``b`` on one value, higher or lower being better)
+  and :func:`claims_table` (each claim tested on per-seed pairs: its effect, paired interval,
+  one-sided p-values for and against it, Holm-adjusted over the table, the detectable
+  differences, and the verdict "supported", "contradicted" or "not resolvable at this power").
 * :mod:`~analysis_lib.stats.selection`: :func:`choose_lr`, the learning rate chosen on the
   validation split.
 
@@ -31,6 +36,7 @@ layer of the library: it imports only NumPy, pandas, SciPy and :mod:`analysis_li
     kendall_tau(frame["worst_case"], frame["gap"], clusters=frame["config"])  # seeds clustered
 """
 
+from .claims import Claim, claims_table
 from .compare import (
     PairedResult,
     binomial_detectable_difference,
@@ -46,11 +52,13 @@ from .rank import GranulatedResult, TauResult, granulated_kendall, kendall_tau, 
 from .selection import choose_lr
 
 __all__ = [
+    "Claim",
     "GranulatedResult",
     "PairedResult",
     "TauResult",
     "binomial_detectable_difference",
     "choose_lr",
+    "claims_table",
     "detectable_difference",
     "generalization_gaps",
     "granulated_kendall",
