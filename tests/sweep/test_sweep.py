@@ -418,3 +418,15 @@ def test_a_killed_worker_loses_no_trial(tmp_path, cluster):
     pd.testing.assert_frame_equal(
         _without_run_columns(reference.trials), _without_run_columns(table), check_exact=True
     )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "data" / "sweeps").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_every_committed_config_is_valid(path):
+    """Every config in data/sweeps/ (those not run here too, as the CIFAR-10 one) loads, names
+    itself after its file and expands into trials with unique keys."""
+    config = load_config(path, check_task=False)
+    assert config.name == path.stem
+    keys = [t.key for t in config.trials()]
+    assert keys and len(set(keys)) == len(keys)
