@@ -165,7 +165,7 @@ def draw_lr_sensitivity(
             ax.plot([lr], rows.loc[rows["lr"] == lr, "mean"], marker="o", ms=10, mec="black",
                     mew=1.2, color=style["color"], ls="none", zorder=4)  # fmt: skip
     what = {"range": "min–max over seeds", "interval": "95% t-interval",
-            "binomial": f"±1.96 binomial s.e., {n_test} samples"}[band]  # fmt: skip
+            "binomial": "±1.96 binomial s.e."}[band]  # fmt: skip
     ax.set(xscale="log", xlabel="learning rate (log scale)",
            ylabel=f"{metric.replace('_', ' ')}\n(mean; band: {what})")  # fmt: skip
     return ax
