@@ -4,11 +4,14 @@ is untouched; a tanh network is not invariant; bad inputs are named."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from analysis_lib.curvature import dense_hessian
+from analysis_lib.problems.mnist1d import ResidualMLP
 from analysis_lib.problems.tasks import mlp, small_cnn
 from analysis_lib.rescaling import rescale_layers, weighted_layers
 from analysis_lib.sharpness import worst_case_sharpness
@@ -82,3 +85,52 @@ def test_bad_inputs_name_the_argument(kwargs, match):
     net, _, _ = _mlp()
     with pytest.raises(ValueError, match=match):
         rescale_layers(net, **kwargs)
+
+
+def _residual(seed=0):
+    torch.manual_seed(seed)
+    net = ResidualMLP(12, 10, 4).double()
+    x = torch.randn(30, 12, dtype=torch.float64)
+    y = torch.randint(0, 4, (30,))
+    return net, x, y
+
+
+def _scaled_residual(net, a):
+    """MNIST-1D's residual MLP rescaled as the README says: the first layer's weights and bias
+    and the second layer's bias times a, the output weights times 1/a."""
+    out = copy.deepcopy(net)
+    with torch.no_grad():
+        out.linear1.weight.mul_(a), out.linear1.bias.mul_(a), out.linear2.bias.mul_(a)
+        out.linear3.weight.div_(a)
+    return out
+
+
+def test_the_residual_mlp_has_the_readmes_rescaling_and_adaptive_sharpness_keeps_it():
+    net, x, y = _residual()
+    loss, data = nn.functional.cross_entropy, [(x, y)]
+    scaled = _scaled_residual(net, 8.0)
+    torch.testing.assert_close(scaled(x), net(x), rtol=1e-12, atol=1e-12)
+    kw = dict(adaptive=True, steps=5, restarts=1, seed=2)
+    w = [worst_case_sharpness(m, loss, data, 0.2, **kw).value for m in (net, scaled)]
+    assert w[0] > 0 and w[1] == pytest.approx(w[0], rel=1e-8)
+    top = [float(torch.linalg.eigvalsh(dense_hessian(m, loss, data))[-1]) for m in (net, scaled)]
+    assert abs(top[1] / top[0] - 1) > 0.5  # the curvature moves
+
+
+def test_a_rotation_of_hidden_units_keeps_the_function_but_not_adaptive_sharpness():
+    """A reparametrisation that mixes weights (no ReLU: a linear hidden layer rotated by Q and
+    the next layer by Q^T) leaves the function alone but is not per-weight: the adaptive measure
+    moves, as the README says it may."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 6), nn.Linear(6, 3)).double()
+    x, y = torch.randn(30, 5, dtype=torch.float64), torch.randint(0, 3, (30,))
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    rotated = copy.deepcopy(net)
+    with torch.no_grad():
+        rotated[0].weight.copy_(q @ net[0].weight), rotated[0].bias.copy_(q @ net[0].bias)
+        rotated[1].weight.copy_(net[1].weight @ q.T)
+    torch.testing.assert_close(rotated(x), net(x), rtol=1e-10, atol=1e-12)
+    loss, data = nn.functional.cross_entropy, [(x, y)]
+    kw = dict(adaptive=True, steps=5, restarts=1, seed=2)
+    w = [worst_case_sharpness(m, loss, data, 0.2, **kw).value for m in (net, rotated)]
+    assert abs(w[1] / w[0] - 1) > 0.05
