@@ -88,7 +88,8 @@ def surface_1d(
         model, loss_fn, data: as for :func:`surface_2d`.
         direction: the direction, keyed like ``model.named_parameters()``.
         alphas: the grid coordinates along ``direction`` (1-D, non-empty, finite).
-        settings, **options: as for :func:`surface_2d`.
+        settings: as for :func:`surface_2d`.
+        **options: as for :func:`surface_2d`.
 
     Returns:
         A 1-D :class:`LandscapeGrid` (``loss`` of shape ``(len(alphas),)``).

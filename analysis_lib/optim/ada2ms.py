@@ -292,6 +292,11 @@ class Ada2MS(AdamFamily):
         foreach: use multi-tensor kernels (default: on CUDA).
         fused: fuse the element-wise update with ``torch.compile`` (compiled on first use).
 
+    Raises:
+        ValueError: a hyperparameter out of range (named, with its value), an unknown
+            ``scope``, ``foreach`` and ``fused`` both True, or float16 parameters; before any
+            state is created. A scheduled ``alpha`` is checked by :meth:`step`.
+
     Parameters may be float32, float64 or bfloat16 (moments in the parameter's dtype, the
     running sums behind :math:`s_t` in float64); float16 parameters are refused with a
     ``ValueError`` (``eps = 1e-8`` and small squared gradients underflow to zero in float16):

@@ -191,6 +191,10 @@ class AdamNX(AdamFamily):
         foreach: use multi-tensor kernels (default: on CUDA).
         fused: fuse the element-wise update with ``torch.compile`` (compiled on first use).
 
+    Raises:
+        ValueError: a hyperparameter out of range (named, with its value), ``foreach`` and
+            ``fused`` both True, or float16 parameters; before any state is created.
+
     Parameters may be float32, float64 or bfloat16 (moments kept in the parameter's dtype, as
     torch's AdamW does). float16 parameters are refused with a ``ValueError``: the default
     ``eps = 1e-8`` rounds to zero in float16 and gradients below about 2e-4 square to zero,

@@ -71,8 +71,8 @@ _LOSSES = ("cross_entropy", "mse")
 def mlp(
     in_features: int, hidden: Sequence[int], out_features: int, activation: str = "tanh"
 ) -> nn.Sequential:
-    """A fully connected network ``in -> hidden[0] -> ... -> out`` with ``activation`` between
-    the affine layers (none after the last).
+    """A fully connected network from ``in_features`` through the ``hidden`` widths to
+    ``out_features``, with ``activation`` between the affine layers (none after the last).
 
     Args:
         in_features: the input width (>= 1).

@@ -415,7 +415,8 @@ def run_batch(
     Args:
         lrs: the learning rates (> 0).
         record_step_sizes: record the effective step sizes (adaptive optimizers only).
-        Other arguments as for :func:`run`.
+        problem, optimizer, steps, start, seed, clip, bounds_factor: as for :func:`run`.
+        **hparams: as for :func:`run`, without ``lr``.
 
     Returns:
         One :class:`Trajectory` per learning rate, in the order of ``lrs``.

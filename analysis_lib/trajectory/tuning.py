@@ -157,7 +157,9 @@ def tune_lr(
         keep_best: also keep the chosen run's whole :class:`Trajectory` (with effective step
             sizes for adaptive methods) as ``best``, taken from the batched run, which equals
             :func:`run` at that learning rate to rounding.
-        Other arguments as for :func:`run`.
+        cache: read and write the scores in the cache (``False`` skips it).
+        problem, optimizer, steps, start, seed, clip, bounds_factor: as for :func:`run`.
+        **hparams: as for :func:`run`, without ``lr``.
 
     Returns:
         A :class:`TuneResult`: each rate's final distance, mean loss, divergence and final
