@@ -24,9 +24,10 @@ A configuration::
     batch_size = 64                 # leave out for the full batch
     target_train_loss = 0.05        # optional: stop a trial at the first check where the loss
     check_every = 10                #   over the whole training split is <= this (default 10)
-    anneal_steps = 300              # optional, with a target and a constant schedule: at the
-                                    #   target, anneal the rate linearly over this many steps, then
-                                    #   stop (analysis_lib.training.AnnealAtTarget)
+    anneal_steps = 300              # optional, with a target: at the target, anneal the rate
+                                    #   linearly from the schedule's value over this many steps
+                                    #   (fewer when the budget ends first), then stop
+                                    #   (analysis_lib.training.AnnealAtTarget)
 
     [schedule]                      # shared by every trial (default: constant)
     kind = "cosine"                 # "constant" or "cosine": linear warm-up, then cosine decay
@@ -494,10 +495,11 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
     task_spec = _task_spec(raw["task"])
     budget = _budget_spec(raw["budget"])
     schedule = _schedule_spec(raw.get("schedule", {"kind": "constant"}), budget["steps"])
-    if "anneal_steps" in budget and schedule["kind"] != "constant":
+    if "anneal_steps" in budget and budget["steps"] % budget["check_every"]:
         raise ConfigError(
             "budget.anneal_steps",
-            "needs a constant schedule (with an optional warm-up): the anneal is its end",
+            f"needs budget.steps ({budget['steps']}) to be a multiple of check_every "
+            f"({budget['check_every']}), so that an anneal cut by the budget ends on a check",
         )
     optimizers = _optimizers(raw["optimizers"], budget["steps"])
     data = {

@@ -24,11 +24,11 @@ stopped, or the full budget), ``target_train_loss`` and ``target_reached`` (True
 run that never reaches the target is trained, evaluated and measured at the end of its budget
 like any other, and says so here).
 
-A budget with ``anneal_steps`` too trains at the schedule's constant rate (after its warm-up)
-until the target, then anneals the rate linearly over that many steps and stops
-(:class:`~analysis_lib.training.AnnealAtTarget`): the row has ``anneal_steps``,
+A budget with ``anneal_steps`` too follows the schedule until the target, then anneals the rate
+linearly from where the schedule was over that many steps (fewer when the budget ends first) and
+stops (:class:`~analysis_lib.training.AnnealAtTarget`): the row has ``anneal_steps``,
 ``anneal_started`` (the step at which the target was reached, NaN if never) and ``final_lr``
-(the rate of the last step taken: ``lr / anneal_steps`` for a run annealed to its end).
+(the rate of the last step taken).
 """
 
 from __future__ import annotations
@@ -271,7 +271,8 @@ def _train(trial: Trial, device):
             trial.target_train_loss,
             trial.anneal_steps,
             every=trial.check_every,
-            warmup=trial.schedule.get("warmup", 0),
+            schedule=schedule,
+            steps=trial.steps,
         )
         callbacks, schedule = [watch], watch.schedule
     elif trial.target_train_loss is not None:

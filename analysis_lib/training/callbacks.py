@@ -163,24 +163,25 @@ class TargetLoss(Callback):
 
 
 class AnnealAtTarget(TargetLoss):
-    """Train at a constant rate until the loss over the whole ``split`` reaches ``target``,
-    then anneal the rate linearly and stop: a run that ends at a matched loss *and* at the end
-    of its learning-rate schedule, so that runs of different optimizers compared at that loss
-    are not caught at different phases of their schedules.
+    """Follow a base schedule until the loss over the whole ``split`` reaches ``target``, then
+    anneal the rate linearly and stop: a run that ends at a matched loss *and* at the end of its
+    learning-rate schedule, so that runs of different optimizers compared at that loss are not
+    caught at different phases of their schedules.
 
     Use one object as both the callback and the schedule
     (``train(..., lr_schedule=cb.schedule, callbacks=[cb])``). Its factor on the initial rate,
-    before step t:
+    before step t, with b(t) the base ``schedule`` (None: 1 at every step):
 
-        warm-up (t <= warmup):      t / warmup
-        before the target:          1
-        after it was reached at s:  (anneal_steps - (t - s) + 1) / anneal_steps,  t = s+1 .. s+anneal_steps
+        before the target:          b(t)
+        after it was reached at s:  b(s) (K - (t - s) + 1) / K,   t = s+1 .. s+K
 
-    so the last step (s + anneal_steps, where the run stops) takes ``1 / anneal_steps`` of the
-    initial rate. The check runs every ``every`` steps (``anneal_steps`` is a multiple of it, so
-    the stop falls on a check). A run whose budget ends before the anneal does stops there,
-    unannealed: ``annealed`` is False. Records ``target_<split>_loss`` at every check before the
-    target, and ``anneal_started`` (the step s) at the stop.
+    where K = ``anneal_steps``, cut to ``steps - s`` when the budget ``steps`` ends first, so
+    the last step (s + K, where the run stops) takes ``b(s) / K`` of the initial rate. The check
+    runs every ``every`` steps (``anneal_steps`` and ``steps`` are multiples of it, so the stop
+    falls on a check). ``annealed`` says whether the anneal ran to its end; a run that never
+    reaches the target follows the base schedule to the end of its budget. Records
+    ``target_<split>_loss`` at every check before the target, and ``anneal_started`` (the step s)
+    at the stop.
 
     The schedule has state (the step s): a checkpointed run resumed with a fresh object would
     not know s, so do not combine it with ``checkpoint=``.
@@ -190,7 +191,9 @@ class AnnealAtTarget(TargetLoss):
         target: the loss that starts the anneal.
         anneal_steps: the length of the linear anneal (>= 1, a multiple of ``every``).
         every: steps between checks.
-        warmup: steps of linear warm-up at the start (>= 0).
+        schedule: the base schedule, a callable ``t -> factor`` (None: constant 1).
+        steps: the run's budget, which the anneal is cut to (None: no cut; else a multiple of
+            ``every``).
         split: ``"train"``, ``"val"`` or ``"test"``.
         batch_size: the evaluation's batch size (None: one batch).
 
@@ -204,7 +207,8 @@ class AnnealAtTarget(TargetLoss):
         target: float,
         anneal_steps: int,
         every: int = 10,
-        warmup: int = 0,
+        schedule=None,
+        steps: int | None = None,
         split: str = "train",
         batch_size: int | None = 4096,
     ) -> None:
@@ -214,9 +218,20 @@ class AnnealAtTarget(TargetLoss):
             raise ValueError(
                 f"Invalid anneal_steps: {anneal_steps} (expected a multiple of every = {every})"
             )
-        self.warmup = check_int("warmup", warmup, 0)
+        if schedule is not None and not callable(schedule):
+            raise ValueError(f"Invalid schedule: {schedule!r} (expected a callable t -> factor)")
+        if steps is not None:
+            steps = check_int("steps", steps, 1)
+            if steps % self.every:
+                raise ValueError(f"Invalid steps: {steps} (expected a multiple of every = {every})")
+        self.base, self.steps = schedule, steps
         self.started: int | None = None  # the step at which the target was reached
+        self.length = self.anneal_steps  # the anneal's length, once cut to the budget
         self.annealed = False  # whether the anneal ran to its end (the run stopped there)
+        self._start_factor = 1.0
+
+    def _base(self, step: int) -> float:
+        return 1.0 if self.base is None else float(self.base(step))
 
     def schedule(self, step: int) -> float:
         """The factor on the initial learning rate before ``step`` (see the class).
@@ -225,24 +240,25 @@ class AnnealAtTarget(TargetLoss):
             step: the step about to be taken (1-based).
 
         Returns:
-            The factor, in (0, 1].
+            The factor (>= 0).
         """
-        if self.started is not None:
-            return max(self.anneal_steps - (step - self.started) + 1, 1) / self.anneal_steps
-        if step <= self.warmup:
-            return step / self.warmup
-        return 1.0
+        if self.started is None:
+            return self._base(step)
+        left = max(self.length - (step - self.started) + 1, 1)
+        return self._start_factor * left / self.length
 
     def __call__(self, step, model, optimizer, batch) -> dict[str, float]:
         if self.started is None:
             value = self.loss(model)
             if value <= self.target:
-                self.started = step
-            return {self.column: value}
-        if step >= self.started + self.anneal_steps:
+                self.started, self._start_factor = step, self._base(step)
+                if self.steps is not None:
+                    self.length = min(self.anneal_steps, self.steps - step)
+            return {self.column: value}  # reached at the budget's last step: no anneal left
+        if step >= self.started + self.length:
             self.annealed = True
             raise StopTraining(
-                f"annealed over {self.anneal_steps} steps after the {self.split} loss reached "
+                f"annealed over {self.length} steps after the {self.split} loss reached "
                 f"{self.target:g} at step {self.started}",
                 {"anneal_started": float(self.started)},
             )

@@ -1,7 +1,8 @@
-"""Matched-loss runs that end annealed: :class:`analysis_lib.training.AnnealAtTarget` (constant
-rate until the full training loss reaches the target, then a linear anneal and a stop), checked
-against a plain run with :class:`~analysis_lib.training.TargetLoss` (the same trajectory up to
-the target) and against its closed-form rates; and the sweep's ``anneal_steps`` budget key."""
+"""Matched-loss runs that end annealed: :class:`analysis_lib.training.AnnealAtTarget` (the base
+schedule until the full training loss reaches the target, then a linear anneal from there and a
+stop), checked against a plain run with :class:`~analysis_lib.training.TargetLoss` (the same
+trajectory up to the target) and against its closed-form rates; and the sweep's
+``anneal_steps`` budget key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from analysis_lib.sweep.trial import run_trial
 
 TASK = {"name": "digits", "args": {"model": "mlp", "hidden": [8]}}
 STEPS, EVERY, LR, WARMUP = 60, 5, 0.05, 4
+
+
+def warm(t: int) -> float:
+    return min(1.0, t / WARMUP)
 
 
 def _quiet(task, steps, callbacks, schedule=None, record_every=1):
@@ -35,7 +40,6 @@ def task():
 def target_and_stop(task):
     """A target first met at a check well inside the budget, and that check's step, from a
     plain TargetLoss run with the same warm-up."""
-    warm = lambda t: min(1.0, t / WARMUP)  # noqa: E731
     probe = training.TargetLoss(task, 1e-9, every=EVERY)
     losses = _quiet(task, STEPS, [probe], warm).measurements.set_index("step")["target_train_loss"]
     target = float(losses.loc[20])
@@ -48,9 +52,9 @@ def target_and_stop(task):
 def test_the_anneal_starts_at_the_target_and_follows_its_closed_form(task, target_and_stop):
     target, first = target_and_stop
     k = 10
-    cb = training.AnnealAtTarget(task, target, k, every=EVERY, warmup=WARMUP)
+    cb = training.AnnealAtTarget(task, target, k, every=EVERY, schedule=warm)
     run = _quiet(task, STEPS, [cb], cb.schedule)
-    plain = _quiet(task, first, [], lambda t: min(1.0, t / WARMUP))
+    plain = _quiet(task, first, [], warm)
     assert cb.started == first and cb.annealed
     assert run.stopped_at == run.steps == first + k
     h = run.history.set_index("step")
@@ -72,18 +76,41 @@ def test_a_target_never_reached_keeps_the_constant_rate(task):
     assert (run.history["lr"] == LR).all() and run.steps == 20
 
 
-def test_an_anneal_cut_by_the_budget_is_not_annealed(task, target_and_stop):
+def test_an_anneal_is_cut_to_the_budget(task, target_and_stop):
     target, first = target_and_stop
-    cb = training.AnnealAtTarget(task, target, 50, every=EVERY, warmup=WARMUP)
+    cb = training.AnnealAtTarget(task, target, 50, every=EVERY, schedule=warm, steps=first + 20)
     run = _quiet(task, first + 20, [cb], cb.schedule)
-    assert cb.started == first and not cb.annealed and run.stopped_at is None
+    assert cb.started == first and cb.annealed and cb.length == 20
+    assert run.stopped_at == run.steps == first + 20
+    lrs = run.history.set_index("step")["lr"]
+    np.testing.assert_allclose(lrs.loc[first + 1 :], [LR * (21 - j) / 20 for j in range(1, 21)])
+    # without the budget, the same anneal is longer and is cut by the run's end, unfinished
+    open_ended = training.AnnealAtTarget(task, target, 50, every=EVERY, schedule=warm)
+    run = _quiet(task, first + 20, [open_ended], open_ended.schedule)
+    assert open_ended.started == first and not open_ended.annealed and run.stopped_at is None
     assert run.history["lr"].iloc[-1] == pytest.approx(LR * 31 / 50)
+
+
+def test_the_anneal_starts_from_the_base_schedules_value(task, target_and_stop):
+    target, _ = target_and_stop
+    cosine = training.cosine_schedule(STEPS, warmup=WARMUP, final=0.0)
+    first = _quiet(task, STEPS, [training.TargetLoss(task, target, every=EVERY)], cosine).stopped_at
+    assert first is not None and first + 10 <= STEPS
+    cb = training.AnnealAtTarget(task, target, 10, every=EVERY, schedule=cosine, steps=STEPS)
+    run = _quiet(task, STEPS, [cb], cb.schedule)
+    assert cb.started == first and cb.annealed and run.steps == first + 10
+    lrs = run.history.set_index("step")["lr"]
+    np.testing.assert_allclose(lrs.loc[1:first], [LR * cosine(t) for t in range(1, first + 1)])
+    np.testing.assert_allclose(
+        lrs.loc[first + 1 :], [LR * cosine(first) * (11 - j) / 10 for j in range(1, 11)]
+    )
 
 
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"anneal_steps": 7}, "anneal_steps"), ({"anneal_steps": 0}, "anneal_steps"),
-     ({"anneal_steps": 10, "warmup": -1}, "warmup"), ({"anneal_steps": 10.0}, "anneal_steps")],
+     ({"anneal_steps": 10, "schedule": 0.5}, "schedule"), ({"anneal_steps": 10.0}, "anneal_steps"),
+     ({"anneal_steps": 10, "steps": 12}, "steps"), ({"anneal_steps": 10, "steps": 0}, "steps")],
 )  # fmt: skip
 def test_bad_arguments_are_named(task, kwargs, name):
     with pytest.raises(ValueError, match=f"Invalid {name}"):
@@ -110,8 +137,8 @@ def config(schedule=None, **budget) -> dict:
          "budget.anneal_steps"),
         ({"target_train_loss": 0.5, "check_every": 5, "anneal_steps": STEPS}, None,
          "budget.anneal_steps"),
-        ({"target_train_loss": 0.5, "check_every": 5, "anneal_steps": 10},
-         {"kind": "cosine", "warmup": 5}, "budget.anneal_steps"),
+        ({"target_train_loss": 0.5, "check_every": 7, "anneal_steps": 14}, None,
+         "budget.anneal_steps"),  # 60 steps are not a multiple of 7
         ({}, {"kind": "constant", "final": 0.0}, "schedule.final"),
         ({}, {"kind": "constant", "warmup": STEPS}, "schedule.warmup"),
     ],
