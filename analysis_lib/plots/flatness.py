@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._checks import check_int
 from .sweeps import sweep_style
 
 __all__ = [
@@ -158,7 +159,7 @@ def plot_flatness_scatter(
             if j:
                 axes[i, j].set_ylabel("")
             elif key is not None:
-                axes[i, j].set_ylabel(f"{key}: {_label(gap)}")
+                axes[i, j].set_ylabel(f"{key}\n{_label(gap)}")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=True))
     for ax in axes.flat[1:]:
@@ -263,6 +264,7 @@ def plot_forest(
     high: str = "high",
     xlabel: str = "Kendall's τ",
     title: str | None = None,
+    ncols: int | None = None,
 ) -> Figure:
     """A forest plot: one line per value of ``row`` (top to bottom in the frame's order), the
     ``estimate`` as a dot and its interval ``[low, high]`` as a bar, a dashed line at 0; one
@@ -282,13 +284,14 @@ def plot_forest(
         high: the column of the intervals' upper ends.
         xlabel: the x axis label.
         title: the figure title (None: none).
+        ncols: panels per row (None: all in one row); more panels wrap onto further rows.
 
     Returns:
         The matplotlib Figure.
 
     Raises:
         TypeError: ``frame`` is not a DataFrame.
-        ValueError: a required column is missing, or ``frame`` is empty.
+        ValueError: a required column is missing, ``frame`` is empty, or ``ncols`` < 1.
 
     Examples:
         >>> f = pd.DataFrame({"measure": ["lambda_max", "epsilon"], "tau": [0.3, -0.1],
@@ -306,11 +309,16 @@ def plot_forest(
     lines = list(dict.fromkeys(frame[row]))
     series = [None] if hue is None else list(dict.fromkeys(frame[hue]))
     width = 0.7 / len(series)
+    ncols = len(panels) if ncols is None else min(check_int("ncols", ncols, 1), len(panels))
+    nrows = -(-len(panels) // ncols)
+    height = 0.36 * len(lines) * max(1, len(series) / 2) + 1.0
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.4 * len(panels) + 1.8, 0.36 * len(lines) * max(1, len(series) / 2) + 1.4),
+        nrows, ncols, figsize=(3.4 * ncols + 2.2, height * nrows + 0.5),
         squeeze=False, sharey=True, sharex=True, constrained_layout=True,
     )  # fmt: skip
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         part = frame if panel is None else frame[frame[column] == panel]
         for k, name in enumerate(series):
             sub = part if name is None else part[part[hue] == name]
@@ -327,6 +335,8 @@ def plot_forest(
             ax.set_title(str(panel), fontsize="medium")
     axes[0, 0].set_yticks(range(len(lines)), [_label(str(v)) for v in lines])
     axes[0, 0].set_ylim(len(lines) - 0.5, -0.5)
+    for ax in axes.flat[: len(panels)]:
+        ax.tick_params(labelleft=True)
     if hue is not None:
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
                    ncols=min(len(series), 4))  # fmt: skip

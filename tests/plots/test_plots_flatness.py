@@ -156,3 +156,16 @@ def test_forest_plot_draws_each_interval_on_its_line_and_series():
         plots.plot_forest(frame.drop(columns="low"))
     with pytest.raises(ValueError, match="empty"):
         plots.plot_forest(frame[:0])
+
+
+def test_forest_panels_wrap_into_rows():
+    frame = pd.DataFrame({"measure": ["lambda_max"] * 5, "axis": list("abcde"),
+                          "tau": [0.1] * 5, "low": [0.0] * 5, "high": [0.2] * 5})  # fmt: skip
+    fig = plots.plot_forest(frame, column="axis", ncols=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == list("abcde") and len(fig.axes) == 6
+    rows = sorted({round(ax.get_position().y0, 3) for ax in visible})
+    assert len(rows) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="ncols"):
+        plots.plot_forest(frame, column="axis", ncols=0)
