@@ -26,6 +26,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "offline_book",
+    "vega_outputs",
 ]
 
 root_doc = "index"
@@ -61,6 +62,7 @@ html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
 html_context = {"default_mode": "auto"}  # light or dark, as the reader's system prefers
 html_show_sourcelink = False
 html_copy_source = False
+html_static_path = ["_static"]  # vega_outputs.js, which draws the kernel-free explorers
 
 # MathJax 3, from the npm package copied into _static/vendor (a path relative to _static), with
 # a stand-in for MathJax 2's Hub that ipywidgets calls (see the file)

@@ -1,8 +1,9 @@
 """Drawing only, by topic: the house style and saving (:mod:`.style`), one palette
 (:mod:`.palette`), toy-problem trajectories (:mod:`.trajectories`), training curves and the
 AdamW-to-SGD transition (:mod:`.training`), loss landscapes (:mod:`.landscapes`), curvature and
-the edge of stability (:mod:`.curvature`), optimizer sweeps (:mod:`.sweeps`) and flatness
-(:mod:`.flatness`). Everything is importable from ``analysis_lib.plots`` itself.
+the edge of stability (:mod:`.curvature`), optimizer sweeps (:mod:`.sweeps`), flatness
+(:mod:`.flatness`) and explorers that need no kernel (:mod:`.explorers`, Vega-Lite through
+Altair). Everything is importable from ``analysis_lib.plots`` itself.
 
 Importing the package applies the house style (:func:`set_style`). Typical notebook use::
 
@@ -18,8 +19,19 @@ results (trajectories, landscape grids, curvature estimates, tidy frames) and dr
 
 from __future__ import annotations
 
-from . import curvature, flatness, landscapes, palette, style, sweeps, training, trajectories
+from . import (
+    curvature,
+    explorers,
+    flatness,
+    landscapes,
+    palette,
+    style,
+    sweeps,
+    training,
+    trajectories,
+)
 from .curvature import *  # noqa: F403
+from .explorers import *  # noqa: F403
 from .flatness import *  # noqa: F403
 from .landscapes import *  # noqa: F403
 from .palette import *  # noqa: F403
@@ -31,6 +43,7 @@ from .trajectories import *  # noqa: F403
 __all__ = sorted(
     {
         *curvature.__all__,
+        *explorers.__all__,
         *flatness.__all__,
         *landscapes.__all__,
         *palette.__all__,

@@ -5,7 +5,8 @@ book's own ``_static/vendor`` folder.
   which ``make book`` runs) are copied into ``_static/vendor``: MathJax 3 with its fonts,
   require.js and the ipywidgets HTML manager (which bundles the built-in widgets and their
   icon font) for the widgets saved in a notebook, and Font Awesome 4 for the buttons of
-  matplotlib's JavaScript animations. ``conf.py`` points Sphinx and MyST-NB at these copies.
+  matplotlib's JavaScript animations, and Vega, Vega-Lite and vega-embed for the kernel-free
+  explorers (``vega_outputs.py``). ``conf.py`` points Sphinx and MyST-NB at these copies.
 - A notebook output that links a known CDN asset (matplotlib's animations link Font Awesome from
   a CDN) is pointed at the copy instead.
 - After the build, every page and style sheet is read: an asset (a script, style sheet, image,
@@ -46,6 +47,14 @@ COPIES = (
     ("font-awesome/css", "font-awesome/css"),
     ("font-awesome/fonts", "font-awesome/fonts"),
     ("font-awesome/README.md", "font-awesome/README.md"),  # its licences (fonts: OFL, CSS: MIT)
+    # Vega, Vega-Lite and vega-embed (BSD-3-Clause) for the kernel-free explorers, which the
+    # notebooks save as Vega-Lite outputs (docs/_ext/vega_outputs.py draws them)
+    ("vega/build/vega.min.js", "vega/vega.min.js"),
+    ("vega/LICENSE", "vega/LICENSE"),
+    ("vega-lite/build/vega-lite.min.js", "vega-lite/vega-lite.min.js"),
+    ("vega-lite/LICENSE", "vega-lite/LICENSE"),
+    ("vega-embed/build/vega-embed.min.js", "vega-embed/vega-embed.min.js"),
+    ("vega-embed/LICENSE", "vega-embed/LICENSE"),
 )
 #: Files that the HTML manager's style sheet loads relative to its script (its icon font).
 WIDGET_FONTS = ("*.woff2", "*.woff", "*.ttf", "*.eot", "*.svg")

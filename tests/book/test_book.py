@@ -4,7 +4,9 @@ Chromium (Debian's ``chromium`` package; ``CHROMIUM`` names another executable),
 Playwright, opens the home page, every notebook page and the API pages of a build served on
 127.0.0.1, and checks that no request leaves 127.0.0.1 (any other is blocked and fails the
 test), that no script logs an error, that math is typeset, that every image loaded, and that
-notebook 02's widgets and animation work with neither a kernel nor a CDN. Without Chromium these
+notebook 02's widgets and animation work with neither a kernel nor a CDN, that each kernel-free
+explorer (Vega-Lite) redraws when each of its controls moves, and that the exercises' solutions
+stay folded until clicked. Without Chromium these
 tests fail, they do not skip: CI installs it (.ci/run). Playwright's own browsers are never
 downloaded or used.
 """
@@ -368,3 +370,74 @@ def test_every_internal_link_resolves(book):
                 if parts.fragment not in known:
                     broken.append(f"{page.relative_to(book)} -> {href}")
     assert not broken, broken[:20]
+
+
+# -- the kernel-free explorers (Vega-Lite, drawn by the book's own Vega) and the exercises ------
+EXPLORER_PAGES = ["notebooks/02_toy_trajectories.html"]
+#: The drawn data of an explorer: the path of every line mark and the text under the panels.
+DRAWN = """(target) => [...target.querySelectorAll("svg g.mark-line path, svg g.mark-text text")]
+    .map((el) => el.getAttribute("d") || el.textContent).join("|")"""
+
+
+def _move(control, page: Page) -> None:
+    """Move a Vega binding: another option of a menu, the other end of a slider."""
+    tag = control.evaluate("el => el.tagName.toLowerCase()")
+    if tag == "select":
+        options = control.locator("option").all_inner_texts()
+        current = control.input_value()
+        control.select_option(next(o for o in options if o != current))
+    else:
+        control.evaluate(
+            """(el) => {
+                el.value = el.value === el.min ? el.max : el.min;
+                el.dispatchEvent(new Event("input", { bubbles: true }));
+            }"""
+        )
+
+
+@pytest.mark.parametrize("path", EXPLORER_PAGES)
+def test_each_kernel_free_explorer_redraws_when_a_control_moves(browser, site, path):
+    with visit(browser, site, path) as seen:
+        page = seen.page
+        explorers = page.locator("article div.vega-output")
+        assert explorers.count() >= 2, "notebook 02 has two kernel-free explorers"
+        for i in range(explorers.count()):
+            explorer = explorers.nth(i)
+            explorer.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "(el) => el.dataset.drawn === 'true'", arg=explorer.element_handle()
+            )
+            controls = explorer.locator(".vega-bindings select, .vega-bindings input[type=range]")
+            assert controls.count() >= 2, f"explorer {i}: {controls.count()} controls"
+            for j in range(controls.count()):
+                before = explorer.evaluate(DRAWN)
+                assert "M" in before, f"explorer {i} drew no path"
+                _move(controls.nth(j), page)
+                page.wait_for_function(
+                    f"([el, before]) => ({DRAWN})(el) !== before",
+                    arg=[explorer.element_handle(), before],
+                )
+        check_offline_and_clean(seen, path)
+
+
+def _solutions(page: Page):
+    """The folded cells of the page's exercises (MyST-NB's hide-cell toggles after the
+    "Exercises" heading)."""
+    return page.locator("section#exercises details.hide")
+
+
+@pytest.mark.parametrize("name", ["01_update_rules", "02_toy_trajectories"])
+def test_exercise_solutions_stay_folded_until_clicked(browser, site, name):
+    path = f"notebooks/{name}.html"
+    with visit(browser, site, path) as seen:
+        page = seen.page
+        solutions = _solutions(page)
+        assert solutions.count() >= 2, f"{path}: {solutions.count()} folded solutions"
+        for i in range(solutions.count()):
+            solution = solutions.nth(i)
+            code = solution.locator("div.cell_input, div.cell_output").first
+            assert not solution.evaluate("el => el.open"), f"solution {i} is open"
+            assert not code.is_visible(), f"solution {i} is visible before a click"
+            solution.locator("summary").click()
+            code.wait_for(state="visible")
+        check_offline_and_clean(seen, path)
