@@ -426,7 +426,15 @@ def _solutions(page: Page):
     return page.locator("section#exercises details.hide")
 
 
-@pytest.mark.parametrize("name", ["01_update_rules", "02_toy_trajectories"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01_update_rules",
+        "02_toy_trajectories",
+        "03_adamw_to_sgd_transition",
+        "07_edge_of_stability",
+    ],
+)
 def test_exercise_solutions_stay_folded_until_clicked(browser, site, name):
     path = f"notebooks/{name}.html"
     with visit(browser, site, path) as seen:
