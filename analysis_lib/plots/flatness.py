@@ -99,6 +99,7 @@ def draw_measure_scatter(
                    linewidth=0.4)  # fmt: skip
     if _spans_decades(frame[measure].to_numpy(dtype=float)):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # labelled minor ticks overlap
     else:  # few ticks, so that long labels such as 0.00475 do not run together
         ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
     ax.set_xlabel(_label(measure))
@@ -313,7 +314,7 @@ def plot_forest(
     nrows = -(-len(panels) // ncols)
     height = 0.36 * len(lines) * max(1, len(series) / 2) + 1.0
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.4 * ncols + 2.2, height * nrows + 0.5),
+        nrows, ncols, figsize=(3.4 * ncols + 3.2, height * nrows + 0.8),
         squeeze=False, sharey=True, sharex=True, constrained_layout=True,
     )  # fmt: skip
     for ax in axes.flat[len(panels) :]:
@@ -330,16 +331,17 @@ def plot_forest(
                         label=None if name is None else str(name))  # fmt: skip
         ax.axvline(0.0, color="0.4", lw=0.9, ls="--", zorder=0)
         ax.set_xlim(-1.0, 1.0)
+        ax.set_xticks([-1.0, -0.5, 0.0, 0.5, 1.0])
         ax.set_xlabel(xlabel)
         if panel is not None:
             ax.set_title(str(panel), fontsize="medium")
     axes[0, 0].set_yticks(range(len(lines)), [_label(str(v)) for v in lines])
     axes[0, 0].set_ylim(len(lines) - 0.5, -0.5)
-    for ax in axes.flat[: len(panels)]:
+    for ax in axes[:, 0]:  # the measures' names at the start of every row of panels
         ax.tick_params(labelleft=True)
     if hue is not None:
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
-                   ncols=min(len(series), 4))  # fmt: skip
+                   ncols=min(len(series), 2))  # fmt: skip
     if title:
         fig.suptitle(title)
     return fig
