@@ -89,9 +89,9 @@ def test_bad_inputs_name_the_argument(kwargs, match):
 
 def _residual(seed=0):
     torch.manual_seed(seed)
-    net = ResidualMLP(12, 10, 4).double()
-    x = torch.randn(30, 12, dtype=torch.float64)
-    y = torch.randint(0, 4, (30,))
+    net = ResidualMLP(7, 6, 3).double()  # 105 parameters: a dense Hessian in a second
+    x = torch.randn(30, 7, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,))
     return net, x, y
 
 
