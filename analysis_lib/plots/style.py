@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .. import io as _io
+from .. import quick_mode
 
 __all__ = ["FIGURES_ENV_VAR", "SavedFigures", "figures_dir", "save", "set_style"]
 
@@ -71,7 +72,9 @@ def figures_dir() -> Path:
     whatever the kernel's working directory is), or to the current working directory when there
     is no project root. Without the variable: ``figures/`` at the project root (the folder with
     the ``pyproject.toml`` above the ``analysis_lib`` package), or ``./figures`` when the package
-    is installed elsewhere.
+    is installed elsewhere; but with ``QUICK=1`` (:func:`analysis_lib.quick_mode`) and no variable,
+    ``build/quick-figures/`` there instead, so that a quick run, in JupyterLab or anywhere, never
+    overwrites the committed figures of a full run.
 
     Returns:
         The folder, an absolute ``Path``.
@@ -82,7 +85,10 @@ def figures_dir() -> Path:
     root = _io.project_root()
     base = root if root is not None else Path.cwd()
     env = os.environ.get(FIGURES_ENV_VAR, "").strip()
-    folder = base / Path(env).expanduser() if env else base / "figures"
+    if env:
+        folder = base / Path(env).expanduser()
+    else:
+        folder = base / "build" / "quick-figures" if quick_mode() else base / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -59,10 +59,30 @@ def test_figures_dir_respects_env_and_is_created(fig_dir):
 
 def test_figures_dir_default_is_project_figures(monkeypatch):
     monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
+    monkeypatch.delenv("QUICK", raising=False)
     folder = plots.figures_dir()
     assert folder.name == "figures"
     assert (folder.parent / "pyproject.toml").is_file()
     assert (folder.parent / "analysis_lib").is_dir()
+
+
+@pytest.mark.parametrize("quick", ["1", "yes"])
+def test_a_quick_run_never_writes_into_the_committed_figures(tmp_path, monkeypatch, quick):
+    root = tmp_path / "root"
+    monkeypatch.setattr(io, "project_root", lambda: root)
+    monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
+    monkeypatch.setenv("QUICK", quick)
+    assert plots.figures_dir() == root / "build" / "quick-figures"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    saved = plots.save(fig, "quick_check", formats=("png",))
+    assert [p.parent for p in saved] == [root / "build" / "quick-figures"]
+    assert not (root / "figures").exists()
+    monkeypatch.setenv("QUICK", "0")
+    assert plots.figures_dir() == root / "figures"
+    monkeypatch.setenv(plots.FIGURES_ENV_VAR, "elsewhere")  # the variable still wins
+    monkeypatch.setenv("QUICK", "1")
+    assert plots.figures_dir() == root / "elsewhere"
 
 
 def test_figures_dir_relative_env_is_below_project_root(tmp_path, monkeypatch):
@@ -81,6 +101,7 @@ def test_figures_dir_without_project_root_uses_cwd(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "project_root", lambda: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(plots.FIGURES_ENV_VAR, raising=False)
+    monkeypatch.delenv("QUICK", raising=False)
     assert plots.figures_dir() == tmp_path / "figures"
     assert (tmp_path / "figures").is_dir()
 
