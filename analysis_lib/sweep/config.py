@@ -338,6 +338,12 @@ def _budget_spec(value: Any) -> dict:
                 )
             if anneal >= steps:
                 raise ConfigError("budget.anneal_steps", f"{anneal} is not below steps = {steps}")
+            if steps % every:
+                raise ConfigError(
+                    "budget.anneal_steps",
+                    f"needs budget.steps ({steps}) to be a multiple of check_every ({every}), "
+                    "so that an anneal cut by the budget ends on a check",
+                )
             spec["anneal_steps"] = anneal
     else:
         for key in ("check_every", "anneal_steps"):
@@ -495,12 +501,6 @@ def load_config(source: str | Path | dict, *, check_task: bool = True) -> SweepC
     task_spec = _task_spec(raw["task"])
     budget = _budget_spec(raw["budget"])
     schedule = _schedule_spec(raw.get("schedule", {"kind": "constant"}), budget["steps"])
-    if "anneal_steps" in budget and budget["steps"] % budget["check_every"]:
-        raise ConfigError(
-            "budget.anneal_steps",
-            f"needs budget.steps ({budget['steps']}) to be a multiple of check_every "
-            f"({budget['check_every']}), so that an anneal cut by the budget ends on a check",
-        )
     optimizers = _optimizers(raw["optimizers"], budget["steps"])
     data = {
         "name": name,

@@ -311,18 +311,15 @@ def _parsed(column: str, text: str):
 def _configuration_matches(row: dict[str, str], trial: Trial) -> list[str]:
     """The configuration columns of ``row`` that differ from ``trial``'s (``row`` parses)."""
     wrong = [c for c in CONFIG_COLUMNS if _parsed(c, row[c]) != getattr(trial, c)]
-    if trial.target_train_loss is not None:
+    for column in ("target_train_loss", "anneal_steps"):  # budget keys only some trials have
+        expected = getattr(trial, column)
+        if expected is None:
+            continue
         try:
-            if float(row.get("target_train_loss", "")) != trial.target_train_loss:
-                wrong.append("target_train_loss")
+            if float(row.get(column, "")) != expected:
+                wrong.append(column)
         except ValueError:
-            wrong.append("target_train_loss")
-    if trial.anneal_steps is not None:
-        try:
-            if float(row.get("anneal_steps", "")) != trial.anneal_steps:
-                wrong.append("anneal_steps")
-        except ValueError:
-            wrong.append("anneal_steps")
+            wrong.append(column)
     return wrong
 
 
