@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .._checks import check_int
+from .._checks import check_float, check_int
 
 __all__ = ["choose_lr"]
 
@@ -19,6 +19,7 @@ def choose_lr(
     *,
     failed: str = "diverged",
     seeds: int | None = None,
+    rtol: float = 1e-3,
 ) -> float:
     """The learning rate chosen on the validation split from ``frame``, one row per (lr, seed)
     with columns ``lr``, ``selection`` and the boolean ``failed`` (e.g. the frame of
@@ -28,19 +29,23 @@ def choose_lr(
     the mean of ``selection`` over its seeds, lower is better for ``"val_loss"`` and higher
     for ``"val_accuracy"``. An lr where any seed failed (diverged), or with fewer than
     ``seeds`` rows, or whose mean is not finite, counts as the worst, so a rate that works
-    only for lucky seeds is never chosen. Ties go to the smaller lr. NaN when every lr failed.
+    only for lucky seeds is never chosen. Scores within ``rtol`` (relative) of the best are
+    ties, and ties go to the smaller lr, so a near-tie is not broken by the last bits of
+    floating point (the same choice on any machine). NaN when every lr failed.
 
     Args:
         frame: the per-(lr, seed) results, with the columns ``lr``, ``selection`` and ``failed``.
         selection: the score column, ``"val_loss"`` (lower is better) or ``"val_accuracy"``.
         failed: the boolean column marking failed runs (default ``"diverged"``).
         seeds: the number of rows an lr needs to be eligible (>= 1); None: no minimum.
+        rtol: scores within ``rtol * |best|`` of the best count as ties (>= 0; default 1e-3).
 
     Returns:
         The chosen learning rate as a float, or NaN when no lr is eligible.
 
     Raises:
-        ValueError: ``selection`` not one of the two names, a missing column, or ``seeds`` < 1.
+        ValueError: ``selection`` not one of the two names, a missing column, ``seeds`` < 1 or
+            ``rtol`` < 0.
         TypeError: ``frame`` not a DataFrame.
 
     Example:
@@ -49,6 +54,9 @@ def choose_lr(
         ...                       diverged=[False, True, False, False]))
         >>> choose_lr(f)
         0.01
+        >>> g = pd.DataFrame(dict(lr=[0.01, 0.1], val_loss=[0.5004, 0.5], diverged=False))
+        >>> choose_lr(g), choose_lr(g, rtol=0.0)  # 0.08% apart: a tie, the smaller rate
+        (0.01, 0.1)
     """
     if selection not in ("val_loss", "val_accuracy"):
         raise ValueError(
@@ -61,14 +69,15 @@ def choose_lr(
         raise ValueError(f"Invalid frame: it lacks the column(s) {missing}")
     if seeds is not None:
         seeds = check_int("seeds", seeds, 1)
+    rtol = check_float("rtol", rtol, 0.0)
     sign = 1.0 if selection == "val_loss" else -1.0  # lower score is better
-    best, best_score = math.nan, math.inf
-    for lr, at in sorted(frame.groupby("lr"), key=lambda kv: kv[0]):
+    scores = {}
+    for lr, at in frame.groupby("lr"):
         ok = at[~at[failed].astype(bool)]
         complete = len(ok) == len(at) and (seeds is None or len(ok) >= seeds)
         score = sign * float(ok[selection].mean()) if complete and len(ok) else math.inf
-        if not math.isfinite(score):
-            score = math.inf
-        if score < best_score:
-            best, best_score = float(lr), score
-    return best
+        scores[float(lr)] = score if math.isfinite(score) else math.inf
+    best = min(scores.values(), default=math.inf)
+    if not math.isfinite(best):
+        return math.nan
+    return min(lr for lr, score in scores.items() if score <= best + rtol * abs(best))

@@ -234,7 +234,9 @@ class TuneResult:
         diverged: whether each run diverged.
         final_points: ``(G, 2)``, each run's last point.
         best_index: the index of the chosen learning rate, or None when every run diverged.
-        tolerance: distances within ``tolerance`` of the best were ties.
+        tolerance, rtol: the absolute and relative tolerances of the tie rule (distances within
+            ``max(tolerance, rtol * best)`` of the best were ties; mean losses within ``rtol``
+            of the lowest too, then the smaller learning rate won).
         best: the chosen run's trajectory (``tune_lr(..., keep_best=True)``), else None.
     """
 
@@ -247,12 +249,49 @@ class TuneResult:
     final_points: np.ndarray
     best_index: int | None
     tolerance: float
+    rtol: float = 0.0
     best: Trajectory | None = None
 
     CRITERION = (
         "distance of the final point to the nearest minimum; distances within the "
-        "tolerance of the best are ties, broken by the lower mean loss over the run"
+        "tolerance of the best are ties, broken by the lower mean loss over the run, and "
+        "mean losses within the relative tolerance by the smaller learning rate"
     )
+
+    @property
+    def on_edge(self) -> bool:
+        """Whether the chosen rate is the smallest or the largest of the grid (a wider grid
+        might choose another).
+
+        Returns:
+            True at either end of a grid of two or more rates; False otherwise or when every
+            run diverged.
+        """
+        if self.best_index is None or len(self.lrs) < 2:
+            return False
+        return bool(self.lrs[self.best_index] in (self.lrs.min(), self.lrs.max()))
+
+    @property
+    def knife_edge(self) -> bool:
+        """Whether the choice could change under perturbations ten times the tie rule's
+        tolerances: a rate outside the ties lies within ten tie bands of the best distance, or
+        a rate among them has a mean loss within ``10 * rtol`` (but not ``rtol``) of their
+        lowest.
+
+        Returns:
+            True when the choice is that close; False otherwise or when every run diverged.
+        """
+        if self.best_index is None:
+            return False
+        d, loss = self.final_distance, self.mean_loss
+        best = np.nanmin(d)
+        band = max(self.tolerance, self.rtol * abs(best))
+        outside = (d > best + band) & (d <= best + 10 * band)
+        ties = d <= best + band
+        lowest = loss[ties].min()
+        above = loss - lowest
+        close = ties & (above > self.rtol * abs(lowest)) & (above <= 10 * self.rtol * abs(lowest))
+        return bool(outside.any() or close.any())
 
     @property
     def label(self) -> str:

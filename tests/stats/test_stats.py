@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from analysis_lib import stats
 from analysis_lib.stats import kendall_tau, tau_table
 
 
@@ -88,3 +89,23 @@ def test_nan_pairs_are_dropped_and_the_table():
 def test_bad_inputs_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_choose_lr_breaks_near_ties_by_the_smaller_rate_within_rtol():
+    """Mean validation losses 0.5000 (lr 0.1) and 0.5004 (lr 0.01) are 0.08% apart: a tie
+    under the default rtol (1e-3), so the smaller rate wins whichever of the two is ahead by
+    rounding; 0.3% apart is not a tie."""
+    near = pd.DataFrame(
+        dict(lr=[0.01, 0.01, 0.1, 0.1], val_loss=[0.5003, 0.5005, 0.5, 0.5], diverged=False)
+    )
+    assert stats.choose_lr(near) == 0.01
+    assert stats.choose_lr(near, rtol=0.0) == 0.1
+    flipped = near.assign(val_loss=[0.5, 0.5, 0.5003, 0.5005])
+    assert stats.choose_lr(flipped) == 0.01
+    apart = near.assign(val_loss=[0.5015, 0.5015, 0.5, 0.5])
+    assert stats.choose_lr(apart) == 0.1
+    acc = near.assign(val_accuracy=[0.65, 0.65, 0.6504, 0.6504])  # higher is better
+    assert stats.choose_lr(acc, "val_accuracy") == 0.01
+    assert stats.choose_lr(acc, "val_accuracy", rtol=0.0) == 0.1
+    with pytest.raises(ValueError, match="Invalid rtol"):
+        stats.choose_lr(near, rtol=-1e-3)
