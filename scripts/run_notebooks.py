@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/run_notebooks.py [PATH ...] [--timeout SECONDS] [--quick] [--no-save]
+                                    [--jobs N]
 
 Each PATH is a folder (its ``*.ipynb`` files, sorted) or a notebook; the default is the project's
 ``notebooks/`` folder. Every notebook runs in a fresh ``python3`` kernel whose working directory
@@ -16,6 +17,12 @@ Cells tagged ``interactive`` (they only build ipywidgets, next to a static figur
 timeout, and a notebook whose interactive cell times out is run once more: nbclient sometimes
 never sees the reply to a cell that opens widgets (jupyter/nbclient#312), and would otherwise
 wait for the whole per-cell timeout.
+
+``--jobs N`` runs up to N notebooks at once (default: one per CPU core, at most four), each in
+a child process of this script (``--jobs 1``) that reports its result as one JSON line; the
+notebooks are independent and each has its own kernel, so what they compute does not depend
+on N (each kernel keeps torch's default number of threads). The table lists them in the order
+given, whatever order they finish in.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
@@ -42,6 +51,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_ERROR_CHARS = 300
 INTERACTIVE_TAG = "interactive"
 INTERACTIVE_TIMEOUT = 120  # seconds for a cell tagged INTERACTIVE_TAG
+MAX_DEFAULT_JOBS = 4
+RESULT_PREFIX = "run_notebooks result: "  # a child's report, one JSON line on its stdout
 
 
 @dataclass
@@ -243,6 +254,66 @@ def run_notebook(
     return Result(path, True, seconds, saved=save)
 
 
+def _child_command(path: Path, args: argparse.Namespace) -> list[str]:
+    """The command line that runs ``path`` alone in a child process and reports its result."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(path), "--jobs", "1"]
+    cmd += ["--timeout", str(args.timeout), "--report-json"]
+    if args.quick:
+        cmd.append("--quick")
+    if args.no_save:
+        cmd.append("--no-save")
+    return cmd
+
+
+def run_in_child(path: Path, args: argparse.Namespace) -> Result:
+    """Run ``path`` in a child process of this script (``--jobs 1 --report-json``) and read
+    its result from the JSON line it prints; a child that prints none failed."""
+    start = time.perf_counter()
+    proc = subprocess.run(_child_command(path, args), capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            fields = json.loads(line[len(RESULT_PREFIX) :])
+            return Result(path, fields["ok"], fields["seconds"], fields["saved"], fields["error"])
+    tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+    detail = _shorten(tail[-1] if tail else f"exit status {proc.returncode}")
+    return Result(path, False, time.perf_counter() - start, error=f"child failed: {detail}")
+
+
+def _report(result: Result) -> str:
+    line = f"{result.status:<6} {_display(result.path)} ({result.seconds:.1f} s)"
+    if result.ok and result.saved:
+        line += ", saved"
+    if result.error:
+        line += f" -- {result.error}"
+    return line
+
+
+def run_all(notebooks: list[Path], args: argparse.Namespace, save: bool) -> list[Result]:
+    """Run ``notebooks``: one after the other in this process with a progress bar
+    (``args.jobs == 1``), or up to ``args.jobs`` at once in child processes. Results in the
+    order of ``notebooks``."""
+    if args.jobs == 1 or len(notebooks) == 1:
+        results = []
+        with tqdm(
+            notebooks, desc="notebooks", unit="nb", file=sys.stderr, dynamic_ncols=True
+        ) as bar:
+            for path in bar:
+                results.append(
+                    run_notebook(path, timeout=args.timeout, quick=args.quick, save=save, bar=bar)
+                )
+                tqdm.write(_report(results[-1]), file=sys.stdout)
+                sys.stdout.flush()
+        return results
+
+    def one(path: Path) -> Result:
+        result = run_in_child(path, args)
+        print(_report(result), flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=min(args.jobs, len(notebooks))) as pool:
+        return list(pool.map(one, notebooks))
+
+
 def _display(path: Path) -> str:
     """``path`` relative to the working directory when it is below it, else as given."""
     try:
@@ -292,9 +363,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-save", action="store_true", help="run the notebooks but do not save them"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="notebooks run at once, each in a child process (default 0: one per CPU core, "
+        f"at most {MAX_DEFAULT_JOBS}); 1 runs them one after the other in this process",
+    )
+    parser.add_argument("--report-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if args.jobs < 0:
+        parser.error(f"--jobs must be 0 (one per core) or a positive number, got {args.jobs}")
+    if args.jobs == 0:
+        args.jobs = max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
     return args
 
 
@@ -311,26 +394,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     save = not (args.quick or args.no_save)
     mode = "QUICK=1, not saved" if args.quick else ("QUICK=0, not saved" if not save else "QUICK=0")
+    jobs = f", {args.jobs} at once" if args.jobs > 1 and len(notebooks) > 1 else ""
     print(
-        f"running {len(notebooks)} notebook(s) ({mode}, timeout {args.timeout} s per cell)",
+        f"running {len(notebooks)} notebook(s) ({mode}, timeout {args.timeout} s per cell{jobs})",
         flush=True,
     )
-
-    results: list[Result] = []
-    with tqdm(notebooks, desc="notebooks", unit="nb", file=sys.stderr, dynamic_ncols=True) as bar:
-        for path in bar:
-            result = run_notebook(path, timeout=args.timeout, quick=args.quick, save=save, bar=bar)
-            results.append(result)
-            line = f"{result.status:<6} {_display(path)} ({result.seconds:.1f} s)"
-            if result.ok and result.saved:
-                line += ", saved"
-            if result.error:
-                line += f" -- {result.error}"
-            tqdm.write(line, file=sys.stdout)
-            sys.stdout.flush()
-
+    start = time.perf_counter()
+    results = run_all(notebooks, args, save)
+    if args.report_json and len(results) == 1:
+        fields = {k: v for k, v in asdict(results[0]).items() if k != "path"}
+        print(RESULT_PREFIX + json.dumps(fields), flush=True)
     print()
     print(format_table(results))
+    print(f"wall time: {time.perf_counter() - start:.1f} s")
     failed = [r for r in results if not r.ok]
     if failed:
         print("\nfailures (the notebook files were left unchanged):")

@@ -1,4 +1,4 @@
-"""Tests for scripts/run_notebooks.py (what `make figures` runs). Three kernel runs in all."""
+"""Tests for scripts/run_notebooks.py (what `make figures` runs). Five kernel runs in all."""
 
 from __future__ import annotations
 
@@ -115,6 +115,43 @@ def test_quick_sets_quick_1_and_does_not_save(run_notebooks, tmp_path, capsys, m
     assert (quick, tqdm) == ("1", "1") and backend != "Agg"
     assert nb_path.read_bytes() == before
     assert "1 ok, 0 failed" in capsys.readouterr().out
+
+
+def test_jobs_run_notebooks_at_once_in_children_and_keep_their_order(
+    run_notebooks, tmp_path, capsys
+):
+    """Two notebooks that each wait for the other's file: they finish only if they run at the
+    same time. The one that fails is reported and left as it was; the table keeps their order."""
+    wait = """\
+import pathlib, time
+pathlib.Path("{mine}").touch()
+deadline = time.time() + 60
+while not pathlib.Path("{other}").exists() and time.time() < deadline:
+    time.sleep(0.05)
+assert pathlib.Path("{other}").exists(), "not run at the same time"
+print("met")"""
+    a = write_notebook(tmp_path / "a.ipynb", wait.format(mine="a.flag", other="b.flag"))
+    b = write_notebook(tmp_path / "b.ipynb", wait.format(mine="b.flag", other="a.flag"), "1 / 0")
+    b_before = b.read_bytes()
+
+    assert run_notebooks.main([str(tmp_path), "--jobs", "2", "--timeout", "120"]) == 1
+
+    out = capsys.readouterr().out
+    assert nbformat.read(a, as_version=4).cells[0].outputs[0]["text"] == "met\n"  # saved
+    assert b.read_bytes() == b_before
+    assert "cell index 1: ZeroDivisionError" in out
+    assert table_row(out, "a.ipynb")[1] == "ok" and table_row(out, "b.ipynb")[1] == "FAILED"
+    table = out[out.index("notebook  ") :]
+    assert table.index("a.ipynb") < table.index("b.ipynb")
+    assert "2 notebook(s): 1 ok, 1 failed" in out and "2 at once" in out
+    assert leftovers(tmp_path) == []
+
+
+def test_bad_jobs_is_refused_by_name(run_notebooks, capsys):
+    with pytest.raises(SystemExit):
+        run_notebooks.parse_args(["--jobs", "-1"])
+    assert "--jobs" in capsys.readouterr().err
+    assert run_notebooks.parse_args(["--jobs", "0"]).jobs >= 1  # one per core
 
 
 # No kernel below.
